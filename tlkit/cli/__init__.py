@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "tlkit.cli.finetune:finetune",
     "backbones": "tlkit.cli.backbones:backbones",
     "weights": "tlkit.cli.weights:weights",
+    "inspect": "tlkit.cli.inspect:inspect",
 }
 
 # One line of help per command, shown by `tlkit --help` without importing the command.
@@ -25,6 +26,7 @@ SHORT_HELP: dict[str, str] = {
     "finetune": "Fine-tune a pretrained image backbone on a folder or CSV of labelled images.",
     "backbones": "List the backbones: parameters, input sizes, blocks, offline weights.",
     "weights": "Manage pretrained weights (import a downloaded file into Keras's cache).",
+    "inspect": "Per-layer shapes, parameters, receptive fields, memory and FLOPs of a model.",
 }
 
 
