@@ -164,7 +164,7 @@ _ROWS: list[Backbone] = [
     _convnext("XLarge", 348_147_968),
     _row("efficientnet_lite0", "tlkit.lite0:build_efficientnet_lite0", "lite0", 224, 32,
          ["block1a_dwconv"] + [f"block{i}a_expand_conv" for i in range(2, 8)] + ["top_conv"],
-         "top_activation", 3_371_104, offline_weights=True),
+         "top_activation", 3_413_024, offline_weights=True),
     # A few thousand parameters: lets tests walk every code path in seconds.
     _row("tiny_cnn", "tlkit.backbones:build_tiny_cnn", "tf", 32, 16,
          ["block2_conv", "block3_conv"], "block3_relu", 6_200, has_imagenet=False),
@@ -285,3 +285,26 @@ def _ancestors(layer: Any) -> set[str]:
                     seen.add(parent.name)
                     stack.append(parent)
     return seen
+
+
+def backbone_table() -> Any:
+    """The table as a pandas DataFrame, one row per backbone, for listing and docs.
+
+    Example:
+        >>> backbone_table().loc[0, "name"]
+        'vgg16'
+    """
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "name": row.name,
+        "params": row.params,
+        "default_size": row.default_size,
+        "min_size": row.min_size,
+        "blocks": len(row.block_names),
+        "block_starts": " ".join(row.block_names),
+        "last_conv": row.last_conv or "(output)",
+        "preprocess": row.preprocess,
+        "imagenet": ("offline" if row.offline_weights
+                     else "download" if row.has_imagenet else "none"),
+    } for row in _ROWS])

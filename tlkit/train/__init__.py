@@ -1,0 +1,1 @@
+"""Training: stages (freezing, per-block learning rates, one compile per stage) and runs."""

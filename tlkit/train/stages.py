@@ -1,0 +1,166 @@
+"""One training stage: freeze and unfreeze by block, per-block learning rates, compile once.
+
+Freezing reads the backbone row's block boundaries (``tlkit.backbones.block_of_layers``), so
+"unfreeze from block4" means the same thing to training, Grad-CAM and inspection. BatchNorm
+layers stay frozen (``trainable=False``, which in Keras 3 also runs them in inference mode)
+unless the recipe says ``batchnorm: trainable``: small fine-tuning batches would otherwise
+overwrite the ImageNet statistics.
+
+Example:
+    >>> from tlkit.recipes import Stage
+    >>> plan = prepare_stage(model, backbone, row, Stage(train_from=-1))  # doctest: +SKIP
+    >>> plan.trainable_blocks  # doctest: +SKIP
+    [2]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tlkit.backbones import Backbone, block_of_layers
+from tlkit.errors import UserError
+from tlkit.recipes import Stage
+
+if TYPE_CHECKING:
+    import keras
+
+
+@dataclass
+class StagePlan:
+    """What a stage trains: the backbone blocks, and each variable's learning-rate factor."""
+
+    trainable_blocks: list[int]
+    lr_multipliers: dict[str, float]
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """True when only the head trains (so its input features could be computed once)."""
+        return not self.trainable_blocks
+
+
+def first_trainable_block(row: Backbone, train_from: str | int | None,
+                          layer_blocks: dict[str, int]) -> int | None:
+    """Resolve a stage's ``train_from`` to a block index (None: the backbone stays frozen).
+
+    Example:
+        >>> from tlkit.backbones import get_backbone
+        >>> first_trainable_block(get_backbone("vgg16"), -2, {})
+        3
+    """
+    n_blocks = len(row.blocks) + 1
+    if train_from is None:
+        return None
+    if train_from == "all":
+        return 0
+    if isinstance(train_from, int):
+        index = train_from if train_from >= 0 else n_blocks + train_from
+        if not 0 <= index < n_blocks:
+            raise UserError(f"train_from {train_from} is out of range: {row.name} has "
+                            f"{n_blocks} blocks ({', '.join(row.block_names)})")
+        return index
+    name = train_from.removeprefix("after:")
+    if name in row.block_names:
+        return row.block_names.index(name)
+    if name in layer_blocks:
+        return layer_blocks[name]
+    raise UserError(f"train_from '{train_from}' is neither a block nor a layer of {row.name}; "
+                    f"blocks: {', '.join(row.block_names)}")
+
+
+def prepare_stage(backbone: keras.Model, row: Backbone, stage: Stage,
+                  batchnorm: str = "frozen") -> StagePlan:
+    """Set ``trainable`` on every backbone layer for ``stage`` and work out per-variable rates.
+
+    The head always trains. With ``lr_decay`` below 1, block k trains at
+    ``lr * lr_decay ** (last_block - k)``: the top block at the stage's rate, earlier
+    blocks slower (discriminative fine-tuning).
+    """
+    import keras
+
+    layer_blocks = block_of_layers(backbone, row)
+    start = first_trainable_block(row, stage.train_from, layer_blocks)
+    backbone.trainable = start is not None
+    trainable_blocks = [] if start is None else list(range(start, len(row.blocks) + 1))
+    multipliers: dict[str, float] = {}
+    if start is None:
+        return StagePlan(trainable_blocks, multipliers)
+    last = len(row.blocks)
+    for layer in backbone.layers:
+        block = layer_blocks[layer.name]
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = block >= start and not (is_bn and batchnorm == "frozen")
+        if layer.trainable and stage.lr_decay < 1:
+            for variable in layer.trainable_weights:
+                multipliers[variable.path] = stage.lr_decay ** (last - block)
+    return StagePlan(trainable_blocks, multipliers)
+
+
+_LAYERWISE_CLASSES: dict[str, type] = {}
+
+
+def layerwise_optimizer_class(base: type) -> type:
+    """``base`` (a Keras optimizer class) with a learning-rate factor per variable.
+
+    Keras 3 optimizers share one rate; this subclass scales it in ``update_step``, the one
+    place every optimizer applies the rate to a variable, so Adam's moments stay exact.
+    """
+    name = f"Layerwise{base.__name__}"
+    if name in _LAYERWISE_CLASSES:
+        return _LAYERWISE_CLASSES[name]
+    import keras
+
+    def __init__(self: Any, lr_multipliers: dict[str, float] | None = None, **kwargs: Any) -> None:
+        base.__init__(self, **kwargs)
+        self.lr_multipliers = dict(lr_multipliers or {})
+
+    def build(self: Any, variables: list[Any]) -> None:
+        base.build(self, variables)
+        self._lr_scales = [self.lr_multipliers.get(v.path, 1.0) for v in variables]
+
+    def update_step(self: Any, gradient: Any, variable: Any, learning_rate: Any) -> Any:
+        scale = self._lr_scales[self._get_variable_index(variable)]
+        return base.update_step(self, gradient, variable, learning_rate * scale)
+
+    def get_config(self: Any) -> dict[str, Any]:
+        return {**base.get_config(self), "lr_multipliers": self.lr_multipliers}
+
+    cls = type(name, (base,), {"__init__": __init__, "build": build,
+                               "update_step": update_step, "get_config": get_config})
+    cls = keras.saving.register_keras_serializable(package="tlkit")(cls)
+    _LAYERWISE_CLASSES[name] = cls
+    return cls
+
+
+def make_optimizer(stage: Stage, lr_multipliers: dict[str, float] | None = None) -> Any:
+    """The stage's Keras optimizer, layerwise when some variables train at other rates.
+
+    Example:
+        >>> make_optimizer(Stage(optimizer="sgd", lr=0.01)).__class__.__name__  # doctest: +SKIP
+        'SGD'
+    """
+    import keras
+
+    classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    base = classes[stage.optimizer]
+    kwargs: dict[str, Any] = {"learning_rate": stage.lr}
+    if stage.weight_decay:
+        kwargs["weight_decay"] = stage.weight_decay
+    if stage.optimizer == "sgd":
+        kwargs["momentum"] = 0.9
+    if lr_multipliers:
+        return layerwise_optimizer_class(base)(lr_multipliers=lr_multipliers, **kwargs)
+    return base(**kwargs)
+
+
+def compile_for_stage(model: keras.Model, stage: Stage, plan: StagePlan) -> None:
+    """Compile ``model`` for one stage; called once per stage, after ``prepare_stage``.
+
+    Keras reads ``trainable`` at compile time, so changing what trains without recompiling
+    silently trains the old set: that is why the library, not the user, recompiles.
+    """
+    import keras
+
+    model.compile(optimizer=make_optimizer(stage, plan.lr_multipliers),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
