@@ -7,6 +7,7 @@ module body at the earliest, never by this file.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -57,6 +58,8 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tlkit`` console script; a UserError becomes one line and exit 2."""
+    # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is noise on a command line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         exit_code = cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:

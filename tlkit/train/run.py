@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from tlkit.data.images import (
 from tlkit.evaluation.metrics import classification_metrics
 from tlkit.recipes import ImageRecipe, Stage, dump_recipe
 from tlkit.runs import CLASSES_FILE, MODEL_FILE, RECIPE_FILE, new_run_folder, run_name, write_json
-from tlkit.train.stages import compile_for_stage, make_optimizer, prepare_stage
+from tlkit.train.stages import compile_for_stage, prepare_stage
 
 
 @dataclass
@@ -65,7 +66,8 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
     from tlkit.weights import build_weighted_backbone
 
     row = get_backbone(recipe.backbone)
-    size = recipe.input_size or row.default_size
+    recipe = dataclasses.replace(recipe, input_size=recipe.input_size or row.default_size)
+    size = recipe.input_size
     check_input_size(row, size)
     images = load_image_data(recipe, data)
     keras.utils.set_random_seed(recipe.seed)
@@ -90,11 +92,9 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
         metrics["train_seconds"] = round(seconds, 1)
         metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in images.skipped]
         write_json(folder / "metrics.json", metrics)
-        # Saved with a fresh optimizer of the last stage's kind: the file stays loadable
-        # without tlkit (no layerwise optimizer) and carries no optimizer state.
-        model.compile(optimizer=make_optimizer(recipe.stages[-1]),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.save(folder / MODEL_FILE)
+        # An uncompiled view of the same layers is saved: the file then holds no optimizer
+        # state (a layerwise optimizer would need tlkit to load) and stays inference-only.
+        keras.Model(model.inputs, model.outputs, name=model.name).save(folder / MODEL_FILE)
     final = Path(out) / folder.name.removeprefix(".").removesuffix(".partial")
     return Run(final, model, history, metrics, images.class_names)
 
@@ -144,7 +144,7 @@ def _train_stages(model: Any, backbone: Any, row: Any, recipe: ImageRecipe,
         _announce(stage, plan, row)
         fitted = model.fit(datasets["train"], validation_data=datasets.get("val"),
                            initial_epoch=epoch, epochs=epoch + stage.epochs,
-                           class_weight=class_weight, callbacks=callbacks,
+                           class_weight=class_weight, callbacks=callbacks, shuffle=False,
                            verbose=progress_verbosity())
         frame = pd.DataFrame(fitted.history)
         frame.insert(0, "epoch", fitted.epoch)

@@ -1,0 +1,54 @@
+"""Shared fixtures: a private Keras cache and tiny image folders made in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True)
+def private_keras_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+                       ) -> Path:
+    """Tests never read or write the user's ~/.keras: each session gets its own cache."""
+    home = tmp_path_factory.getbasetemp() / "keras_home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+
+
+def write_image(path: Path, colour: tuple[int, int, int], size: int = 24, mode: str = "RGB",
+                seed: int = 0) -> Path:
+    """A small image of one dominant colour plus noise, in the format of ``path``'s suffix."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size, size, 3)), 0, 255)
+    image = Image.fromarray(pixels.astype("uint8"), "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+CLASS_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def make_image_folder(root: Path, per_class: int = 8, classes: tuple[str, ...] = ("red", "green"),
+                      suffix: str = ".png") -> Path:
+    """``root/<class>/<i>.png``: classes told apart by colour, learnable in a few steps."""
+    for name in classes:
+        for i in range(per_class):
+            write_image(root / name / f"{i}{suffix}", CLASS_COLOURS[name], seed=i)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Two colour classes, eight PNGs each."""
+    return make_image_folder(tmp_path / "images")

@@ -1,0 +1,92 @@
+"""Recipes: YAML round trips, overrides, and clear errors for bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tlkit.errors import UserError
+from tlkit.recipes import (
+    SCHEDULES,
+    ImageRecipe,
+    Stage,
+    apply_overrides,
+    dump_recipe,
+    load_recipe,
+    load_recipe_text,
+)
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+
+
+def test_recipes_folder_has_the_promised_files() -> None:
+    names = {path.name for path in RECIPES}
+    assert {"vgg16-two-stage.yaml", "resnet50-gradual-unfreezing.yaml",
+            "mobilenetv2-feature-extraction.yaml", "efficientnet_lite0-two-stage.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_loads_and_round_trips(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert load_recipe_text(dump_recipe(recipe)) == recipe
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_every_schedule_round_trips(schedule: str) -> None:
+    recipe = ImageRecipe(backbone="vgg16", data="x", stages=SCHEDULES[schedule]())
+    assert load_recipe_text(dump_recipe(recipe)) == recipe
+
+
+def test_dump_writes_a_file_that_loads_back(tmp_path: Path) -> None:
+    recipe = ImageRecipe(backbone="resnet50", stages=[Stage(train_from=3, lr=2e-5)])
+    dump_recipe(recipe, tmp_path / "r.yaml")
+    assert load_recipe(tmp_path / "r.yaml") == recipe
+
+
+def test_overrides_win_over_file_values_and_convert_types() -> None:
+    recipe = load_recipe_text("backbone: vgg16\nbatch_size: 8\n",
+                              ["batch_size=16", "stages.1.lr=1e-5", "augment.flip=false"])
+    assert recipe.batch_size == 16
+    assert recipe.stages[1].lr == pytest.approx(1e-5)
+    assert recipe.augment.flip is False
+
+
+def test_apply_overrides_returns_a_checked_copy() -> None:
+    recipe = ImageRecipe()
+    changed = apply_overrides(recipe, ["stages.0.train_from=block5_conv1", "augment="])
+    assert changed.stages[0].train_from == "block5_conv1"
+    assert changed.augment is None
+    assert recipe.stages[0].train_from is None
+
+
+def test_exponent_written_without_a_dot_is_still_a_float() -> None:
+    # YAML 1.1 reads 1e-4 as a string; a learning rate must still load as a float.
+    assert load_recipe_text("stages:\n- lr: 1e-4\n").stages[0].lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("backbon: vgg16\n", "unknown key 'backbon'"),
+    ("batch_size: many\n", "batch_size must be int"),
+    ("stages:\n- epochs: 2\n  learning_rate: 0.1\n", "unknown key 'learning_rate'"),
+    ("stages: 3\n", "must be a list"),
+    ("augment: [1]\n", "augment"),
+    ("batchnorm: sometimes\n", "batchnorm 'sometimes'"),
+    ("stages:\n- optimizer: lbfgs\n", "optimizer 'lbfgs'"),
+    ("kind: audio\n", "unknown kind 'audio'"),
+    ("- just\n- a list\n", "mapping"),
+    ("backbone: [unclosed\n", "not valid YAML"),
+])
+def test_bad_recipe_text_is_a_clear_error(text: str, words: str) -> None:
+    with pytest.raises(UserError, match=words.replace("(", r"\(")):
+        load_recipe_text(text)
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(UserError, match="key=value"):
+        load_recipe_text("", ["batch_size"])
