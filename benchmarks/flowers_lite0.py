@@ -50,8 +50,9 @@ def main() -> None:
                      "wall_seconds": round(time.perf_counter() - start, 1),
                      "run": str(run.path)})
         print(pd.DataFrame(rows).drop(columns="run").to_string(index=False), flush=True)
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(args.results, index=False)
+        # Written after every run, so an interrupted benchmark keeps what it measured.
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(args.results, index=False)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,11 @@ def test_bad_train_from_lists_the_blocks() -> None:
         first_trainable_block(ROW, "block9", {})
     with pytest.raises(UserError, match="out of range"):
         first_trainable_block(ROW, -4, {})
+
+
+def test_batchnorm_auto_freezes_only_over_pretrained_weights() -> None:
+    from tlkit.recipes import ImageRecipe
+
+    assert ImageRecipe(weights="imagenet").batchnorm_policy == "frozen"
+    assert ImageRecipe(weights="none").batchnorm_policy == "trainable"
+    assert ImageRecipe(weights="none", batchnorm="frozen").batchnorm_policy == "frozen"

@@ -25,7 +25,7 @@ import yaml
 from tlkit.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-BATCHNORM_POLICIES = ("frozen", "trainable")
+BATCHNORM_POLICIES = ("auto", "frozen", "trainable")
 
 
 @dataclass
@@ -87,7 +87,7 @@ class ImageRecipe:
     label_column: str = "label"
     seed: int = 42
     dropout: float = 0.2
-    batchnorm: str = "frozen"
+    batchnorm: str = "auto"  # auto: frozen with pretrained weights, trainable with none
     augment: Augment | None = field(default_factory=Augment)
     class_weight: str | None = None  # "balanced" or None
     cache: bool = False
@@ -97,6 +97,18 @@ class ImageRecipe:
 
     def __post_init__(self) -> None:
         validate_image_recipe(self)
+
+    @property
+    def batchnorm_policy(self) -> str:
+        """``frozen`` or ``trainable``: ``auto`` freezes BatchNorm only over pretrained weights.
+
+        Frozen statistics keep ImageNet's normalisation intact under small fine-tuning
+        batches; random weights have no statistics worth keeping, and a network whose
+        BatchNorm never adapts cannot learn from scratch.
+        """
+        if self.batchnorm != "auto":
+            return self.batchnorm
+        return "trainable" if self.weights == "none" else "frozen"
 
 
 def feature_extraction(epochs: int = 10, lr: float = 1e-3) -> list[Stage]:

@@ -126,7 +126,7 @@ def _train_stages(model: Any, backbone: Any, row: Any, recipe: ImageRecipe,
     epoch = 0
     frames = []
     for stage in recipe.stages:
-        plan = prepare_stage(backbone, row, stage, recipe.batchnorm)
+        plan = prepare_stage(backbone, row, stage, recipe.batchnorm_policy)
         compile_for_stage(model, stage, plan)
         best_checkpoint = keras.callbacks.ModelCheckpoint(
             best_path, monitor=monitor, save_best_only=True, save_weights_only=True,
