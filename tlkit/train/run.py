@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,8 @@ from tlkit.data.images import (
 from tlkit.evaluation.metrics import classification_metrics
 from tlkit.recipes import ImageRecipe, Stage, dump_recipe
 from tlkit.runs import CLASSES_FILE, MODEL_FILE, RECIPE_FILE, new_run_folder, run_name, write_json
-from tlkit.train.stages import compile_for_stage, prepare_stage
+from tlkit.train.fit import fit_stages, save_inference_model
+from tlkit.train.stages import StagePlan, prepare_stage
 
 
 @dataclass
@@ -42,11 +42,6 @@ class Run:
     history: pd.DataFrame
     metrics: dict[str, Any]
     class_names: list[str]
-
-
-def progress_verbosity() -> int:
-    """Keras's progress bar on a terminal, one line per epoch in logs and CI."""
-    return 1 if sys.stdout.isatty() else 2
 
 
 def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = None,
@@ -83,7 +78,13 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
         write_json(folder / CLASSES_FILE, images.class_names)
         images.table.to_csv(folder / "split.csv", index=False)
         start = time.perf_counter()
-        history = _train_stages(model, backbone, row, recipe, datasets, class_weight, folder)
+        def prepare(stage: Stage) -> StagePlan:
+            plan = prepare_stage(backbone, row, stage, recipe.batchnorm_policy)
+            _announce(stage, plan, row)
+            return plan
+
+        history = fit_stages(model, recipe.stages, datasets, folder, prepare=prepare,
+                             early_stopping=recipe.early_stopping, class_weight=class_weight)
         seconds = time.perf_counter() - start
         metrics = {split: classification_metrics(images.label_ids(images.split(split)),
                                                  model.predict(datasets[split], verbose=0),
@@ -92,9 +93,7 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
         metrics["train_seconds"] = round(seconds, 1)
         metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in images.skipped]
         write_json(folder / "metrics.json", metrics)
-        # An uncompiled view of the same layers is saved: the file then holds no optimizer
-        # state (a layerwise optimizer would need tlkit to load) and stays inference-only.
-        keras.Model(model.inputs, model.outputs, name=model.name).save(folder / MODEL_FILE)
+        save_inference_model(model, folder / MODEL_FILE)
     final = Path(out) / folder.name.removeprefix(".").removesuffix(".partial")
     return Run(final, model, history, metrics, images.class_names)
 
@@ -113,50 +112,7 @@ def _datasets(recipe: ImageRecipe, images: ImageData, size: int) -> dict[str, An
     return datasets
 
 
-def _train_stages(model: Any, backbone: Any, row: Any, recipe: ImageRecipe,
-                  datasets: dict[str, Any], class_weight: dict[int, float] | None,
-                  folder: Path) -> pd.DataFrame:
-    import keras
-
-    monitor = "val_loss" if "val" in datasets else "loss"
-    checkpoints = folder / "checkpoints"
-    checkpoints.mkdir()
-    best_path = checkpoints / "best.weights.h5"
-    best: float | None = None
-    epoch = 0
-    frames = []
-    for stage in recipe.stages:
-        plan = prepare_stage(backbone, row, stage, recipe.batchnorm_policy)
-        compile_for_stage(model, stage, plan)
-        best_checkpoint = keras.callbacks.ModelCheckpoint(
-            best_path, monitor=monitor, save_best_only=True, save_weights_only=True,
-            initial_value_threshold=best)
-        callbacks = [
-            best_checkpoint,
-            keras.callbacks.ModelCheckpoint(checkpoints / "last.weights.h5",
-                                            save_weights_only=True),
-            keras.callbacks.CSVLogger(folder / "history.csv", append=True),
-            keras.callbacks.TensorBoard(folder / "logs"),
-        ]
-        if recipe.early_stopping:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=monitor, patience=recipe.early_stopping, restore_best_weights=True))
-        _announce(stage, plan, row)
-        fitted = model.fit(datasets["train"], validation_data=datasets.get("val"),
-                           initial_epoch=epoch, epochs=epoch + stage.epochs,
-                           class_weight=class_weight, callbacks=callbacks, shuffle=False,
-                           verbose=progress_verbosity())
-        frame = pd.DataFrame(fitted.history)
-        frame.insert(0, "epoch", fitted.epoch)
-        frame.insert(1, "stage", stage.name)
-        frames.append(frame)
-        epoch += len(fitted.epoch)
-        best = best_checkpoint.best
-    model.load_weights(best_path)
-    return pd.concat(frames, ignore_index=True)
-
-
-def _announce(stage: Stage, plan: Any, row: Any) -> None:
+def _announce(stage: Stage, plan: StagePlan, row: Any) -> None:
     blocks = ("none (backbone frozen)" if plan.backbone_frozen
               else ", ".join(row.block_names[k] for k in plan.trainable_blocks))
     decay = f", lr_decay {stage.lr_decay} per block" if stage.lr_decay < 1 else ""

@@ -1,0 +1,83 @@
+"""The stage loop every job shares: compile once per stage, fit with Keras callbacks.
+
+Example:
+    >>> history = fit_stages(model, stages, datasets, folder,
+    ...                      prepare=lambda stage: StagePlan([], {}))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tlkit.recipes import Stage
+from tlkit.train.stages import StagePlan, compile_for_stage
+
+
+def progress_verbosity() -> int:
+    """Keras's progress bar on a terminal, one line per epoch in logs and CI."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder: Path, *,
+               prepare: Callable[[Stage], StagePlan], early_stopping: int | None = None,
+               class_weight: dict[int, float] | None = None, verbose: int | None = None
+               ) -> pd.DataFrame:
+    """Train ``model`` stage by stage; keep the best weights by validation loss over all stages.
+
+    ``prepare(stage)`` sets what trains and returns the stage's plan. Writes
+    ``checkpoints/best.weights.h5``, ``checkpoints/last.weights.h5``, ``history.csv`` and
+    TensorBoard ``logs/`` into ``folder``; returns the history with a ``stage`` column.
+    """
+    import keras
+
+    monitor = "val_loss" if "val" in datasets else "loss"
+    checkpoints = folder / "checkpoints"
+    checkpoints.mkdir(exist_ok=True)
+    best_path = checkpoints / "best.weights.h5"
+    best: float | None = None
+    epoch = 0
+    frames = []
+    for stage in stages:
+        plan = prepare(stage)
+        compile_for_stage(model, stage, plan)
+        best_checkpoint = keras.callbacks.ModelCheckpoint(
+            best_path, monitor=monitor, save_best_only=True, save_weights_only=True,
+            initial_value_threshold=best)
+        callbacks = [
+            best_checkpoint,
+            keras.callbacks.ModelCheckpoint(checkpoints / "last.weights.h5",
+                                            save_weights_only=True),
+            keras.callbacks.CSVLogger(folder / "history.csv", append=True),
+            keras.callbacks.TensorBoard(folder / "logs"),
+        ]
+        if early_stopping:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=monitor, patience=early_stopping, restore_best_weights=True))
+        fitted = model.fit(datasets["train"], validation_data=datasets.get("val"),
+                           initial_epoch=epoch, epochs=epoch + stage.epochs,
+                           class_weight=class_weight, callbacks=callbacks, shuffle=False,
+                           verbose=progress_verbosity() if verbose is None else verbose)
+        frame = pd.DataFrame(fitted.history)
+        frame.insert(0, "epoch", fitted.epoch)
+        frame.insert(1, "stage", stage.name)
+        frames.append(frame)
+        epoch += len(fitted.epoch)
+        best = best_checkpoint.best
+    model.load_weights(best_path)
+    return pd.concat(frames, ignore_index=True)
+
+
+def save_inference_model(model: Any, path: Path) -> None:
+    """Save an uncompiled view of ``model``'s layers: no optimizer state, loadable without tlkit.
+
+    A layerwise optimizer would need tlkit to deserialize, and optimizer state would double
+    or triple the file for a fully fine-tuned backbone.
+    """
+    import keras
+
+    keras.Model(model.inputs, model.outputs, name=model.name).save(path)
