@@ -58,11 +58,14 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
     class subfolders. CSV paths are relative to the CSV's folder unless absolute.
 
     Example:
-        >>> read_image_table(pd.DataFrame({"path": ["a.png"], "label": ["cat"]}))["split"].tolist()
-        [None]
+        >>> read_image_table(pd.DataFrame({"path": ["/no/cat.png"], "label": ["cat"]}))
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: 1 of 1 image paths in the DataFrame (1 rows) do not exist, ...
     """
     if isinstance(source, pd.DataFrame):
-        return _table_from_frame(source, path_column, label_column, Path.cwd(), "DataFrame")
+        return _table_from_frame(source, path_column, label_column, Path.cwd(),
+                                 describe_source(source), "the working folder")
     path = Path(source)
     if not path.exists():
         raise UserError(f"data path '{path}' does not exist; pass a folder of class subfolders "
@@ -73,52 +76,96 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
             frame = pd.read_csv(path, sep=sep)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
             raise UserError(f"cannot read '{path}' as CSV: {str(error).splitlines()[0]}") from error
-        return _table_from_frame(frame, path_column, label_column, path.parent, str(path))
+        return _table_from_frame(frame, path_column, label_column, path.parent,
+                                 describe_source(path), f"the CSV's folder, {path.parent}")
     return _table_from_folder(path)
 
 
+def describe_source(source: str | Path | pd.DataFrame) -> str:
+    """A one-line name for a data source, for messages (a DataFrame prints as many lines)."""
+    if isinstance(source, pd.DataFrame):
+        return f"the DataFrame ({len(source)} rows)"
+    return f"'{source}'"
+
+
 def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, base: Path,
-                      source: str) -> pd.DataFrame:
+                      source: str, base_name: str) -> pd.DataFrame:
     missing = [c for c in (path_column, label_column) if c not in frame.columns]
     if missing:
         raise UserError(f"{source} has no column '{missing[0]}' (columns: "
                         f"{', '.join(map(str, frame.columns))}); name the right one with "
                         f"--{'path' if missing[0] == path_column else 'label'}-column")
-    given = map(Path, frame[path_column].astype(str))
+    for column in (path_column, label_column):
+        empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        if empty.any():
+            first = int(np.flatnonzero(empty.to_numpy())[0]) + 1
+            raise UserError(f"{source} has {int(empty.sum())} row(s) with no {column}, the "
+                            f"first is data row {first}; fill them in or drop them")
+    given = (Path(p).expanduser() for p in frame[path_column].astype(str))
     paths = [str(p if p.is_absolute() else base / p) for p in given]
     absent = [p for p in paths if not Path(p).is_file()]
     if absent:
-        raise UserError(f"{len(absent)} image paths in {source} do not exist, e.g. '{absent[0]}'")
-    split = frame["split"].map(lambda s: SPLIT_FOLDERS.get(str(s).lower())) \
-        if "split" in frame.columns else None
+        raise UserError(f"{len(absent)} of {len(paths)} image paths in {source} do not exist, "
+                        f"e.g. '{absent[0]}' (relative paths are read from {base_name})")
+    split: Any = None
+    if "split" in frame.columns:
+        split = [None if pd.isna(s) or not str(s).strip() else SPLIT_FOLDERS.get(str(s).lower())
+                 for s in frame["split"]]
+        unknown = sorted({str(s) for s, v in zip(frame["split"], split, strict=True)
+                          if v is None and not pd.isna(s) and str(s).strip()})
+        if unknown:
+            raise UserError(f"{source} has unknown split value '{unknown[0]}'; use train, val "
+                            "or test (or leave it empty to split automatically)")
     table = pd.DataFrame({"path": paths, "label": frame[label_column].astype(str).to_numpy(),
                           "split": split})
     return _check_classes(table, source)
 
 
+def _hidden(name: str) -> bool:
+    # Dot files and macOS zip debris (__MACOSX/, ._name.jpg) are never images of a class.
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(_hidden(part) for part in p.relative_to(folder).parts))
+
+
 def _table_from_folder(folder: Path) -> pd.DataFrame:
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subfolders = _subfolders(folder)
     if not subfolders:
-        raise UserError(f"folder '{folder}' has no class subfolders; put each class's images in "
-                        "a subfolder named after the class")
+        what = ("has images but no class subfolders" if _images_in(folder)
+                else "is empty" if not any(folder.iterdir()) else "has no class subfolders")
+        raise UserError(f"data folder '{folder}' {what}; put each class's images in a subfolder "
+                        "named after the class")
     split_dirs = {SPLIT_FOLDERS[p.name.lower()]: p for p in subfolders
                   if p.name.lower() in SPLIT_FOLDERS}
     if split_dirs and "train" not in split_dirs:
         raise UserError(f"folder '{folder}' has split folders but no 'train' folder")
+    stray = [p.name for p in subfolders if p.name.lower() not in SPLIT_FOLDERS]
+    if split_dirs and stray:
+        raise UserError(f"folder '{folder}' mixes split folders ({', '.join(split_dirs)}) with "
+                        f"other folders ({', '.join(stray)}); move those classes into train/")
     parts = split_dirs.items() if split_dirs else [(None, folder)]
     rows = []
     for split, root in parts:
-        class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        class_dirs = _subfolders(root)
         if not class_dirs:
-            raise UserError(f"folder '{root}' has no class subfolders")
+            raise UserError(f"folder '{root}' has no class subfolders; put each class's images "
+                            "in a subfolder named after the class")
         for class_dir in class_dirs:
-            images = sorted(p for p in class_dir.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            images = _images_in(class_dir)
             if not images:
                 raise UserError(f"class folder '{class_dir}' has no images "
                                 f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
             rows += [(str(p), class_dir.name, split) for p in images]
-    return _check_classes(pd.DataFrame(rows, columns=["path", "label", "split"]), str(folder))
+    return _check_classes(pd.DataFrame(rows, columns=["path", "label", "split"]),
+                          describe_source(folder))
 
 
 def _check_classes(table: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -134,25 +181,42 @@ def _check_classes(table: pd.DataFrame, source: str) -> pd.DataFrame:
 def find_unreadable(paths: list[str], workers: int = 8) -> list[tuple[str, str]]:
     """(path, reason) for each file that does not fully decode as an image.
 
-    Decoding the whole file (not just its header) is what finds truncated JPEGs.
+    Decoding the whole file (not just its header) is what finds truncated JPEGs. A file
+    Pillow reads must also pass TensorFlow's decoder, the one training uses: Pillow reads
+    formats that TensorFlow does not (TIFF renamed to .jpg, 1-bit BMP).
 
     Example:
         >>> find_unreadable([])
         []
     """
+    if not paths:
+        return []
+    import tensorflow as tf
     from PIL import Image
 
     def problem(path: str) -> str | None:
         try:
             with Image.open(path) as image:
                 image.load()
+                kind = f"{image.format} ({image.mode})"
         except Exception as error:  # PIL raises many types for broken files
-            return str(error).splitlines()[0] if str(error) else type(error).__name__
+            return _first_line(error)
+        try:
+            decode_image(tf.constant(path), 8)
+        except Exception as error:  # tf.errors.InvalidArgumentError and friends
+            return f"{kind} image that TensorFlow cannot decode ({_first_line(error)})"
         return None
 
     with ThreadPoolExecutor(workers) as pool:
         reasons = list(pool.map(problem, paths))
     return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error)
+    # TensorFlow prefixes op errors with "{{function_node ...}} "; the reason follows it.
+    text = text.split("}} ", 1)[-1].strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
@@ -165,8 +229,8 @@ def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
     Example:
         >>> frame = pd.DataFrame({"path": list("abcdefgh"), "label": list("xxxxyyyy"),
         ...                       "split": None})
-        >>> split_table(frame, 0.25, 0.25, seed=0)["split"].value_counts().to_dict()
-        {'train': 4, 'val': 2, 'test': 2}
+        >>> sorted(split_table(frame, 0.25, 0.25, seed=0)["split"].value_counts().items())
+        [('test', 2), ('train', 4), ('val', 2)]
     """
     from sklearn.model_selection import train_test_split
 
@@ -185,6 +249,7 @@ def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
             pool = rest
         table.loc[pool, "split"] = "train"
     elif not (table["split"] == "val").any() and val_fraction > 0:
+        table["split"] = table["split"].fillna("train")  # rows without a split are training rows
         train = table.index[table["split"] == "train"]
         _, val = _stratified(train_test_split, table, train, val_fraction, seed)
         table.loc[val, "split"] = "val"
@@ -224,10 +289,15 @@ def load_image_data(recipe: ImageRecipe, data: str | Path | pd.DataFrame | None 
     if skipped:
         listing = "; ".join(f"{path} ({reason})" for path, reason in skipped)
         if recipe.strict:
-            raise UserError(f"{len(skipped)} unreadable image(s): {listing}")
+            raise UserError(f"{len(skipped)} unreadable image(s): {listing}; fix or remove them, "
+                            "or leave out --strict to skip them")
         warnings.warn(f"skipping {len(skipped)} unreadable image(s): {listing}", stacklevel=2)
-        table = table[~table["path"].isin({p for p, _ in skipped})]
-        table = _check_classes(table.reset_index(drop=True), str(source))
+        kept = table[~table["path"].isin({p for p, _ in skipped})].reset_index(drop=True)
+        lost = sorted(set(table["label"]) - set(kept["label"]))
+        if lost:
+            raise UserError(f"class '{lost[0]}' has no readable images (all were skipped as "
+                            "unreadable); add readable images or remove the class")
+        table = _check_classes(kept, describe_source(source))
     table = split_table(table, recipe.val_fraction, recipe.test_fraction, recipe.seed)
     class_names = sorted(table.loc[table["split"] == "train", "label"].unique())
     unseen = sorted(set(table["label"]) - set(class_names))
@@ -253,16 +323,19 @@ def augmentation_layers(augment: Augment, seed: int) -> list[Any]:
     """Keras preprocessing layers for the recipe's augmentation (training stream only)."""
     import keras
 
+    # One seed per layer: layers seeded alike draw the same random numbers, so every flipped
+    # image would also get the same (low) contrast change, and so on.
     layers: list[Any] = []
     if augment.flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if augment.rotation:
-        layers.append(keras.layers.RandomRotation(augment.rotation, fill_mode="reflect", seed=seed))
+        layers.append(keras.layers.RandomRotation(augment.rotation, fill_mode="reflect",
+                                                  seed=seed + 1))
     if augment.zoom:
-        layers.append(keras.layers.RandomZoom(augment.zoom, fill_mode="reflect", seed=seed))
+        layers.append(keras.layers.RandomZoom(augment.zoom, fill_mode="reflect", seed=seed + 2))
     if augment.contrast:
         layers.append(keras.layers.RandomContrast(augment.contrast, value_range=(0, 255),
-                                                  seed=seed))
+                                                  seed=seed + 3))
     return layers
 
 
@@ -278,12 +351,16 @@ def make_dataset(paths: list[str], labels: np.ndarray, image_size: int, batch_si
 
     autotune = tf.data.AUTOTUNE
     dataset = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, "int32")))
-    if training:
+    if training and not cache:
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(lambda p, y: (decode_image(p, image_size), y),
                           num_parallel_calls=autotune, deterministic=not training)
     if cache:
         dataset = dataset.cache()
+        if training:
+            # After the cache: shuffled before it, the cache would replay the first epoch's
+            # order in every epoch. The buffer shares the cached tensors, it does not copy them.
+            dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if training and augment is not None:
         layers = augmentation_layers(augment, seed)
