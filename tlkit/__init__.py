@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "ImageRecipe": "tlkit.recipes",
     "Stage": "tlkit.recipes",
     "load_recipe": "tlkit.recipes",
+    "inspect_model": "tlkit.inspection",
     "UserError": "tlkit.errors",
 }
 

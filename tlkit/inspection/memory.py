@@ -1,0 +1,348 @@
+"""Activation memory, multiply-accumulates, training memory and batch planning.
+
+Conventions (the lecture's, and the usual published FLOP counts'): an activation is one value
+of a tensor a layer creates, per image; views (Flatten, Reshape, Dropout at inference) create
+none. MACs count the multiply-accumulates of weight layers (convolutions and dense layers);
+pooling, normalisation, activations and additions are left out, as in the 15.5 G quoted for
+VGG16. FLOPs are 2 x MACs.
+
+Training memory is estimated, not measured: the step is played layer by layer over the table
+(``activation_peak``), and two allowances measured on this project's benchmark
+(``benchmarks/plan_check.py``) cover what the layer arithmetic cannot see.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tlkit.errors import UserError
+from tlkit.inspection.layers import VIEW_KINDS, Step
+
+DTYPE_BYTES: dict[str, int] = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+
+
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per value of an activation dtype, or a UserError listing the known ones."""
+    if dtype not in DTYPE_BYTES:
+        raise UserError(f"unknown dtype '{dtype}'; choose one of: {', '.join(DTYPE_BYTES)}")
+    return DTYPE_BYTES[dtype]
+
+
+def activations(step: Step) -> int | None:
+    """Values a layer call creates per image: its output size, 0 for views, None if unknown."""
+    if step.kind in VIEW_KINDS:
+        return 0
+    sizes = [_per_image(shape) for shape in step.output_shapes]
+    return None if None in sizes else sum(sizes)
+
+
+def macs(step: Step) -> int | None:
+    """Multiply-accumulates of a layer call per image; None for unknown layers or sizes."""
+    if step.kind == "unknown":
+        return None
+    if step.kind not in ("conv", "depthwise", "separable", "dense"):
+        return 0
+    out = _per_image(step.output_shapes[0])
+    in_shape = step.input_shapes[0]
+    if out is None:
+        return None
+    layer = step.layer
+    if step.kind == "dense":
+        return out * in_shape[-1]
+    channels_first = getattr(layer, "data_format", "") == "channels_first"
+    in_channels = in_shape[1] if channels_first else in_shape[-1]
+    taps = math.prod(layer.kernel_size)
+    if step.kind == "conv":
+        return out * taps * in_channels // layer.groups
+    if step.kind == "depthwise":
+        return out * taps
+    # Separable: a depthwise pass producing in_channels * depth_multiplier maps, then 1x1.
+    positions = out // layer.filters
+    middle = in_channels * layer.depth_multiplier
+    return positions * middle * taps + positions * middle * layer.filters
+
+
+def _per_image(shape: tuple[int | None, ...]) -> int | None:
+    dims = shape[1:]
+    return None if None in dims else math.prod(dims)
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "t": 10**12, "tb": 10**12, "ki": 2**10, "kib": 2**10, "mi": 2**20,
+          "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40}
+
+
+def parse_memory(text: str) -> int:
+    """Bytes in a memory string: ``8GB``, ``1.5G`` (powers of 1000), ``512MiB`` (of 1024).
+
+    Example:
+        >>> parse_memory("512MiB"), parse_memory("1.5G")
+        (536870912, 1500000000)
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
+        raise UserError(f"cannot read memory size '{text}'; write a positive number and a unit, "
+                        "e.g. 8GB, 1.5G (powers of 1000) or 512MiB (powers of 1024)")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def format_bytes(count: float) -> str:
+    """Bytes in decimal units, e.g. ``60.95 MB``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(count) >= scale:
+            return f"{count / scale:.2f} {unit}"
+    return f"{count:.0f} B"
+
+
+
+# TensorFlow keeps the traced step and per-kernel state, about 0.5-1 MB per layer call and
+# pass (forward; backward), plus a working copy of the weights in its kernels' own layout:
+# measured 36-280 MB beyond weights, gradients and optimizer state for VGG16, ResNet50 and
+# MobileNetV2 on CPU.
+RUNTIME_PER_LAYER_PASS = 750_000
+# Peak RSS exceeded the simulated tensors by 1-20 % per image (VGG16, ResNet50, batches 1-16):
+# allocator fragmentation and ops of parallel branches running at once.
+ALLOCATOR_SLACK = 0.25
+
+# Optimizer slots: values kept per trainable parameter besides the parameter and its gradient.
+OPTIMIZER_SLOTS: dict[str, int] = {"sgd": 0, "momentum": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+
+# Activations whose gradient is computed from the layer's output (TensorFlow's registered
+# gradients); the others (swish, gelu, ...) need their input.
+_OUTPUT_GRADIENT = frozenset({"relu", "relu6", "elu", "selu", "sigmoid", "tanh", "softmax",
+                              "linear", ""})
+_NORMALISATION = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization",
+                            "UnitNormalization"})
+_DROPOUT = frozenset({"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                      "GaussianDropout", "AlphaDropout"})
+_ACTIVATION_LAYERS = {"Activation": "linear", "ReLU": "relu", "LeakyReLU": "leaky_relu",
+                      "ELU": "elu", "Softmax": "softmax", "PReLU": "prelu"}
+_WEIGHT_KINDS = frozenset({"conv", "depthwise", "separable", "dense"})
+
+
+def _trains(row: Any, stage: str) -> bool:
+    """Does this layer's weights train in ``stage``? BatchNorm stays frozen (tlkit's policy)."""
+    if not row.params or row.type == "BatchNormalization":
+        return False
+    return stage == "full" or bool(row.head)
+
+
+def _saved(row: Any, trains: bool) -> tuple[bool, bool, bool]:
+    """What a layer's backward pass needs from its forward pass: (inputs, output, extra).
+
+    ``extra`` is one more tensor of the output's size (a dropout mask, the sigmoid inside
+    swish). Derived from TensorFlow's registered gradients: a convolution needs its input for
+    the kernel gradient, ReLU its output, max pooling both, an addition nothing.
+    """
+    kind, name = row.kind, row.type
+    function = row.activation
+    if kind in _WEIGHT_KINDS:
+        nonlinear = function not in ("linear", "")
+        return trains, nonlinear and function in _OUTPUT_GRADIENT, nonlinear and (
+            function not in _OUTPUT_GRADIENT)
+    if name in _NORMALISATION:
+        return trains or name != "BatchNormalization", False, False
+    if name in _ACTIVATION_LAYERS:
+        function = function or _ACTIVATION_LAYERS[name]
+        outputs = function in _OUTPUT_GRADIENT
+        return not outputs, outputs, function not in _OUTPUT_GRADIENT | {"leaky_relu"}
+    if name == "LayerScale":
+        return trains, False, False
+    if kind == "pool" or (kind == "global_pool" and "Max" in name):
+        return True, kind == "pool", False
+    if kind == "merge":
+        return name in ("Multiply", "Maximum", "Minimum"), False, False
+    if name in _DROPOUT:
+        return False, False, True
+    if kind == "unknown":
+        return True, True, False
+    return False, False, False
+
+
+def activation_peak(table: Any, stage: str | None = "full") -> int:
+    """Peak bytes of activations and their gradients per image during one step.
+
+    ``stage`` is "full" (every layer trains, BatchNorm frozen), "head" (only the head
+    trains: the backbone runs forward once, keeping nothing for a backward pass) or None
+    (inference). The step is played layer by layer: a tensor lives until its last reader in
+    the forward pass, or, when a backward pass needs it, until that layer's backward step;
+    gradients live from their creation to the backward step of the layer that produced the
+    tensor. While a weight or normalisation layer runs, one more tensor of its output's size
+    exists (the convolution before its bias and activation, the gradient before the ReLU
+    mask). The input batch lives throughout.
+
+    Example:
+        >>> from tlkit.inspection import inspect_model
+        >>> activation_peak(inspect_model("vgg16"), "head") / 1e6  # doctest: +ELLIPSIS
+        39.1...
+    """
+    rows = list(table.itertuples())
+    missing = [row.Index for row in rows if _is_missing(row.activation_bytes)]
+    if missing:
+        raise UserError(f"cannot plan memory: the output size of '{missing[0]}' is unknown; "
+                        "give an input size (--input-size)")
+    index = {row.Index: i for i, row in enumerate(rows)}
+    size = [int(row.activation_bytes) for row in rows]
+    parents = [[index[name] for name in row.inputs] for row in rows]
+    owner = list(range(len(rows)))
+    for i, row in enumerate(rows):
+        if row.kind in VIEW_KINDS and parents[i]:
+            owner[i] = owner[parents[i][0]]
+    trains = [stage is not None and _trains(row, stage) for row in rows]
+    on_path = []
+    for i in range(len(rows)):
+        on_path.append(trains[i] or any(on_path[p] for p in parents[i]))
+
+    # keepers[b]: the layers whose backward step needs buffer b (b >= len(rows): extras).
+    keepers: dict[int, list[int]] = {}
+    extra_size: dict[int, int] = {}
+    for i, row in enumerate(rows):
+        if row.kind == "input":
+            keepers.setdefault(i, []).append(-1)
+        if not on_path[i]:
+            continue
+        inputs, output, extra = _saved(row, trains[i])
+        for b in ({owner[p] for p in parents[i]} if inputs else set()) | (
+                {owner[i]} if output else set()):
+            keepers.setdefault(b, []).append(i)
+        if extra:
+            extra_size[len(rows) + i] = size[i]
+            keepers[len(rows) + i] = [i]
+    last_read = {owner[i]: i for i in range(len(rows))}
+    for i in range(len(rows)):
+        for p in parents[i]:
+            last_read[owner[p]] = max(last_read[owner[p]], i)
+    outputs = {owner[i] for i in range(len(rows)) if last_read[owner[i]] == i}
+
+    live: dict[int, int] = {}
+    peak = 0
+    for i, row in enumerate(rows):
+        if owner[i] == i:
+            live[i] = size[i]
+        if len(rows) + i in extra_size:
+            live[len(rows) + i] = extra_size[len(rows) + i]
+        peak = max(peak, sum(live.values()) + _working(row, size[i]))
+        for b in {owner[p] for p in parents[i]}:
+            if last_read[b] == i and b not in keepers:
+                live.pop(b, None)
+    for b in list(live):
+        if b not in keepers and b not in outputs:
+            live.pop(b)
+
+    gradients: dict[int, int] = {b: size[b] for b in outputs if on_path[b]}
+    for i in reversed(range(len(rows))):
+        if not on_path[i] or owner[i] != i:
+            continue
+        # A tensor read by several layers (a residual branch) gets its gradient summed: the
+        # second contribution exists next to the first until they are added.
+        summed = 0
+        for b in {owner[p] for p in parents[i] if on_path[p]}:
+            summed += size[b] if b in gradients else 0
+            gradients.setdefault(b, size[b])
+        peak = max(peak, sum(live.values()) + sum(gradients.values()) + summed
+                   + _working(rows[i], size[i]))
+        gradients.pop(i, None)
+        for b, users in keepers.items():
+            if min(users) == i:
+                live.pop(b, None)
+    return peak
+
+
+def _working(row: Any, size: int) -> int:
+    """The transient tensor a weight or normalisation layer computes its output through."""
+    return size if row.kind in _WEIGHT_KINDS or row.type in _NORMALISATION else 0
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value != value or str(value) == "<NA>"
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Bytes one training step needs: fixed parts, and the part that grows with the batch."""
+
+    stage: str
+    optimizer: str
+    weights: int
+    gradients: int
+    optimizer_state: int
+    runtime: int
+    per_image: int
+
+    @property
+    def fixed(self) -> int:
+        """Weights, their gradients, optimizer state and the framework's own share."""
+        return self.weights + self.gradients + self.optimizer_state + self.runtime
+
+    def at(self, batch: int) -> int:
+        """Estimated peak bytes of a step at ``batch`` images."""
+        return self.fixed + batch * self.per_image
+
+
+def training_memory(table: Any, stage: str = "full", optimizer: str = "adam") -> TrainingMemory:
+    """Memory of one training step of the inspected model, for ``stage`` "full" or "head".
+
+    "full" trains every layer with weights except BatchNorm (tlkit keeps it frozen); "head"
+    trains only the head rows and runs the rest forward without keeping activations.
+    Per image: the simulated peak of activations and gradients (``activation_peak``) plus the
+    data loader's copy of the input, with ``ALLOCATOR_SLACK``. Fixed: all weights, gradients
+    and optimizer slots (``OPTIMIZER_SLOTS``) of the trained weights, and the runtime's share.
+
+    Example:
+        >>> from tlkit.inspection import inspect_model
+        >>> memory = training_memory(inspect_model("tiny_cnn"), "full", "sgd")
+        >>> memory.gradients == 4 * 6_200 - 4 * 3 * 2 * (8 + 16 + 32)
+        True
+    """
+    if stage not in ("full", "head"):
+        raise UserError(f"unknown stage '{stage}'; choose full or head")
+    if optimizer not in OPTIMIZER_SLOTS:
+        raise UserError(f"unknown optimizer '{optimizer}'; choose one of: "
+                        f"{', '.join(OPTIMIZER_SLOTS)}")
+    rows = list(table.itertuples())
+    trained = sum(int(row.param_bytes) for row in rows if _trains(row, stage))
+    # Layers a backward pass runs through: those with trained weights and everything after.
+    backward = 0
+    reached: set[str] = set()
+    for row in rows:
+        if _trains(row, stage) or any(name in reached for name in row.inputs):
+            reached.add(row.Index)
+            backward += 1
+    inputs = sum(int(row.activation_bytes) for row in rows if row.kind == "input")
+    per_image = (activation_peak(table, stage) + inputs) * (1 + ALLOCATOR_SLACK)
+    weights = int(table["param_bytes"].sum())
+    return TrainingMemory(stage, optimizer, weights, trained, OPTIMIZER_SLOTS[optimizer] * trained,
+                          weights + RUNTIME_PER_LAYER_PASS * (len(rows) + backward),
+                          math.ceil(per_image))
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The largest batch whose estimated step fits in ``budget`` bytes (0: none fits)."""
+
+    budget: int
+    batch: int
+    memory: TrainingMemory
+
+    @property
+    def estimate(self) -> int:
+        """Estimated peak bytes at the planned batch."""
+        return self.memory.at(self.batch)
+
+
+def plan_batch(table: Any, budget: int | str, stage: str = "full",
+               optimizer: str = "adam") -> BatchPlan:
+    """The largest batch that trains within ``budget`` (bytes, or a string such as "8GB").
+
+    Example:
+        >>> from tlkit.inspection import inspect_model
+        >>> plan_batch(inspect_model("tiny_cnn"), "1GB", "head").batch > 1000
+        True
+    """
+    budget = parse_memory(budget) if isinstance(budget, str) else int(budget)
+    memory = training_memory(table, stage, optimizer)
+    return BatchPlan(budget, max(0, (budget - memory.fixed) // memory.per_image), memory)

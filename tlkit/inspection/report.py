@@ -1,0 +1,212 @@
+"""Render inspection tables, totals and batch plans for ``tlkit inspect``.
+
+Example:
+    >>> print(conv_report("7x7", filters=1, kernel=3, stride=2))  # doctest: +ELLIPSIS
+    input 7x7x1, 1 filters 3x3, stride 2, pad 0
+    output side (7 - 3 + 2*0) / 2 + 1 = 3 -> 3x3x1 = 9 units
+    ...
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tlkit.errors import UserError
+from tlkit.inspection.layers import conv_arithmetic
+from tlkit.inspection.memory import BatchPlan, format_bytes, plan_batch
+from tlkit.inspection.table import inspect_model, inspection_totals
+
+FORMATS = ("table", "csv", "json", "markdown")
+# Columns shown by the text and markdown formats; csv and json carry every column.
+_SHOWN = {"type": "type", "output_shape": "output", "params": "params",
+          "trainable_params": "trainable", "rf": "rf", "jump": "jump", "rf_centre": "centre",
+          "activations": "activations", "macs": "MACs", "note": "note"}
+
+
+def inspection_report(target: Any, input_size: int | None = None, include_top: bool = False,
+                      dtype: str = "float32", fmt: str = "table", out: str | Path | None = None,
+                      memory: str | None = None, stages: tuple[str, ...] = ("head", "full"),
+                      optimizer: str = "adam", classes: int = 10) -> str:
+    """Inspect ``target`` and return what ``tlkit inspect`` prints; write the table to ``out``.
+
+    With ``memory`` (e.g. "8GB") the report adds a batch plan per stage. A backbone name is
+    planned as the classifier ``tlkit finetune`` builds around it (``classes`` outputs);
+    a saved model as it is.
+
+    Example:
+        >>> text = inspection_report("tiny_cnn", memory="1GB")
+        >>> "largest batch" in text
+        True
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    table = inspect_model(target, input_size=input_size, include_top=include_top, dtype=dtype)
+    totals = inspection_totals(table, optimizer)
+    plans: list[BatchPlan] = []
+    if memory is not None:
+        planned = table
+        if isinstance(target, str) and not include_top and _is_backbone(target):
+            planned = inspect_model(target, input_size=input_size, dtype=dtype, classes=classes)
+        plans = [plan_batch(planned, memory, stage, optimizer) for stage in stages]
+    if fmt == "json":
+        rendered = json.dumps({"model": table.attrs["model"], "dtype": dtype,
+                               "layers": _records(table), "totals": totals,
+                               "plans": [_plan_record(plan) for plan in plans]}, indent=1)
+    elif fmt == "csv":
+        rendered = _cells(table, full=True).to_csv()
+    else:
+        rendered = _grid(_cells(table, full=False), markdown=fmt == "markdown")
+    summary = render_totals(table, totals, optimizer)
+    if plans:
+        summary += "\n" + render_plans(plans, planned.attrs["model"], optimizer)
+    if out is not None:
+        Path(out).write_text(rendered + ("" if rendered.endswith("\n") else "\n"))
+        return f"{summary}\nwrote {out} ({len(table)} layers, {fmt})"
+    if fmt in ("json", "csv"):
+        return rendered.rstrip("\n")
+    return f"{rendered}\n\n{summary}"
+
+
+def _is_backbone(name: str) -> bool:
+    from tlkit.backbones import BACKBONES
+
+    return name.lower().replace("-", "_") in BACKBONES
+
+
+def render_totals(table: pd.DataFrame, totals: dict[str, Any], optimizer: str) -> str:
+    """The totals as a few lines of text."""
+    first = table.iloc[0]
+    lines = [f"{table.attrs['model']}: {totals['layers']} layers, input "
+             f"{_dims(first['output_shape'])}, activations in {table.attrs['dtype']}",
+             f"parameters        {totals['params']:,} (trainable {totals['trainable_params']:,},"
+             f" frozen {totals['frozen_params']:,}), {format_bytes(totals['param_bytes'])}"]
+    if totals["activations"] is not None:
+        lines.append(f"activations       {totals['activations']:,} per image, forward only: "
+                     f"{format_bytes(totals['activation_bytes'])}")
+    lines.append(f"MACs              {totals['macs'] / 1e9:.2f} G per image "
+                 f"(FLOPs {totals['flops'] / 1e9:.2f} G)")
+    if "full_training_fixed_bytes" in totals:
+        lines.append("training memory   " + "; ".join(
+            f"{label}: {format_bytes(totals[f'{stage}_training_fixed_bytes'])} + "
+            f"{format_bytes(totals[f'{stage}_training_bytes_per_image'])} per image"
+            for stage, label in (("full", "full fine-tuning"), ("head", "head only")))
+            + f" ({optimizer})")
+    if totals["unknown_layers"]:
+        lines.append(f"unknown layers    {', '.join(totals['unknown_layers'])} (parameters and "
+                     "outputs counted; receptive field and MACs not)")
+    return "\n".join(lines)
+
+
+def render_plans(plans: list[BatchPlan], model: str, optimizer: str) -> str:
+    """The batch plans as a small table."""
+    lines = [f"batch plan for {format_bytes(plans[0].budget)} ({model}, {optimizer}):",
+             f"  {'stage':<6} {'largest batch':>13} {'estimate':>11} {'fixed':>11} "
+             f"{'per image':>11}"]
+    for plan in plans:
+        batch = str(plan.batch) if plan.batch else "none fits"
+        lines.append(f"  {plan.memory.stage:<6} {batch:>13} {format_bytes(plan.estimate):>11} "
+                     f"{format_bytes(plan.memory.fixed):>11} "
+                     f"{format_bytes(plan.memory.per_image):>11}")
+    return "\n".join(lines)
+
+
+def _plan_record(plan: BatchPlan) -> dict[str, Any]:
+    return {"stage": plan.memory.stage, "budget_bytes": plan.budget, "batch": plan.batch,
+            "estimate_bytes": plan.estimate, "fixed_bytes": plan.memory.fixed,
+            "per_image_bytes": plan.memory.per_image}
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    records = []
+    for name, row in table.iterrows():
+        record: dict[str, Any] = {"name": name}
+        for column, value in row.items():
+            record[column] = None if value is None or value is pd.NA else (
+                list(value) if isinstance(value, tuple) else
+                value.item() if hasattr(value, "item") else value)
+        records.append(record)
+    return records
+
+
+def _dims(value: Any, square: bool = False) -> str:
+    """``(224, 224, 64)`` -> ``224x224x64``; with ``square``, ``(3, 3)`` -> ``3``."""
+    if value is None or value is pd.NA:
+        return ""
+    if value and isinstance(value[0], tuple):
+        return " + ".join(_dims(part) for part in value)
+    if square and len(set(value)) == 1:
+        value = value[:1]
+    return "x".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+
+
+def _cells(table: pd.DataFrame, full: bool) -> pd.DataFrame:
+    """The table as strings: every column for csv, the readable ones otherwise."""
+    columns = list(table.columns) if full else list(_SHOWN)
+    cells = pd.DataFrame(index=table.index)
+    for column in columns:
+        values = table[column]
+        if column in ("output_shape", "rf", "jump", "rf_centre"):
+            cells[column] = [_dims(v, square=not full and column != "output_shape")
+                             for v in values]
+        elif column == "inputs":
+            cells[column] = [" ".join(v) for v in values]
+        elif column == "macs" and not full:
+            cells[column] = ["" if v is pd.NA else _si(int(v)) for v in values]
+        elif values.dtype.kind in "iu" or str(values.dtype) == "Int64":
+            cells[column] = ["" if v is pd.NA else (str(v) if full else f"{v:,}")
+                             for v in values]
+        else:
+            cells[column] = values.astype(str)
+    return cells if full else cells.rename(columns=_SHOWN)
+
+
+def _si(count: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.2f}{unit}"
+    return str(count)
+
+
+def _grid(cells: pd.DataFrame, markdown: bool) -> str:
+    """Aligned text columns, or a markdown table."""
+    header = ["name", *cells.columns]
+    rows = [[str(name), *row] for name, row in zip(cells.index, cells.values.tolist(),
+                                                    strict=True)]
+    if markdown:
+        escape = [[cell.replace("|", "\\|") for cell in row] for row in rows]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in escape])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            for row in [header, *rows]]
+    return "\n".join(line.rstrip() for line in text)
+
+
+def conv_report(input_shape: str, filters: int, kernel: int, stride: int = 1,
+                pad: int = 0) -> str:
+    """``tlkit inspect conv``: the arithmetic of one convolution layer, step by step.
+
+    ``input_shape`` is written ``HxW`` or ``HxWxD``, e.g. ``32x32x3``.
+    """
+    if not re.fullmatch(r"\d+(x\d+){1,2}", input_shape.strip().lower()):
+        raise UserError(f"cannot read input shape '{input_shape}'; write HxWxD, e.g. 32x32x3")
+    shape = tuple(int(side) for side in input_shape.strip().lower().split("x"))
+    layer = conv_arithmetic(shape, filters, kernel, stride, pad)
+    height, width, depth = (*shape, 1)[:3]
+    out_h, out_w, _ = layer.output_shape
+    sides = f"{height}" if height == width else f"{height}x{width}"
+    return "\n".join([
+        f"input {height}x{width}x{depth}, {filters} filters {kernel}x{kernel}, stride {stride}, "
+        f"pad {pad}",
+        f"output side ({sides} - {kernel} + 2*{pad}) / {stride} + 1 = "
+        f"{out_h if out_h == out_w else f'{out_h}x{out_w}'} -> "
+        f"{_dims(layer.output_shape)} = {layer.units:,} units",
+        f"parameters {kernel}*{kernel}*{depth}*{filters} + {filters} = {layer.params:,} "
+        f"({layer.weights:,} weights + {layer.biases:,} biases)",
+        f"MACs {layer.macs:,} per image; receptive field {kernel}",
+    ])
