@@ -1,0 +1,536 @@
+"""Labelled sentences from CSV/TSV files, DataFrames or line files, ready for a text CNN.
+
+Every source becomes one table with the columns ``text`` and ``label`` (labels as strings),
+so tokenising, splitting and checking are written once. Tokenisers are rows of one table of
+regular expressions that TensorFlow runs both here and inside the exported model, so
+training and prediction cannot tokenise differently. The vocabulary comes from the training
+split only.
+
+Example:
+    >>> table = read_text_table(pd.DataFrame({"text": ["a fine film", "a dull film"],
+    ...                                       "label": ["pos", "neg"]}))
+    >>> data = prepare_text_data(table, dev_fraction=0.0)
+    >>> data.class_names, data.vocabulary.tokens[:3]
+    (['neg', 'pos'], ['', '[UNK]', 'a'])
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from tlkit.errors import UserError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+PAD_TOKEN = ""
+OOV_TOKEN = "[UNK]"
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+DEV_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """One way of cutting text into tokens: regex rewrites, optional lower-casing, split.
+
+    ``rules`` are ``(pattern, replacement)`` pairs in RE2 syntax (what TensorFlow's
+    ``tf.strings.regex_replace`` runs), applied in order; the result is split on spaces.
+    """
+
+    name: str
+    description: str
+    rules: tuple[tuple[str, str], ...]
+    lower: str  # "none", "ascii" (after the rules, as Kim does) or "unicode" (before them)
+
+
+# Kim's clean_str, from the preprocessing his paper's code describes: keep letters, digits and
+# ( ) , ! ? ' `; split off the clitics 's 've n't 're 'd 'll and the punctuation , ! ( ) ?;
+# collapse whitespace; lower-case last (his TREC runs keep the case).
+_KIM_RULES = (
+    (r"[^A-Za-z0-9(),!?'`]", " "),
+    (r"'s", " 's"),
+    (r"'ve", " 've"),
+    (r"n't", " n't"),
+    (r"'re", " 're"),
+    (r"'d", " 'd"),
+    (r"'ll", " 'll"),
+    (r",", " , "),
+    (r"!", " ! "),
+    (r"\(", " ( "),
+    (r"\)", " ) "),
+    (r"\?", " ? "),
+    (r"\s+", " "),
+)
+
+TOKENIZERS: dict[str, Tokenizer] = {
+    t.name: t
+    for t in (
+        Tokenizer("kim", "Kim's clean_str, lower-cased (his default)", _KIM_RULES, "ascii"),
+        Tokenizer("kim-cased", "Kim's clean_str keeping case (his TREC setting)", _KIM_RULES,
+                  "none"),
+        Tokenizer(
+            "lower",
+            "lower-case words of letters and digits (inner apostrophes kept), no punctuation",
+            (
+                # \pM keeps combining marks, which Unicode lower-casing can produce.
+                (r"[^\pL\pM\pN']+", " "),
+                # Apostrophes only count inside a word (don't), not as quotes ('word').
+                (r"(?:^| )'+|'+(?: |$)", " "),
+                (r"\s+", " "),
+            ),
+            "unicode",
+        ),
+    )
+}
+
+
+def get_tokenizer(name: str) -> Tokenizer:
+    """The tokenizer row called ``name``.
+
+    Example:
+        >>> get_tokenizer("kim").lower
+        'ascii'
+    """
+    if name not in TOKENIZERS:
+        raise UserError(f"unknown tokenizer '{name}'; choose one of: {', '.join(TOKENIZERS)}")
+    return TOKENIZERS[name]
+
+
+def standardize(texts: tf.Tensor, tokenizer: str) -> tf.Tensor:
+    """Apply a tokenizer's rewrites to a string tensor; tokens are then separated by spaces.
+
+    This is the one implementation: ``tokenize`` and the exported string model both call it.
+
+    Example:
+        >>> standardize(tf.constant(["It's (fine)!"]), "kim").numpy()
+        array([b"it 's ( fine ) !"], dtype=object)
+    """
+    import tensorflow as tf
+
+    row = get_tokenizer(tokenizer)
+    if row.lower == "unicode":
+        texts = tf.strings.lower(texts, encoding="utf-8")
+    for pattern, replacement in row.rules:
+        texts = tf.strings.regex_replace(texts, pattern, replacement)
+    if row.lower == "ascii":
+        texts = tf.strings.lower(texts)
+    return tf.strings.strip(texts)
+
+
+def tokenize(texts: Sequence[str], tokenizer: str = "kim") -> list[list[str]]:
+    """Token lists of ``texts``, exactly as the exported model will cut them.
+
+    Example:
+        >>> tokenize(["Don't panic, it's fine."], "kim")
+        [['do', "n't", 'panic', ',', 'it', "'s", 'fine']]
+    """
+    import tensorflow as tf
+
+    get_tokenizer(tokenizer)
+    if not texts:
+        return []
+    tokens = tf.strings.split(standardize(tf.constant(list(texts), dtype=tf.string), tokenizer))
+    return [[t.decode("utf-8") for t in row] for row in tokens.to_list()]
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
+                    text_column: str = "text", label_column: str = "label",
+                    encoding: str = "utf-8") -> pd.DataFrame:
+    """Read labelled sentences into a ``text, label`` table (labels as strings).
+
+    ``source`` is a CSV/TSV file (``.csv``, ``.tsv``, ``.tab``) or DataFrame with the named
+    columns; a folder of ``<class>.txt`` files with one sentence per line; or a list of line
+    files, one per class, named as in Kim's data (``rt-polarity.pos``, ``rt-polarity.neg``:
+    the suffix is the class; the stem when all suffixes are the same).
+
+    Example:
+        >>> read_text_table(["data/rt-polarity.pos", "data/rt-polarity.neg"]).label.unique()
+        array(['pos', 'neg'], dtype=object)
+    """
+    if isinstance(source, pd.DataFrame):
+        return _table_from_frame(source, text_column, label_column, "DataFrame")
+    if isinstance(source, (str, Path)):
+        path = _existing(source)
+        if path.is_dir():
+            files = sorted(p for p in path.glob("*.txt") if p.is_file())
+            if not files:
+                raise UserError(f"folder '{path}' has no .txt files; put each class's "
+                                "sentences in <class>.txt, one per line")
+            return _table_from_line_files(files, [p.stem for p in files], encoding)
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise UserError(f"'{path}' is not a .csv/.tsv file; for one file per class (Kim's "
+                            "layout) pass all the class files, e.g. rt-polarity.pos "
+                            "rt-polarity.neg")
+        return _read_table_file(path, text_column, label_column, encoding)
+    files = [_existing(p) for p in source]
+    if not files:
+        raise UserError("no data files given; pass a CSV/TSV file, a folder or class files")
+    suffixes = [p.suffix.lstrip(".") for p in files]
+    names = suffixes if len(set(suffixes)) == len(files) and all(suffixes) else \
+        [p.stem for p in files]
+    if len(set(names)) < len(names):
+        raise UserError(f"class files {', '.join(map(str, files))} do not have distinct "
+                        "names; name them <name>.<class> or <class>.txt")
+    return _table_from_line_files(files, names, encoding)
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"data path '{path}' does not exist; check the path")
+    return path
+
+
+def _decode(path: Path, encoding: str) -> str:
+    data = path.read_bytes()
+    # utf-8-sig also reads UTF-8 with a byte-order mark, which would otherwise stick to the
+    # first column name.
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return data.decode(codec)
+    except LookupError as error:
+        raise UserError(f"unknown encoding '{encoding}'; use e.g. utf-8 or latin-1") from error
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UserError(f"{path}, line {line}: bytes that are not {encoding} "
+                        f"({data[error.start:error.end]!r}); pass the file's encoding, "
+                        "e.g. --encoding latin-1") from error
+
+
+def _read_table_file(path: Path, text_column: str, label_column: str,
+                     encoding: str) -> pd.DataFrame:
+    sep = TABLE_SUFFIXES[path.suffix.lower()]
+    # Tabs separate fields in TSV files, so quotes there are part of the text.
+    quoting = 3 if sep == "\t" else 0  # csv.QUOTE_NONE / csv.QUOTE_MINIMAL
+    try:
+        frame = pd.read_csv(io.StringIO(_decode(path, encoding)), sep=sep, dtype=str,
+                            keep_default_na=False, quoting=quoting)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise UserError(f"cannot read '{path}' as a table: {str(error).splitlines()[0]}") \
+            from error
+    return _table_from_frame(frame, text_column, label_column, str(path))
+
+
+def _table_from_frame(frame: pd.DataFrame, text_column: str, label_column: str,
+                      source: str) -> pd.DataFrame:
+    for column, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
+        if column not in frame.columns:
+            raise UserError(f"{source} has no column '{column}' (columns: "
+                            f"{', '.join(map(str, frame.columns))}); name the right one with "
+                            f"{flag}")
+    texts = frame[text_column].fillna("").astype(str).to_numpy(dtype=object)
+    labels = frame[label_column].astype(str).str.strip().to_numpy(dtype=object)
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def _table_from_line_files(files: list[Path], names: list[str], encoding: str) -> pd.DataFrame:
+    texts: list[str] = []
+    labels: list[str] = []
+    for path, name in zip(files, names, strict=True):
+        # Lines end at "\n" only: str.splitlines() would also cut at characters such as
+        # U+0085, which Kim's latin-1 files have inside sentences.
+        lines = [line.removesuffix("\r") for line in _decode(path, encoding).split("\n")]
+        if lines[-1] == "":
+            lines.pop()
+        texts += lines
+        labels += [name] * len(lines)
+    return pd.DataFrame({"text": pd.Series(texts, dtype=object),
+                         "label": pd.Series(labels, dtype=object)})
+
+
+# ------------------------------------------------------------------------------- vocabulary
+
+
+@dataclass
+class Vocabulary:
+    """Tokens by id (0 padding, 1 out-of-vocabulary), the tokenizer and the sequence length.
+
+    Example:
+        >>> vocab = build_vocabulary([["a", "b", "a"]], "kim")
+        >>> vocab.tokens, vocab.encode([["b", "z"]]).tolist()
+        (['', '[UNK]', 'a', 'b'], [[3, 1, 0]])
+    """
+
+    tokens: list[str]
+    tokenizer: str
+    max_length: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, tokenized: Sequence[Sequence[str]]) -> np.ndarray:
+        """Token lists -> ids, ``(n, max_length)`` int32, truncated and right-padded with 0."""
+        index = {token: i for i, token in enumerate(self.tokens)}
+        ids = np.zeros((len(tokenized), self.max_length), dtype="int32")
+        for row, tokens in enumerate(tokenized):
+            kept = [index.get(t, 1) for t in tokens[: self.max_length]]
+            ids[row, : len(kept)] = kept
+        return ids
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"tokenizer": self.tokenizer, "max_length": self.max_length,
+                "tokens": self.tokens}
+
+    def save(self, path: str | Path) -> None:
+        """Write the vocabulary as JSON (never pickle)."""
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        """Read a vocabulary written by ``save``.
+
+        Example:
+            >>> Vocabulary.load("runs/trec/vocabulary.json").tokenizer
+            'kim-cased'
+        """
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            vocab = cls(tokens=list(data["tokens"]), tokenizer=str(data["tokenizer"]),
+                        max_length=int(data["max_length"]))
+        except FileNotFoundError as error:
+            raise UserError(f"vocabulary file '{path}' does not exist") from error
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise UserError(f"'{path}' is not a tlkit vocabulary file ({error})") from error
+        if vocab.tokens[:2] != [PAD_TOKEN, OOV_TOKEN]:
+            raise UserError(f"vocabulary '{path}' must start with the padding and "
+                            f"'{OOV_TOKEN}' tokens")
+        get_tokenizer(vocab.tokenizer)
+        return vocab
+
+
+def build_vocabulary(tokenized: Sequence[Sequence[str]], tokenizer: str,
+                     max_length: int | None = None, min_count: int = 1,
+                     max_size: int | None = None) -> Vocabulary:
+    """The vocabulary of the training token lists: most frequent first, ties alphabetical.
+
+    ``max_length`` None takes the longest training text; ``max_size`` counts the two special
+    tokens.
+
+    Example:
+        >>> build_vocabulary([["b", "a", "b"]], "lower", max_length=5).tokens
+        ['', '[UNK]', 'b', 'a']
+    """
+    counts = Counter(t for tokens in tokenized for t in tokens)
+    counts.pop(PAD_TOKEN, None)
+    counts.pop(OOV_TOKEN, None)
+    words = sorted((w for w, c in counts.items() if c >= min_count),
+                   key=lambda w: (-counts[w], w))
+    if max_size is not None:
+        words = words[: max(max_size - 2, 0)]
+    longest = max((len(t) for t in tokenized), default=1)
+    if max_length is not None and max_length < 1:
+        raise UserError(f"max length must be at least 1 token, got {max_length}")
+    return Vocabulary([PAD_TOKEN, OOV_TOKEN, *words], tokenizer, max_length or max(longest, 1))
+
+
+# --------------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class TextSplit:
+    """One split after tokenising: the texts kept, their tokens, label ids and token ids."""
+
+    texts: list[str]
+    tokens: list[list[str]]
+    labels: np.ndarray  # int32 class ids
+    ids: np.ndarray  # (n, max_length) int32, right-padded with 0
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per text after truncation."""
+        return (self.ids != 0).sum(axis=1).astype("int32")
+
+
+@dataclass
+class TextData:
+    """Everything a text run trains on: classes, vocabulary, and train/dev/test splits."""
+
+    class_names: list[str]
+    vocabulary: Vocabulary
+    splits: dict[str, TextSplit]
+    skipped: dict[str, int] = field(default_factory=dict)  # empty texts per split
+
+
+def class_names_of(labels: Sequence[str]) -> list[str]:
+    """Sorted class names; integer labels sort as numbers (2 before 10).
+
+    Example:
+        >>> class_names_of(["10", "2", "2"])
+        ['2', '10']
+    """
+    names = sorted(set(labels))
+    try:
+        return sorted(names, key=int)
+    except ValueError:
+        return names
+
+
+def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
+                      dev: pd.DataFrame | None = None, *, tokenizer: str = "kim",
+                      max_length: int | None = None, min_count: int = 1,
+                      max_vocabulary: int | None = None, dev_fraction: float = DEV_FRACTION,
+                      seed: int = 42, names: dict[str, str] | None = None) -> TextData:
+    """Tokenise, drop empty texts, split a dev set off if none is given, build the vocabulary.
+
+    Tables are ``read_text_table`` results. Without ``dev``, a stratified ``dev_fraction``
+    of ``train`` is held out (0 holds out nothing). The vocabulary and the default
+    ``max_length`` come from the training split alone. ``names`` maps split names to what
+    error messages call them (e.g. the file names).
+
+    Example:
+        >>> data = prepare_text_data(read_text_table("train.csv"), read_text_table("test.csv"))
+        >>> sorted(data.splits)
+        ['dev', 'test', 'train']
+    """
+    names = {"train": "training data", "dev": "dev data", "test": "test data", **(names or {})}
+    tables = {"train": train, "dev": dev, "test": test}
+    tokens: dict[str, tuple[pd.DataFrame, list[list[str]]]] = {}
+    skipped: dict[str, int] = {}
+    for split, table in tables.items():
+        if table is None:
+            continue
+        kept, kept_tokens, empty = _drop_empty(table, tokenizer)
+        if empty:
+            warnings.warn(f"skipped {empty} empty text(s) in {names[split]}", stacklevel=2)
+        if kept.empty:
+            raise UserError(f"all {len(table)} texts in {names[split]} are empty after "
+                            f"tokenising with '{tokenizer}'; check --text-column")
+        skipped[split] = empty
+        tokens[split] = (kept, kept_tokens)
+    class_names = class_names_of(tokens["train"][0]["label"].tolist())
+    if len(class_names) < 2:
+        raise UserError(f"{names['train']} has a single label '{class_names[0]}'; a classifier "
+                        "needs at least two classes: check --label-column")
+    for split in ("dev", "test"):
+        if split in tokens:
+            unseen = sorted(set(tokens[split][0]["label"]) - set(class_names))
+            if unseen:
+                raise UserError(f"{names[split]} has label(s) never seen in training: "
+                                f"{', '.join(map(repr, unseen[:5]))}; training labels are "
+                                f"{', '.join(class_names)}")
+    if "dev" not in tokens and dev_fraction > 0:
+        table, train_tokens = tokens["train"]
+        train_rows, dev_rows = dev_split(table["label"].tolist(), dev_fraction, seed)
+        tokens["dev"] = (table.iloc[dev_rows], [train_tokens[i] for i in dev_rows])
+        tokens["train"] = (table.iloc[train_rows], [train_tokens[i] for i in train_rows])
+    vocabulary = build_vocabulary(tokens["train"][1], tokenizer, max_length, min_count,
+                                  max_vocabulary)
+    index = {name: i for i, name in enumerate(class_names)}
+    splits = {
+        split: TextSplit(texts=table["text"].tolist(), tokens=toks,
+                         labels=table["label"].map(index).to_numpy(dtype="int32"),
+                         ids=vocabulary.encode(toks))
+        for split, (table, toks) in tokens.items()
+    }
+    return TextData(class_names, vocabulary, splits, skipped)
+
+
+def _drop_empty(table: pd.DataFrame, tokenizer: str) -> tuple[pd.DataFrame, list[list[str]],
+                                                               int]:
+    tokens = tokenize(table["text"].tolist(), tokenizer)
+    keep = [i for i, t in enumerate(tokens) if t]
+    return table.iloc[keep].reset_index(drop=True), [tokens[i] for i in keep], \
+        len(tokens) - len(keep)
+
+
+def dev_split(labels: Sequence[str], fraction: float = DEV_FRACTION,
+              seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, dev) of a stratified, seeded hold-out split.
+
+    Example:
+        >>> train_rows, dev_rows = dev_split(["a"] * 10 + ["b"] * 10, 0.1)
+        >>> len(dev_rows)
+        2
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < fraction < 1:
+        raise UserError(f"dev fraction must be between 0 and 1, got {fraction}")
+    counts = Counter(labels)
+    rarest, fewest = min(counts.items(), key=lambda kv: kv[1])
+    n_dev = math.ceil(fraction * len(labels))
+    if fewest < 2 or n_dev < len(counts) or len(labels) - n_dev < len(counts):
+        raise UserError(f"cannot hold out a stratified dev set of {fraction:.0%} from "
+                        f"{len(labels)} texts in {len(counts)} classes (class '{rarest}' has "
+                        f"{fewest}); pass a dev file or add training texts")
+    rows = np.arange(len(labels))
+    train_rows, dev_rows = train_test_split(rows, test_size=n_dev, random_state=seed,
+                                            stratify=list(labels))
+    return np.sort(train_rows), np.sort(dev_rows)
+
+
+def kfold_splits(labels: Sequence[str], folds: int = 10,
+                 seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Row indices (train, test) of each fold of a stratified, shuffled, seeded k-fold.
+
+    Example:
+        >>> [len(test) for _, test in kfold_splits(["a", "b"] * 5, folds=5)]
+        [2, 2, 2, 2, 2]
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if folds < 2:
+        raise UserError(f"--cv {folds}: cross-validation needs at least 2 folds (the paper "
+                        "uses 10)")
+    counts = Counter(labels)
+    rarest, fewest = min(counts.items(), key=lambda kv: kv[1])
+    if fewest < folds:
+        raise UserError(f"--cv {folds}: class '{rarest}' has only {fewest} example(s), fewer "
+                        f"than the folds; use --cv {max(fewest, 2)} or fewer, or add examples")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(labels)), list(labels)))
+
+
+def text_dataset(split: TextSplit, batch_size: int = 50, shuffle: bool = False,
+                 seed: int = 42, sort_window: int = 20) -> tf.data.Dataset:
+    """A ``tf.data`` stream of ``(ids, labels)`` batches, each cut to its longest text.
+
+    With ``shuffle`` (training), texts are reshuffled every epoch, then each window of
+    ``sort_window`` batches is sorted by length, cut into batches and the batches shuffled:
+    batches hold texts of similar length, so few are padded far (1 turns sorting off). The
+    model gives the same outputs whatever the padding. Without ``shuffle`` the order is
+    kept, for evaluation and prediction.
+
+    Example:
+        >>> ids, labels = next(iter(text_dataset(data.splits["train"], shuffle=True)))
+        >>> ids.shape[0]
+        50
+    """
+    import tensorflow as tf
+
+    stream = tf.data.Dataset.from_tensor_slices((split.ids, split.lengths, split.labels))
+    if shuffle:
+        stream = stream.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
+        if sort_window > 1:
+            stream = stream.batch(batch_size * sort_window).map(_sorted_by_length).unbatch()
+    stream = stream.batch(batch_size).map(
+        lambda ids, lengths, labels: (ids[:, : tf.maximum(tf.reduce_max(lengths), 1)], labels))
+    if shuffle and sort_window > 1:
+        stream = stream.shuffle(sort_window, seed=seed + 1, reshuffle_each_iteration=True)
+    # Sorting hides the batch count from tf.data; Keras needs it to end epochs cleanly.
+    batches = math.ceil(len(split.labels) / batch_size)
+    return stream.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def _sorted_by_length(ids: tf.Tensor, lengths: tf.Tensor,
+                      labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    import tensorflow as tf
+
+    order = tf.argsort(lengths, stable=True)
+    return tf.gather(ids, order), tf.gather(lengths, order), tf.gather(labels, order)
