@@ -193,10 +193,12 @@ def build_textcnn(vocab_size: int, num_classes: int, variant: str = "rand", *,
     (random embeddings, trained), ``static`` (``embeddings`` frozen), ``non-static``
     (``embeddings`` fine-tuned) or ``multichannel`` (one frozen and one fine-tuned copy).
 
-    Each sentence gets ``max(filter_widths) - 1`` zero vectors before it and
-    ``max(filter_widths)`` after it, as in Kim's code: every filter sees every word at every
-    offset, and every filter also sees one all-padding window, so further padding (batches,
-    the fixed length of the string model) cannot change a max.
+    For width-w filters each sentence gets w - 1 zero vectors before it and w after it. As
+    with Kim's padding (the widest width - 1 on both sides), every filter sees every word at
+    every offset; every filter also sees one all-padding window, so further padding (of a
+    batch, or to the string model's fixed length) cannot change a max. Padding per width
+    rather than to the widest saves the narrower filters' all-padding windows, which add
+    nothing to a max (about 12% of the convolution work on TREC).
 
     Multichannel: the paper applies each filter to both channels and adds the results.
     Convolution is linear, so ``conv(static) + conv(tuned) = conv(static + tuned)`` (the bias
@@ -247,13 +249,13 @@ def build_textcnn(vocab_size: int, num_classes: int, variant: str = "rand", *,
             [embedding("embedding_static", False), embedding("embedding", True)])
     else:
         embedded = embedding("embedding", variant != "static")
-    widest = max(filter_widths)
-    embedded = keras.layers.ZeroPadding1D((widest - 1, widest), name="edge_padding")(embedded)
     pooled = []
     for i, width in enumerate(filter_widths):
+        padded = keras.layers.ZeroPadding1D((width - 1, width), name=f"edge_padding_{width}")(
+            embedded)
         conv = keras.layers.Conv1D(
             feature_maps, width, activation=activation, name=f"conv_{width}",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=seeded(1 + i)))(embedded)
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seeded(1 + i)))(padded)
         pooled.append(keras.layers.GlobalMaxPooling1D(name=f"pool_{width}")(conv))
     features = pooled[0] if len(pooled) == 1 else \
         keras.layers.Concatenate(name="features")(pooled)
