@@ -14,6 +14,10 @@ __version__ = "0.1.0"
 # Public name -> module that defines it.
 _EXPORTS: dict[str, str] = {
     "finetune": "tlkit.train.run",
+    "train_textcnn": "tlkit.train.text",
+    "TextCNNRecipe": "tlkit.recipes",
+    "predict_texts": "tlkit.predict",
+    "evaluate_text_run": "tlkit.predict",
     "ImageRecipe": "tlkit.recipes",
     "Stage": "tlkit.recipes",
     "load_recipe": "tlkit.recipes",

@@ -24,7 +24,7 @@ import yaml
 
 from tlkit.errors import UserError
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta")
 BATCHNORM_POLICIES = ("auto", "frozen", "trainable")
 
 
@@ -350,5 +350,58 @@ def _describe(hint: Any) -> str:
     return "empty" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
-# One row per recipe kind; the text CNN adds its own.
-RECIPE_KINDS: dict[str, type] = {"image": ImageRecipe}
+@dataclass
+class TextCNNRecipe:
+    """A Kim (2014) sentence CNN run; ``tlkit.train_textcnn(recipe, out)`` runs it.
+
+    Defaults are the paper's: widths 3/4/5 with 100 maps, dropout 0.5, max-norm 3, batch 50,
+    Adadelta (rate 1.0, rho 0.95), 25 epochs, 10% of training held out as dev when no dev
+    file is given; the best dev-loss epoch is kept. ``data`` is a CSV/TSV, a folder of
+    ``<class>.txt`` files, or a list of Kim's one-file-per-class files. ``cv`` runs k-fold
+    cross-validation on ``data`` instead of a train/test split.
+
+    Example:
+        >>> TextCNNRecipe(variant="static", vectors="glove.6B.300d.txt").filter_widths
+        [3, 4, 5]
+    """
+
+    data: str | list[str] | None = None
+    test: str | None = None
+    dev: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    tokenizer: str = "kim"
+    variant: str = "rand"
+    vectors: str | None = None
+    vectors_format: str | None = None
+    embedding_dim: int = 300
+    max_length: int | None = None
+    min_count: int = 1
+    filter_widths: list[int] = field(default_factory=lambda: [3, 4, 5])
+    feature_maps: int = 100
+    dropout: float = 0.5
+    max_norm: float | None = 3.0
+    batch_size: int = 50
+    epochs: int = 25
+    lr: float = 1.0
+    dev_fraction: float = 0.1
+    cv: int | None = None
+    seed: int = 42
+    early_stopping: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.variant not in TEXTCNN_VARIANTS:
+            raise UserError(f"unknown variant '{self.variant}'; choose one of: "
+                            f"{', '.join(TEXTCNN_VARIANTS)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise UserError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.cv is not None and self.cv < 2:
+            raise UserError(f"--cv {self.cv}: cross-validation needs at least 2 folds "
+                            "(the paper uses 10)")
+
+
+TEXTCNN_VARIANTS = ("rand", "static", "non-static", "multichannel")
+
+# One row per recipe kind.
+RECIPE_KINDS: dict[str, type] = {"image": ImageRecipe, "textcnn": TextCNNRecipe}

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "backbones": "tlkit.cli.backbones:backbones",
     "weights": "tlkit.cli.weights:weights",
     "inspect": "tlkit.cli.inspect:inspect",
+    "textcnn": "tlkit.cli.textcnn:textcnn",
 }
 
 # One line of help per command, shown by `tlkit --help` without importing the command.
@@ -28,6 +29,7 @@ SHORT_HELP: dict[str, str] = {
     "backbones": "List the backbones: parameters, input sizes, blocks, offline weights.",
     "weights": "Manage pretrained weights (import a downloaded file into Keras's cache).",
     "inspect": "Per-layer shapes, parameters, receptive fields, memory and FLOPs of a model.",
+    "textcnn": "Kim (2014) sentence CNN: train (or cross-validate), evaluate, predict.",
 }
 
 

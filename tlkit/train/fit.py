@@ -2,7 +2,7 @@
 
 Example:
     >>> history = fit_stages(model, stages, datasets, folder,
-    ...                      prepare=lambda stage: StagePlan([], {}))  # doctest: +SKIP
+    ...                      prepare=lambda stage: model.compile(...))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 import pandas as pd
 
 from tlkit.recipes import Stage
-from tlkit.train.stages import StagePlan, compile_for_stage
 
 
 def progress_verbosity() -> int:
@@ -24,12 +23,13 @@ def progress_verbosity() -> int:
 
 
 def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder: Path, *,
-               prepare: Callable[[Stage], StagePlan], early_stopping: int | None = None,
+               prepare: Callable[[Stage], None], early_stopping: int | None = None,
                class_weight: dict[int, float] | None = None, verbose: int | None = None
                ) -> pd.DataFrame:
     """Train ``model`` stage by stage; keep the best weights by validation loss over all stages.
 
-    ``prepare(stage)`` sets what trains and returns the stage's plan. Writes
+    ``prepare(stage)`` sets what trains and compiles the model: once per stage, because
+    Keras reads ``trainable`` at compile time. Writes
     ``checkpoints/best.weights.h5``, ``checkpoints/last.weights.h5``, ``history.csv`` and
     TensorBoard ``logs/`` into ``folder``; returns the history with a ``stage`` column.
     """
@@ -43,8 +43,7 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
     epoch = 0
     frames = []
     for stage in stages:
-        plan = prepare(stage)
-        compile_for_stage(model, stage, plan)
+        prepare(stage)
         best_checkpoint = keras.callbacks.ModelCheckpoint(
             best_path, monitor=monitor, save_best_only=True, save_weights_only=True,
             initial_value_threshold=best)

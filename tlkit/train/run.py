@@ -30,7 +30,7 @@ from tlkit.evaluation.metrics import classification_metrics
 from tlkit.recipes import ImageRecipe, Stage, dump_recipe
 from tlkit.runs import CLASSES_FILE, MODEL_FILE, RECIPE_FILE, new_run_folder, run_name, write_json
 from tlkit.train.fit import fit_stages, save_inference_model
-from tlkit.train.stages import StagePlan, prepare_stage
+from tlkit.train.stages import StagePlan, compile_for_stage, prepare_stage
 
 
 @dataclass
@@ -78,10 +78,10 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
         write_json(folder / CLASSES_FILE, images.class_names)
         images.table.to_csv(folder / "split.csv", index=False)
         start = time.perf_counter()
-        def prepare(stage: Stage) -> StagePlan:
+        def prepare(stage: Stage) -> None:
             plan = prepare_stage(backbone, row, stage, recipe.batchnorm_policy)
+            compile_for_stage(model, stage, plan)
             _announce(stage, plan, row)
-            return plan
 
         history = fit_stages(model, recipe.stages, datasets, folder, prepare=prepare,
                              early_stopping=recipe.early_stopping, class_weight=class_weight)

@@ -142,7 +142,8 @@ def make_optimizer(stage: Stage, lr_multipliers: dict[str, float] | None = None)
     import keras
 
     classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
+               "adadelta": keras.optimizers.Adadelta}
     base = classes[stage.optimizer]
     kwargs: dict[str, Any] = {"learning_rate": stage.lr}
     if stage.weight_decay:
