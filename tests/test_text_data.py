@@ -128,6 +128,8 @@ def test_single_kim_file_or_unknown_suffix_is_a_user_error(tmp_path) -> None:
     (tmp_path / "rt-polarity.pos").write_text("good\n", encoding="utf-8")
     with pytest.raises(UserError, match="pass all the class files"):
         read_text_table(tmp_path / "rt-polarity.pos")
+    with pytest.raises(UserError, match="pass all the class files"):
+        read_text_table([tmp_path / "rt-polarity.pos"])
 
 
 # ------------------------------------------------------------------------ preparing, splits

@@ -176,9 +176,15 @@ def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
                             "layout) pass all the class files, e.g. rt-polarity.pos "
                             "rt-polarity.neg")
         return _read_table_file(path, text_column, label_column, encoding)
+    if len(source) == 1:  # e.g. one --data option collected into a list
+        return read_text_table(source[0], text_column, label_column, encoding)
     files = [_existing(p) for p in source]
     if not files:
         raise UserError("no data files given; pass a CSV/TSV file, a folder or class files")
+    folders = [p for p in files if p.is_dir()]
+    if folders:
+        raise UserError(f"'{folders[0]}' is a folder; pass either one folder of <class>.txt "
+                        "files or a list of class files")
     suffixes = [p.suffix.lstrip(".") for p in files]
     names = suffixes if len(set(suffixes)) == len(files) and all(suffixes) else \
         [p.stem for p in files]
