@@ -338,11 +338,11 @@ def test_memory_strings() -> None:
             parse_memory(bad)
 
 
-def test_vgg16_inference_peak_is_input_and_three_block1_maps() -> None:
+def test_vgg16_inference_peak_is_input_and_four_block1_maps() -> None:
     # Frozen VGG16 forward: the batch, block1_conv1's output, and block1_conv2 writing its
-    # output through one more tensor of the same size.
+    # ReLU output through its raw output and its pre-activation tensor.
     table = inspect_model("vgg16")
-    assert activation_peak(table, None) == 4 * (150_528 + 3 * 3_211_264)
+    assert activation_peak(table, None) == 4 * (150_528 + 4 * 3_211_264)
     assert activation_peak(table, "head") == activation_peak(table, None)
     assert activation_peak(table, "full") > inspection_totals(table)["activation_bytes"]
 

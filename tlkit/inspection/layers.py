@@ -11,8 +11,8 @@ Also here: the lecture's arithmetic of one convolution layer, on its own (``conv
 Example:
     >>> from tlkit.backbones import build_backbone
     >>> steps = walk_model(build_backbone("tiny_cnn", 32))
-    >>> [(s.name, s.output_shape) for s in steps[:2]]
-    [('input_layer', (32, 32, 3)), ('block1_conv', (32, 32, 8))]
+    >>> [(s.name, s.output_shape) for s in steps[1:3]]
+    [('block1_conv', (32, 32, 8)), ('block1_bn', (32, 32, 8))]
 """
 
 from __future__ import annotations
@@ -103,9 +103,7 @@ class _Tensor:
 
 
 def kind_of(layer: Any) -> str:
-    """The arithmetic kind of a layer, "model" for nested graphs, "unknown" if not in the table."""
-    if _graph_of(layer) is not None:
-        return "model"
+    """The arithmetic kind of a layer; "unknown" when its class is not in ``LAYER_KINDS``."""
     return LAYER_KINDS.get(type(layer).__name__, "unknown")
 
 
@@ -349,7 +347,7 @@ def conv_arithmetic(input_shape: tuple[int, ...], filters: int, kernel: int | tu
         if span % stride:
             fits = [s for s in range(1, span + 1) if span % s == 0]
             raise UserError(f"stride {stride} does not fit the {label}: ({side} - {k} + 2*{pad}) "
-                            f"/ {stride} + 1 = {span / stride + 1:g} is not a whole number; "
+                            f"/ {stride} + 1 = {span / stride + 1:.2f} is not a whole number; "
                             f"strides that fit: {', '.join(map(str, fits))}")
         sides.append(span // stride + 1)
     output_shape = (sides[0], sides[1], filters)

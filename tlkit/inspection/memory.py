@@ -104,8 +104,9 @@ def format_bytes(count: float) -> str:
 # measured 36-280 MB beyond weights, gradients and optimizer state for VGG16, ResNet50 and
 # MobileNetV2 on CPU.
 RUNTIME_PER_LAYER_PASS = 750_000
-# Peak RSS exceeded the simulated tensors by 1-20 % per image (VGG16, ResNet50, batches 1-16):
-# allocator fragmentation and ops of parallel branches running at once.
+# Tensors kept from the forward to the backward pass stay allocated while short-lived ones come
+# and go around them: the heap they fragment was measured at up to a quarter of their size
+# (ResNet50 full fine-tuning: 20 % above the simulated tensors per image; forward-only: ~0).
 ALLOCATOR_SLACK = 0.25
 
 # Optimizer slots: values kept per trainable parameter besides the parameter and its gradient.
@@ -168,73 +169,79 @@ def activation_peak(table: Any, stage: str | None = "full") -> int:
 
     ``stage`` is "full" (every layer trains, BatchNorm frozen), "head" (only the head
     trains: the backbone runs forward once, keeping nothing for a backward pass) or None
-    (inference). The step is played layer by layer: a tensor lives until its last reader in
-    the forward pass, or, when a backward pass needs it, until that layer's backward step;
-    gradients live from their creation to the backward step of the layer that produced the
-    tensor. While a weight or normalisation layer runs, one more tensor of its output's size
-    exists (the convolution before its bias and activation, the gradient before the ReLU
-    mask). The input batch lives throughout.
+    (inference); ``play_step`` says how the step is played.
 
     Example:
         >>> from tlkit.inspection import inspect_model
         >>> activation_peak(inspect_model("vgg16"), "head") / 1e6  # doctest: +ELLIPSIS
-        39.1...
+        51.98...
+    """
+    return play_step(table, stage)[0]
+
+
+def play_step(table: Any, stage: str | None = "full") -> tuple[int, int]:
+    """Play one step layer by layer: (peak bytes, bytes kept for the backward pass) per image.
+
+    A tensor lives until its last reader in the forward pass or, when a backward step needs
+    it (``_saved``), until that step; gradients live from their creation to the backward step
+    of the layer that produced their tensor. The input batch lives throughout. Layers compute
+    through transient tensors of their output's size: a normalisation layer one (scaled, then
+    shifted), a weight layer one (its raw output), one more when it applies an activation
+    itself, and two in its backward step (the gradient through the activation, and the
+    kernel's working copy). The second forward tensor is measured, not derived: VGG16's
+    convolutions, which carry their ReLU, held it at some batch sizes (44-46 on the benchmark
+    machine) and not at others.
     """
     rows = list(table.itertuples())
     missing = [row.Index for row in rows if _is_missing(row.activation_bytes)]
     if missing:
         raise UserError(f"cannot plan memory: the output size of '{missing[0]}' is unknown; "
                         "give an input size (--input-size)")
+    count = len(rows)
     index = {row.Index: i for i, row in enumerate(rows)}
     size = [int(row.activation_bytes) for row in rows]
     parents = [[index[name] for name in row.inputs] for row in rows]
-    owner = list(range(len(rows)))
+    owner = list(range(count))
     for i, row in enumerate(rows):
         if row.kind in VIEW_KINDS and parents[i]:
             owner[i] = owner[parents[i][0]]
     trains = [stage is not None and _trains(row, stage) for row in rows]
-    on_path = []
-    for i in range(len(rows)):
+    on_path: list[bool] = []
+    for i in range(count):
         on_path.append(trains[i] or any(on_path[p] for p in parents[i]))
 
-    # keepers[b]: the layers whose backward step needs buffer b (b >= len(rows): extras).
-    keepers: dict[int, list[int]] = {}
-    extra_size: dict[int, int] = {}
+    # keepers[b]: the backward steps that need buffer b; buffers count + i are extras of row i.
+    keepers: dict[int, list[int]] = {i: [-1] for i, row in enumerate(rows) if row.kind == "input"}
     for i, row in enumerate(rows):
-        if row.kind == "input":
-            keepers.setdefault(i, []).append(-1)
         if not on_path[i]:
             continue
         inputs, output, extra = _saved(row, trains[i])
-        for b in ({owner[p] for p in parents[i]} if inputs else set()) | (
-                {owner[i]} if output else set()):
+        saved = {owner[p] for p in parents[i]} if inputs else set()
+        saved |= {owner[i]} if output else set()
+        saved |= {count + i} if extra else set()
+        for b in saved:
             keepers.setdefault(b, []).append(i)
-        if extra:
-            extra_size[len(rows) + i] = size[i]
-            keepers[len(rows) + i] = [i]
-    last_read = {owner[i]: i for i in range(len(rows))}
-    for i in range(len(rows)):
+    last_read = {owner[i]: i for i in range(count)}
+    for i in range(count):
         for p in parents[i]:
             last_read[owner[p]] = max(last_read[owner[p]], i)
-    outputs = {owner[i] for i in range(len(rows)) if last_read[owner[i]] == i}
+    outputs = {owner[i] for i in range(count) if last_read[owner[i]] == i}
 
     live: dict[int, int] = {}
     peak = 0
     for i, row in enumerate(rows):
         if owner[i] == i:
             live[i] = size[i]
-        if len(rows) + i in extra_size:
-            live[len(rows) + i] = extra_size[len(rows) + i]
+        if count + i in keepers:
+            live[count + i] = size[i]
         peak = max(peak, sum(live.values()) + _working(row, size[i]))
         for b in {owner[p] for p in parents[i]}:
             if last_read[b] == i and b not in keepers:
-                live.pop(b, None)
-    for b in list(live):
-        if b not in keepers and b not in outputs:
-            live.pop(b)
+                live.pop(b)
+    kept = sum(v for b, v in live.items() if b in keepers and -1 not in keepers[b])
 
-    gradients: dict[int, int] = {b: size[b] for b in outputs if on_path[b]}
-    for i in reversed(range(len(rows))):
+    gradients = {b: size[b] for b in outputs if on_path[b]}
+    for i in reversed(range(count)):
         if not on_path[i] or owner[i] != i:
             continue
         # A tensor read by several layers (a residual branch) gets its gradient summed: the
@@ -244,17 +251,19 @@ def activation_peak(table: Any, stage: str | None = "full") -> int:
             summed += size[b] if b in gradients else 0
             gradients.setdefault(b, size[b])
         peak = max(peak, sum(live.values()) + sum(gradients.values()) + summed
-                   + _working(rows[i], size[i]))
+                   + _working(rows[i], size[i], backward=True))
         gradients.pop(i, None)
         for b, users in keepers.items():
             if min(users) == i:
                 live.pop(b, None)
-    return peak
+    return peak, kept
 
 
-def _working(row: Any, size: int) -> int:
-    """The transient tensor a weight or normalisation layer computes its output through."""
-    return size if row.kind in _WEIGHT_KINDS or row.type in _NORMALISATION else 0
+def _working(row: Any, size: int, backward: bool = False) -> int:
+    """Transient tensors of the output's size a layer computes through (see ``play_step``)."""
+    if row.kind in _WEIGHT_KINDS:
+        return size * (2 if backward or row.activation not in ("linear", "") else 1)
+    return size if row.type in _NORMALISATION else 0
 
 
 def _is_missing(value: Any) -> bool:
@@ -289,14 +298,15 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam") ->
     "full" trains every layer with weights except BatchNorm (tlkit keeps it frozen); "head"
     trains only the head rows and runs the rest forward without keeping activations.
     Per image: the simulated peak of activations and gradients (``activation_peak``) plus the
-    data loader's copy of the input, with ``ALLOCATOR_SLACK``. Fixed: all weights, gradients
-    and optimizer slots (``OPTIMIZER_SLOTS``) of the trained weights, and the runtime's share.
+    data loader's copy of the input, and ``ALLOCATOR_SLACK`` of the tensors kept for the
+    backward pass. Fixed: all weights, gradients and optimizer slots (``OPTIMIZER_SLOTS``) of
+    the trained weights, and the runtime's share.
 
     Example:
         >>> from tlkit.inspection import inspect_model
         >>> memory = training_memory(inspect_model("tiny_cnn"), "full", "sgd")
-        >>> memory.gradients == 4 * 6_200 - 4 * 3 * 2 * (8 + 16 + 32)
-        True
+        >>> memory.gradients, memory.optimizer_state  # the convolutions' 5,976 float32s
+        (23904, 0)
     """
     if stage not in ("full", "head"):
         raise UserError(f"unknown stage '{stage}'; choose full or head")
@@ -313,7 +323,8 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam") ->
             reached.add(row.Index)
             backward += 1
     inputs = sum(int(row.activation_bytes) for row in rows if row.kind == "input")
-    per_image = (activation_peak(table, stage) + inputs) * (1 + ALLOCATOR_SLACK)
+    peak, kept = play_step(table, stage)
+    per_image = peak + inputs + ALLOCATOR_SLACK * kept
     weights = int(table["param_bytes"].sum())
     return TrainingMemory(stage, optimizer, weights, trained, OPTIMIZER_SLOTS[optimizer] * trained,
                           weights + RUNTIME_PER_LAYER_PASS * (len(rows) + backward),

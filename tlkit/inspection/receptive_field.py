@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -177,8 +177,3 @@ def padding_before(layer: Any) -> tuple[int, ...]:
     # ZeroPadding1D / Cropping1D hold one (before, after) pair, the 2D/3D ones one per axis.
     pairs = (amounts,) if isinstance(amounts[0], int) else amounts
     return tuple(sign * pair[0] for pair in pairs)
-
-
-def with_context(field: Field | None) -> Field | None:
-    """Mark a field as also depending on the whole input."""
-    return None if field is None else replace(field, context=True)

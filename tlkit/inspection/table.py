@@ -1,9 +1,9 @@
 """``inspect_model``: the per-layer table of a backbone, a saved tlkit model or any Keras model.
 
 Example:
-    >>> table = inspect_model("tiny_cnn")
-    >>> table.loc["block3_conv", ["output_shape", "params", "rf"]].tolist()
-    [(8, 8, 32), 4608, (18, 18)]
+    >>> row = inspect_model("tiny_cnn").loc["block3_conv"]
+    >>> row.output_shape, int(row.params), row.rf
+    ((8, 8, 32), 4608, (18, 18))
 """
 
 from __future__ import annotations
