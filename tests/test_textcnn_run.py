@@ -1,0 +1,177 @@
+"""Text CNN runs end to end: train, cross-validate, evaluate, predict, through the CLI too."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tlkit.cli import main
+from tlkit.errors import UserError
+from tlkit.predict import evaluate_text_run, load_text_run, predict_texts
+from tlkit.recipes import TextCNNRecipe, load_recipe
+from tlkit.train.text import train_textcnn
+
+GOOD = ["great", "wonderful", "superb", "gripping", "funny", "moving"]
+BAD = ["awful", "boring", "dull", "clumsy", "tedious", "flat"]
+FILLER = ["the", "film", "was", "a", "story", "plot", "really", "quite"]
+
+
+def _sentences(n: int, seed: int) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = rng.sample(FILLER, 4) + [rng.choice(GOOD if label == "pos" else BAD)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def text_files(tmp_path: Path) -> tuple[Path, Path]:
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    _sentences(120, seed=0).to_csv(train, index=False)
+    frame = _sentences(30, seed=1)
+    frame.loc[0, "text"] = "zyzzyva " + frame.loc[0, "text"]  # a word only the test set has
+    frame.to_csv(test, index=False)
+    return train, test
+
+
+def _recipe(train: Path, test: Path | None = None, **changes) -> TextCNNRecipe:
+    values = dict(data=str(train), test=str(test) if test else None, embedding_dim=16,
+                  feature_maps=8, epochs=8, batch_size=10, seed=1)
+    values.update(changes)
+    return TextCNNRecipe(**values)
+
+
+def test_train_writes_a_text_run_that_takes_raw_strings(text_files, tmp_path: Path) -> None:
+    train, test = text_files
+    run = train_textcnn(_recipe(train, test), out=tmp_path / "runs", name="t")
+    folder = tmp_path / "runs" / "t"
+    for name in ("recipe.yaml", "classes.json", "vocabulary.json", "model.keras",
+                 "history.csv", "metrics.json", "checkpoints/best.weights.h5"):
+        assert (folder / name).is_file(), name
+    vocabulary = json.loads((folder / "vocabulary.json").read_text())
+    assert "zyzzyva" not in vocabulary["tokens"]  # built from training texts only
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.9
+    assert set(metrics["test"]["per_class"]) == {"neg", "pos"}
+
+    loaded = load_text_run(folder)
+    table = pd.read_csv(test)
+    probabilities = loaded.model.predict(np.array(table["text"], dtype=object), verbose=0)
+    labels = table["label"].map({"neg": 0, "pos": 1}).to_numpy()
+    assert float((probabilities.argmax(1) == labels).mean()) == pytest.approx(
+        metrics["test"]["accuracy"])
+    predictions = predict_texts(loaded, ["a superb and gripping film", "dull tedious plot"], 2)
+    assert list(predictions["label_1"]) == ["pos", "neg"]
+    assert (predictions["prob_1"] >= predictions["prob_2"]).all()
+    assert run.class_names == ["neg", "pos"]
+
+    evaluation = evaluate_text_run(folder, test)
+    assert evaluation["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert (folder / "evaluations" / "test.json").is_file()
+
+
+def test_cross_validation_reports_mean_and_folds(text_files, tmp_path: Path) -> None:
+    train, _ = text_files
+    run = train_textcnn(_recipe(train, cv=3, epochs=4), out=tmp_path / "runs", name="cv")
+    folds = pd.read_csv(tmp_path / "runs" / "cv" / "folds.csv")
+    assert list(folds["fold"]) == [0, 1, 2]
+    assert folds["test"].sum() == 120
+    assert run.metrics["cv"]["accuracy_mean"] == pytest.approx(folds["test_accuracy"].mean())
+    assert run.metrics["cv"]["accuracy_std"] >= 0
+
+
+def test_static_variant_reads_vectors_and_reports_coverage(text_files, tmp_path: Path) -> None:
+    train, test = text_files
+    vectors = tmp_path / "vectors.txt"
+    rng = np.random.default_rng(0)
+    lines = [f"{w} " + " ".join(f"{v:.4f}" for v in rng.normal(size=16))
+             for w in GOOD + BAD + ["the", "film"]]
+    vectors.write_text("\n".join(lines) + "\n")
+    run = train_textcnn(_recipe(train, test, variant="multichannel", vectors=str(vectors)),
+                        out=tmp_path / "runs")
+    coverage = run.metrics["vector_coverage"]
+    assert coverage["found"] == 14 and coverage["words"] > 14
+
+
+def test_vectors_are_required_for_pretrained_variants(text_files, tmp_path: Path) -> None:
+    train, _ = text_files
+    with pytest.raises(UserError, match="needs pretrained word vectors"):
+        train_textcnn(_recipe(train, variant="static"), out=tmp_path / "runs")
+
+
+def test_kim_recipes_load_with_the_papers_numbers() -> None:
+    root = Path(__file__).parent.parent / "recipes"
+    for variant in ("rand", "static", "non-static", "multichannel"):
+        recipe = load_recipe(root / f"kim2014-cnn-{variant}.yaml")
+        assert recipe.variant == variant
+        assert (recipe.filter_widths, recipe.feature_maps, recipe.dropout, recipe.max_norm,
+                recipe.batch_size) == ([3, 4, 5], 100, 0.5, 3.0, 50)
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_train_evaluate_predict(text_files, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    train, test = text_files
+    runs = tmp_path / "runs"
+    code, out, err = _cli(["textcnn", "train", "--data", str(train), "--test", str(test),
+                           "--epochs", "6", "--batch-size", "10", "--embedding-dim", "16",
+                           "--set", "feature_maps=8", "--out", str(runs), "--name", "c"], capsys)
+    assert code == 0, err
+    assert "test accuracy" in out
+    code, out, _ = _cli(["textcnn", "evaluate", str(runs / "c"), "--data", str(test)], capsys)
+    assert code == 0 and out.startswith("accuracy ")
+    lines = tmp_path / "in.txt"
+    lines.write_text("superb gripping film\n\nboring dull plot\n")
+    code, out, _ = _cli(["textcnn", "predict", str(runs / "c"), "a wonderful story",
+                         "--input", str(lines), "--top-k", "2",
+                         "--output", str(tmp_path / "p.csv")], capsys)
+    assert code == 0
+    predictions = pd.read_csv(tmp_path / "p.csv")
+    assert list(predictions.columns) == ["text", "label_1", "prob_1", "label_2", "prob_2"]
+    assert len(predictions) == 3
+
+
+def test_cli_predict_on_an_image_run_is_a_clear_error(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "image-run"
+    folder.mkdir()
+    (folder / "recipe.yaml").write_text("kind: image\nbackbone: tiny_cnn\n")
+    (folder / "model.keras").write_text("")
+    code, _, err = _cli(["textcnn", "predict", str(folder), "some text"], capsys)
+    assert code == 2 and "image run, not a text CNN run" in err
+    code, _, err = _cli(["textcnn", "predict", str(tmp_path), "some text"], capsys)
+    assert code == 2 and "not a tlkit run folder" in err
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--cv", "1"], "at least 2 folds"),
+    (["--cv", "500"], "fewer than the folds"),
+    (["--variant", "static"], "needs pretrained word vectors"),
+    (["--test", "/no/such.csv"], "does not exist"),
+    (["--set", "text_column=sentence"], "no column 'sentence'"),
+])
+def test_cli_train_user_errors(args: list[str], words: str, text_files, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    train, _ = text_files
+    code, _, err = _cli(["textcnn", "train", "--data", str(train), "--out",
+                         str(tmp_path / "runs"), *args], capsys)
+    assert code == 2, err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
