@@ -184,6 +184,7 @@ def _read_binary(stream: BinaryIO, path: Path, wanted: dict[bytes, list[int]],
     count, dim = header
     _check_dim(dim, embedding_dim, path, 1)
     row_bytes = 4 * dim
+    compressed = isinstance(stream, gzip.GzipFile)
     rows: dict[bytes, np.ndarray] = {}
     for number in range(2, count + 2):
         word = _read_word(stream)
@@ -196,10 +197,12 @@ def _read_binary(stream: BinaryIO, path: Path, wanted: dict[bytes, list[int]],
                 raise UserError(f"{path}: vector {number - 1} ('{word.decode(errors='replace')}')"
                                 " is cut short; the file is truncated")
             rows[word] = np.frombuffer(data, dtype="<f4").astype("float32")
+        elif compressed:
+            # gzip cannot jump: decompressing and dropping the row directly is about twice
+            # as fast as GzipFile.seek, which does the same in smaller steps.
+            stream.read(row_bytes)
         else:
-            # Only the wanted rows are read; the rest are skipped without becoming objects
-            # (a real seek for plain files, decompress-and-drop for .gz).
-            stream.seek(row_bytes, 1)
+            stream.seek(row_bytes, 1)  # unwanted rows are never read
     return dim, rows
 
 
