@@ -52,3 +52,16 @@ def make_image_folder(root: Path, per_class: int = 8, classes: tuple[str, ...] =
 def image_folder(tmp_path: Path) -> Path:
     """Two colour classes, eight PNGs each."""
     return make_image_folder(tmp_path / "images")
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``tlkit ARGS`` in this process: (exit code, stdout, stderr)."""
+    from tlkit.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
-from tlkit.cli import main
 from tlkit.data.images import decode_image
 from tlkit.errors import UserError
 from tlkit.recipes import ImageRecipe, Stage, load_recipe
@@ -87,19 +87,9 @@ def test_existing_run_folder_is_not_overwritten(image_folder: Path, tmp_path: Pa
         finetune(_recipe(image_folder), out=tmp_path / "runs", name="taken")
 
 
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_finetune_runs_and_reports(image_folder: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(["finetune", "--backbone", "tiny_cnn", "--weights", "none",
+    code, out, _ = run_cli(["finetune", "--backbone", "tiny_cnn", "--weights", "none",
                          "--data", str(image_folder), "--input-size", "32", "--epochs", "1",
                          "--batch-size", "4", "--set", "stages.0.lr=0.01",
                          "--out", str(tmp_path / "runs"), "--name", "cli"], capsys)
@@ -113,7 +103,7 @@ def test_cli_recipe_file_with_flag_override(image_folder: Path, tmp_path: Path,
     recipe = tmp_path / "r.yaml"
     recipe.write_text("backbone: tiny_cnn\nweights: none\ninput_size: 32\nbatch_size: 4\n"
                       "stages:\n- epochs: 1\n")
-    code, _, _ = _cli(["finetune", "--recipe", str(recipe), "--data", str(image_folder),
+    code, _, _ = run_cli(["finetune", "--recipe", str(recipe), "--data", str(image_folder),
                        "--batch-size", "2", "--out", str(tmp_path / "runs"), "--name", "r"],
                       capsys)
     assert code == 0
@@ -131,7 +121,7 @@ def test_cli_user_errors_are_one_line_and_exit_2(args: list[str], words: str, tm
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     base = ["finetune", "--backbone", "tiny_cnn", "--weights", "none", "--data",
             str(image_folder), "--out", str(tmp_path / "runs")]
-    code, _, err = _cli(base + args, capsys)
+    code, _, err = run_cli(base + args, capsys)
     assert code == 2
     assert err.startswith("Error: ") and words in err
     assert len(err.strip().splitlines()) == 1
@@ -149,7 +139,7 @@ def test_help_does_not_import_tensorflow() -> None:
 
 
 def test_backbones_command_lists_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(["backbones", "--format", "csv"], capsys)
+    code, out, _ = run_cli(["backbones", "--format", "csv"], capsys)
     assert code == 0
     assert out.splitlines()[0].startswith("name,params,default_size")
     assert "efficientnet_lite0,3413024" in out
@@ -173,6 +163,6 @@ def test_lite0_imagenet_weights_go_through_the_whole_run(image_folder: Path,
 
 def test_cli_weights_import_of_a_missing_file(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _cli(["weights", "import", str(tmp_path / "nope.h5"), "--backbone", "vgg16"],
+    code, _, err = run_cli(["weights", "import", str(tmp_path / "nope.h5"), "--backbone", "vgg16"],
                         capsys)
     assert code == 2 and "does not exist" in err

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
-from tlkit.cli import main
 from tlkit.errors import UserError
 from tlkit.predict import evaluate_text_run, load_text_run, predict_texts
 from tlkit.recipes import TextCNNRecipe, load_recipe
@@ -116,30 +116,20 @@ def test_kim_recipes_load_with_the_papers_numbers() -> None:
                 recipe.batch_size) == ([3, 4, 5], 100, 0.5, 3.0, 50)
 
 
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_train_evaluate_predict(text_files, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     train, test = text_files
     runs = tmp_path / "runs"
-    code, out, err = _cli(["textcnn", "train", "--data", str(train), "--test", str(test),
+    code, out, err = run_cli(["textcnn", "train", "--data", str(train), "--test", str(test),
                            "--epochs", "6", "--batch-size", "10", "--embedding-dim", "16",
                            "--set", "feature_maps=8", "--out", str(runs), "--name", "c"], capsys)
     assert code == 0, err
     assert "test accuracy" in out
-    code, out, _ = _cli(["textcnn", "evaluate", str(runs / "c"), "--data", str(test)], capsys)
+    code, out, _ = run_cli(["textcnn", "evaluate", str(runs / "c"), "--data", str(test)], capsys)
     assert code == 0 and out.startswith("accuracy ")
     lines = tmp_path / "in.txt"
     lines.write_text("superb gripping film\n\nboring dull plot\n")
-    code, out, _ = _cli(["textcnn", "predict", str(runs / "c"), "a wonderful story",
+    code, out, _ = run_cli(["textcnn", "predict", str(runs / "c"), "a wonderful story",
                          "--input", str(lines), "--top-k", "2",
                          "--output", str(tmp_path / "p.csv")], capsys)
     assert code == 0
@@ -154,9 +144,9 @@ def test_cli_predict_on_an_image_run_is_a_clear_error(tmp_path: Path,
     folder.mkdir()
     (folder / "recipe.yaml").write_text("kind: image\nbackbone: tiny_cnn\n")
     (folder / "model.keras").write_text("")
-    code, _, err = _cli(["textcnn", "predict", str(folder), "some text"], capsys)
+    code, _, err = run_cli(["textcnn", "predict", str(folder), "some text"], capsys)
     assert code == 2 and "image run, not a text CNN run" in err
-    code, _, err = _cli(["textcnn", "predict", str(tmp_path), "some text"], capsys)
+    code, _, err = run_cli(["textcnn", "predict", str(tmp_path), "some text"], capsys)
     assert code == 2 and "not a tlkit run folder" in err
 
 
@@ -170,7 +160,7 @@ def test_cli_predict_on_an_image_run_is_a_clear_error(tmp_path: Path,
 def test_cli_train_user_errors(args: list[str], words: str, text_files, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     train, _ = text_files
-    code, _, err = _cli(["textcnn", "train", "--data", str(train), "--out",
+    code, _, err = run_cli(["textcnn", "train", "--data", str(train), "--out",
                          str(tmp_path / "runs"), *args], capsys)
     assert code == 2, err
     assert words in err and len(err.strip().splitlines()) == 1
