@@ -176,6 +176,19 @@ def test_1d_receptive_fields_in_tokens() -> None:
     assert unsized["activations"].isna().any()
 
 
+def test_subclass_of_a_known_layer_keeps_its_arithmetic() -> None:
+    import keras
+
+    class ZeroPaddedEmbedding(keras.layers.Embedding):
+        pass
+
+    table = inspect_model(_model(ZeroPaddedEmbedding(100, 8, name="embed"),
+                                 keras.layers.Conv1D(4, 3, name="conv"),
+                                 shape=(20,), dtype="int32"))
+    assert table.loc["embed", "kind"] == "embedding"
+    assert table.loc["conv", ["rf", "macs"]].tolist() == [(3,), 18 * 4 * 3 * 8]
+
+
 def test_branches_take_the_largest_path_per_axis() -> None:
     import keras
 

@@ -103,8 +103,12 @@ class _Tensor:
 
 
 def kind_of(layer: Any) -> str:
-    """The arithmetic kind of a layer; "unknown" when its class is not in ``LAYER_KINDS``."""
-    return LAYER_KINDS.get(type(layer).__name__, "unknown")
+    """The arithmetic kind of a layer: that of its class or of the nearest known base class
+    (a subclass of Embedding is an embedding); "unknown" when none is in ``LAYER_KINDS``."""
+    for cls in type(layer).__mro__:
+        if cls.__name__ in LAYER_KINDS:
+            return LAYER_KINDS[cls.__name__]
+    return "unknown"
 
 
 def walk_model(model: Any, blocks: dict[str, str] | None = None,

@@ -19,7 +19,7 @@ import pandas as pd
 from tlkit.errors import UserError
 from tlkit.inspection.layers import conv_arithmetic
 from tlkit.inspection.memory import BatchPlan, format_bytes, plan_batch
-from tlkit.inspection.table import inspect_model, inspection_totals
+from tlkit.inspection.table import inspect_model, inspection_totals, is_backbone_name
 
 FORMATS = ("table", "csv", "json", "markdown")
 # Columns shown by the text and markdown formats; csv and json carry every column.
@@ -50,7 +50,7 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
     plans: list[BatchPlan] = []
     if memory is not None:
         planned = table
-        if isinstance(target, str) and not include_top and _is_backbone(target):
+        if not include_top and is_backbone_name(target):
             planned = inspect_model(target, input_size=input_size, dtype=dtype, classes=classes)
         plans = [plan_batch(planned, memory, stage, optimizer) for stage in stages]
     if fmt == "json":
@@ -70,12 +70,6 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
     if fmt in ("json", "csv"):
         return rendered.rstrip("\n")
     return f"{rendered}\n\n{summary}"
-
-
-def _is_backbone(name: str) -> bool:
-    from tlkit.backbones import BACKBONES
-
-    return name.lower().replace("-", "_") in BACKBONES
 
 
 def render_totals(table: pd.DataFrame, totals: dict[str, Any], optimizer: str) -> str:

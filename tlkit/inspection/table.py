@@ -43,8 +43,9 @@ def inspect_model(model_or_name: Any, input_size: int | None = None, include_top
     """
     value_bytes = memory.dtype_bytes(dtype)
     model, blocks = _resolve(model_or_name, input_size, include_top, classes)
-    steps = walk_model(model, blocks, input_size=input_size if not _is_name(model_or_name)
-                       else None)
+    # A backbone name was built at input_size already; a given model may still need it.
+    sized = None if is_backbone_name(model_or_name) else input_size
+    steps = walk_model(model, blocks, input_size=sized)
     rows = [_row(step, value_bytes) for step in steps]
     table = pd.DataFrame(rows, index=pd.Index([s.name for s in steps], name="name"))
     table["head"] = _head_rows(steps)
@@ -55,17 +56,18 @@ def inspect_model(model_or_name: Any, input_size: int | None = None, include_top
     return table
 
 
-def _is_name(value: Any) -> bool:
+def is_backbone_name(value: Any) -> bool:
+    """True for a string naming a row of the backbone table."""
     return isinstance(value, str) and value.lower().replace("-", "_") in BACKBONES
 
 
 def _resolve(target: Any, input_size: int | None, include_top: bool, classes: int | None
              ) -> tuple[Any, dict[str, str] | None]:
     """The model to walk and, for a bare backbone name, its layers' block names."""
-    if classes is not None and (include_top or not _is_name(target)):
+    if classes is not None and (include_top or not is_backbone_name(target)):
         raise UserError("classes wraps a backbone name into a tlkit classifier; it does not go "
                         "with include_top or with a model")
-    if _is_name(target):
+    if is_backbone_name(target):
         row = get_backbone(target)
         check_input_size(row, input_size or row.default_size)
         with shapes_only():
