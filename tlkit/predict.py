@@ -18,7 +18,15 @@ import pandas as pd
 
 from tlkit.errors import UserError
 from tlkit.recipes import TextCNNRecipe, load_recipe
-from tlkit.runs import CLASSES_FILE, MODEL_FILE, RECIPE_FILE, read_json, write_json
+from tlkit.runs import (
+    CLASSES_FILE,
+    MODEL_FILE,
+    RECIPE_FILE,
+    check_run_folder,
+    load_keras_file,
+    read_json,
+    write_json,
+)
 
 
 @dataclass
@@ -37,19 +45,12 @@ def load_text_run(path: str | Path) -> TextRun:
     Example:
         >>> load_text_run("runs/trec").class_names  # doctest: +SKIP
     """
-    folder = Path(path)
-    if not (folder / RECIPE_FILE).is_file() or not (folder / MODEL_FILE).is_file():
-        raise UserError(f"'{folder}' is not a tlkit run folder (no {RECIPE_FILE} and "
-                        f"{MODEL_FILE}); pass the folder `tlkit textcnn train` printed")
+    folder = check_run_folder(path)
     recipe = load_recipe(folder / RECIPE_FILE)
     if not isinstance(recipe, TextCNNRecipe):
         raise UserError(f"'{folder}' is an image run, not a text CNN run; use a folder from "
                         "`tlkit textcnn train`")
-    import keras
-
-    import tlkit.models.textcnn  # noqa: F401 - registers the model's custom layers
-
-    model = keras.saving.load_model(folder / MODEL_FILE)
+    model = load_keras_file(folder / MODEL_FILE)
     return TextRun(folder, recipe, read_json(folder / CLASSES_FILE), model)
 
 

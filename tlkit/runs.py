@@ -72,8 +72,10 @@ def check_run_folder(path: str | Path) -> Path:
     return folder
 
 
-def load_run_model(path: str | Path) -> Any:
-    """The trained Keras model of a run folder (raw inputs in, probabilities out)."""
+def load_keras_file(path: str | Path) -> Any:
+    """Load a ``.keras`` file written by tlkit (image or text run) for inference."""
     import keras
 
-    return keras.saving.load_model(check_run_folder(path) / MODEL_FILE)
+    import tlkit.models.textcnn  # noqa: F401 - registers the text model's custom layers
+
+    return keras.saving.load_model(path, compile=False)

@@ -18,6 +18,7 @@ from tlkit.errors import UserError
 from tlkit.inspection import memory
 from tlkit.inspection.layers import Step, block_names, shapes_only, walk_model
 from tlkit.inspection.memory import training_memory
+from tlkit.runs import load_keras_file
 
 COLUMNS = ("type", "kind", "activation", "output_shape", "params", "trainable_params",
            "frozen_params", "param_bytes", "rf", "jump", "rf_centre", "activations",
@@ -96,9 +97,7 @@ def load_saved_model(path: str | Path) -> Any:
             "file that is not .keras" if path.exists() else "path that does not exist")
         raise UserError(f"'{path}' is a {what}; give a backbone name (see `tlkit backbones`), "
                         "a run folder holding model.keras, or a .keras file")
-    import keras
-
-    return keras.saving.load_model(file, compile=False)
+    return load_keras_file(file)
 
 
 def _row(step: Step, value_bytes: int) -> dict[str, Any]:
