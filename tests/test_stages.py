@@ -110,3 +110,15 @@ def test_batchnorm_auto_freezes_only_over_pretrained_weights() -> None:
     assert ImageRecipe(weights="imagenet").batchnorm_policy == "frozen"
     assert ImageRecipe(weights="none").batchnorm_policy == "trainable"
     assert ImageRecipe(weights="none", batchnorm="frozen").batchnorm_policy == "frozen"
+
+
+def test_batchnorm_momentum_applies_to_training_batchnorm_only() -> None:
+    from tlkit.recipes import ImageRecipe
+
+    _, backbone = _model()
+    prepare_stage(backbone, ROW, Stage(train_from=-1), batchnorm="trainable",
+                  batchnorm_momentum=0.9)
+    assert backbone.get_layer("block3_bn").momentum == 0.9
+    assert backbone.get_layer("block1_bn").momentum == 0.99
+    assert ImageRecipe(weights="none").batchnorm_momentum == 0.9
+    assert ImageRecipe(weights="imagenet").batchnorm_momentum is None

@@ -110,6 +110,16 @@ class ImageRecipe:
             return self.batchnorm
         return "trainable" if self.weights == "none" else "frozen"
 
+    @property
+    def batchnorm_momentum(self) -> float | None:
+        """0.9 when training from random weights, else None (each layer keeps its own).
+
+        Keras's 0.99 lets the moving statistics trail a fast-changing network by hundreds
+        of steps; on a small dataset trained from scratch, inference then runs on stale
+        statistics and predicts one class.
+        """
+        return 0.9 if self.weights == "none" and self.batchnorm_policy == "trainable" else None
+
 
 def feature_extraction(epochs: int = 10, lr: float = 1e-3) -> list[Stage]:
     """The backbone stays frozen; only the new head trains.
@@ -333,14 +343,19 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return _from_dict(hint, value, where)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
+    if hint is float and isinstance(value, str) and _is_float(value):
+        return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if hint in (int, str, bool) and type(value) is hint:
         return value
     raise UserError(f"{where} must be {_describe(hint)}, got {value!r}")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _describe(hint: Any) -> str:

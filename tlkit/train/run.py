@@ -79,7 +79,8 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
         images.table.to_csv(folder / "split.csv", index=False)
         start = time.perf_counter()
         def prepare(stage: Stage) -> None:
-            plan = prepare_stage(backbone, row, stage, recipe.batchnorm_policy)
+            plan = prepare_stage(backbone, row, stage, recipe.batchnorm_policy,
+                                 recipe.batchnorm_momentum)
             compile_for_stage(model, stage, plan)
             _announce(stage, plan, row)
 

@@ -69,12 +69,14 @@ def first_trainable_block(row: Backbone, train_from: str | int | None,
 
 
 def prepare_stage(backbone: keras.Model, row: Backbone, stage: Stage,
-                  batchnorm: str = "frozen") -> StagePlan:
+                  batchnorm: str = "frozen", batchnorm_momentum: float | None = None
+                  ) -> StagePlan:
     """Set ``trainable`` on every backbone layer for ``stage`` and work out per-variable rates.
 
     The head always trains. With ``lr_decay`` below 1, block k trains at
     ``lr * lr_decay ** (last_block - k)``: the top block at the stage's rate, earlier
-    blocks slower (discriminative fine-tuning).
+    blocks slower (discriminative fine-tuning). ``batchnorm_momentum``, if given, replaces
+    the momentum of the BatchNorm layers that train.
     """
     import keras
 
@@ -90,6 +92,8 @@ def prepare_stage(backbone: keras.Model, row: Backbone, stage: Stage,
         block = layer_blocks[layer.name]
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = block >= start and not (is_bn and batchnorm == "frozen")
+        if is_bn and layer.trainable and batchnorm_momentum is not None:
+            layer.momentum = batchnorm_momentum
         if layer.trainable and stage.lr_decay < 1:
             for variable in layer.trainable_weights:
                 multipliers[variable.path] = stage.lr_decay ** (last - block)
