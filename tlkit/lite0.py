@@ -11,6 +11,7 @@ import collections
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -407,14 +408,9 @@ def _convert(pth: Path, dest: Path) -> None:
         raise RuntimeError("efficientnet_lite0 layers and the conversion table disagree")
     try:
         for layer in weighted:
-            arrays = _torch_arrays(layer, state, names[layer.name])
-            expected = [tuple(w.shape) for w in layer.weights]
-            if [a.shape for a in arrays] != expected:
-                raise UserError(
-                    f"{pth}: shapes {[a.shape for a in arrays]} do not fit "
-                    f"{layer.name} {expected}; reinstall {_EXTRA_HINT}"
-                )
-            layer.set_weights(arrays)
+            _assign(layer, _torch_arrays(layer, state, names[layer.name]),
+                    lambda got, expected, name=layer.name: f"{pth}: shapes {got} do not fit "
+                    f"{name} {expected}; reinstall {_EXTRA_HINT}")
     except KeyError as e:
         raise UserError(f"{pth} lacks tensor {e}; reinstall {_EXTRA_HINT}") from e
     if state:
@@ -481,11 +477,16 @@ def _copy_by_name(source: keras.Model, target: keras.Model) -> None:
             "build it with build_efficientnet_lite0"
         )
     for name, layer in wanted.items():
-        arrays = source.get_layer(name).get_weights()
-        shapes = [tuple(w.shape) for w in layer.weights]
-        if [a.shape for a in arrays] != shapes:
-            raise UserError(
-                f"layer {name} of {target.name!r} has shapes {shapes}, the ImageNet weights "
-                f"{[a.shape for a in arrays]}; use include_top=False for a new head"
-            )
-        layer.set_weights(arrays)
+        _assign(layer, source.get_layer(name).get_weights(),
+                lambda got, expected, name=name: f"layer {name} of {target.name!r} has shapes "
+                f"{expected}, the ImageNet weights {got}; use include_top=False for a new head")
+
+
+def _assign(layer: keras.layers.Layer, arrays: list[np.ndarray],
+            problem: Callable[[list, list], str]) -> None:
+    """Set ``layer``'s weights, or raise a UserError saying ``problem(got, expected)``."""
+    expected = [tuple(w.shape) for w in layer.weights]
+    got = [a.shape for a in arrays]
+    if got != expected:
+        raise UserError(problem(got, expected))
+    layer.set_weights(arrays)
