@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,3 +66,17 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         code = int(exit_.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def assert_user_error(call: Any, *words: str, ignore_case: bool = False) -> str:
+    """Run ``call``; it must raise one UserError whose single-line message holds ``words``."""
+    from tlkit.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message, message
+    for word in words:
+        found = word.lower() in message.lower() if ignore_case else word in message
+        assert found, f"{word!r} not in: {message}"
+    return message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CLASS_COLOURS, make_image_folder, write_image
+from conftest import CLASS_COLOURS, assert_user_error, make_image_folder, write_image
 
 from tlkit.data.images import (
     balanced_class_weight,
@@ -20,25 +21,16 @@ from tlkit.data.images import (
     read_image_table,
     split_table,
 )
-from tlkit.errors import UserError
 from tlkit.recipes import Augment, ImageRecipe
+
+# Messages here are matched without regard to case.
+assert_user_error_ci = functools.partial(assert_user_error, ignore_case=True)
 
 
 def _recipe(data: object = None, **overrides: object) -> ImageRecipe:
     values = {"backbone": "tiny_cnn", "weights": "none", "val_fraction": 0.25,
               "test_fraction": 0.25, "seed": 0, **overrides}
     return ImageRecipe(data=data, **values)
-
-
-def _user_error(call: object, *words: str) -> str:
-    """Run ``call``; it must raise one UserError whose single-line message holds ``words``."""
-    with pytest.raises(UserError) as caught:
-        call()
-    message = str(caught.value)
-    assert "\n" not in message, message
-    for word in words:
-        assert word.lower() in message.lower(), f"{word!r} not in: {message}"
-    return message
 
 
 def _batches(dataset: object) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +92,7 @@ def test_train_and_test_folders_carve_val_out_of_train(tmp_path: Path) -> None:
 def test_split_folders_next_to_class_folders_are_refused(tmp_path: Path) -> None:
     root = _split_folders(tmp_path / "data", {"train": 2, "test": 2})
     write_image(root / "blue" / "0.png", CLASS_COLOURS["blue"])
-    _user_error(lambda: read_image_table(root), "mixes split folders", "blue")
+    assert_user_error_ci(lambda: read_image_table(root), "mixes split folders", "blue")
 
 
 def test_csv_with_custom_columns_and_paths_relative_to_the_csv(
@@ -136,7 +128,7 @@ def test_csv_with_unknown_split_value(image_folder: Path) -> None:
     frame = pd.DataFrame({"path": [str(p) for p in paths],
                           "label": [p.parent.name for p in paths],
                           "split": ["train"] * 15 + ["holdout"]})
-    _user_error(lambda: read_image_table(frame), "unknown split value 'holdout'")
+    assert_user_error_ci(lambda: read_image_table(frame), "unknown split value 'holdout'")
 
 
 def test_dataframe_paths_relative_to_working_folder(image_folder: Path,
@@ -194,7 +186,7 @@ def test_no_hold_out_keeps_everything_for_training() -> None:
 def test_split_needs_two_images_per_class() -> None:
     table = _unsplit(4)
     table = pd.concat([table, pd.DataFrame({"path": ["z.png"], "label": ["z"], "split": None})])
-    _user_error(lambda: split_table(table.reset_index(drop=True), 0.25, 0.25, seed=0),
+    assert_user_error_ci(lambda: split_table(table.reset_index(drop=True), 0.25, 0.25, seed=0),
                 "class 'z'", "at least 2")
 
 
@@ -334,30 +326,31 @@ def test_balanced_class_weights() -> None:
 # --- bad input ----------------------------------------------------------------------------
 
 def test_path_that_does_not_exist(tmp_path: Path) -> None:
-    _user_error(lambda: read_image_table(tmp_path / "nope"), "nope", "does not exist")
+    assert_user_error_ci(lambda: read_image_table(tmp_path / "nope"), "nope", "does not exist")
 
 
 def test_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
-    _user_error(lambda: read_image_table(tmp_path / "photos"), "photos", "is empty", "subfolder")
+    assert_user_error_ci(lambda: read_image_table(tmp_path / "photos"), "photos", "is empty",
+                         "subfolder")
 
 
 def test_images_without_class_folders(tmp_path: Path) -> None:
     write_image(tmp_path / "flat" / "a.png", (1, 2, 3))
-    _user_error(lambda: read_image_table(tmp_path / "flat"), "no class subfolders")
+    assert_user_error_ci(lambda: read_image_table(tmp_path / "flat"), "no class subfolders")
 
 
 def test_class_folder_with_no_images(image_folder: Path) -> None:
     (image_folder / "blue").mkdir()
     (image_folder / "blue" / "notes.txt").write_text("not an image")
-    _user_error(lambda: read_image_table(image_folder), "blue", "has no images")
+    assert_user_error_ci(lambda: read_image_table(image_folder), "blue", "has no images")
 
 
 def test_single_class(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "one", per_class=3, classes=("red",))
-    _user_error(lambda: read_image_table(root), "single class", "red")
+    assert_user_error_ci(lambda: read_image_table(root), "single class", "red")
     frame = pd.DataFrame({"path": [str(p) for p in root.rglob("*.png")], "label": "red"})
-    _user_error(lambda: read_image_table(frame), "DataFrame", "single class")
+    assert_user_error_ci(lambda: read_image_table(frame), "DataFrame", "single class")
 
 
 @pytest.mark.parametrize(("columns", "path_column", "label_column", "missing"), [
@@ -370,21 +363,21 @@ def test_csv_without_the_named_columns(image_folder: Path, tmp_path: Path, colum
     csv = tmp_path / "bad.csv"
     pd.DataFrame([[str(image_folder / "red" / "0.png"), "red"]], columns=columns).to_csv(
         csv, index=False)
-    _user_error(lambda: read_image_table(csv, path_column, label_column),
+    assert_user_error_ci(lambda: read_image_table(csv, path_column, label_column),
                 f"no column '{missing}'", *columns)
 
 
 def test_csv_whose_paths_do_not_exist(tmp_path: Path) -> None:
     csv = tmp_path / "labels.csv"
     pd.DataFrame({"path": ["a/1.png", "b/2.png"], "label": ["a", "b"]}).to_csv(csv, index=False)
-    _user_error(lambda: read_image_table(csv), "2 of 2", "do not exist",
+    assert_user_error_ci(lambda: read_image_table(csv), "2 of 2", "do not exist",
                 str(tmp_path / "a" / "1.png"))
 
 
 def test_csv_with_missing_labels(image_folder: Path) -> None:
     frame = pd.DataFrame({"path": [str(p) for p in sorted(image_folder.rglob("*.png"))],
                           "label": ["red"] * 8 + ["green"] * 7 + [None]})
-    _user_error(lambda: read_image_table(frame), "1 row(s) with no label", "data row 16")
+    assert_user_error_ci(lambda: read_image_table(frame), "1 row(s) with no label", "data row 16")
 
 
 def _broken_files(folder: Path) -> dict[str, Path]:
@@ -416,7 +409,7 @@ def test_broken_files_with_strict_are_an_error(image_folder: Path) -> None:
     broken = _broken_files(image_folder)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        message = _user_error(lambda: load_image_data(_recipe(image_folder, strict=True)),
+        message = assert_user_error_ci(lambda: load_image_data(_recipe(image_folder, strict=True)),
                               "3 unreadable image(s)", "--strict")
     assert all(str(path) in message for path in broken.values())
     assert not [w for w in caught if "unreadable" in str(w.message)]  # an error, not a warning
@@ -440,4 +433,4 @@ def test_class_whose_images_are_all_unreadable(tmp_path: Path) -> None:
     for path in (root / "blue").iterdir():
         path.write_bytes(b"")
     with pytest.warns(UserWarning, match="unreadable"):
-        _user_error(lambda: load_image_data(_recipe(root)), "class 'blue'", "no readable")
+        assert_user_error_ci(lambda: load_image_data(_recipe(root)), "class 'blue'", "no readable")

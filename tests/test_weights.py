@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import assert_user_error
 
 from tlkit import weights as tlkit_weights
-from tlkit.errors import UserError
 from tlkit.weights import build_weighted_backbone, expected_weights_file, import_weights
 
 CLOSED_PORT = "http://127.0.0.1:9/"  # the discard port: nothing listens, connecting fails at once
@@ -112,16 +112,6 @@ def _point_m3_at(monkeypatch: pytest.MonkeyPatch, base: str, no_top_hash: Any = 
         monkeypatch.setitem(mobilenet_v3.WEIGHTS_HASHES, M3_KEY, (top_hash, no_top_hash))
 
 
-def _one_line_error(call: Any, *words: str) -> str:
-    with pytest.raises(UserError) as caught:
-        call()
-    message = str(caught.value)
-    assert "\n" not in message, message
-    for word in words:
-        assert word in message, f"{word!r} not in: {message}"
-    return message
-
-
 def _files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
@@ -154,9 +144,9 @@ def test_expected_file_for_mobilenetv2_depends_on_input_size(keras_home: Path) -
 
 
 def test_backbones_without_an_imagenet_file() -> None:
-    _one_line_error(lambda: expected_weights_file("tiny_cnn"), "tiny_cnn", "no ImageNet weights")
-    _one_line_error(lambda: expected_weights_file("efficientnet_lite0"), "Python package")
-    _one_line_error(lambda: expected_weights_file("vgg61"), "unknown backbone 'vgg61'", "vgg16")
+    assert_user_error(lambda: expected_weights_file("tiny_cnn"), "tiny_cnn", "no ImageNet weights")
+    assert_user_error(lambda: expected_weights_file("efficientnet_lite0"), "Python package")
+    assert_user_error(lambda: expected_weights_file("vgg61"), "unknown backbone 'vgg61'", "vgg16")
 
 
 def test_cache_dir_follows_keras_fallback_for_an_unwritable_home(
@@ -173,7 +163,7 @@ def test_imagenet_offline_fails_fast_naming_the_file_and_the_import_command(
         keras_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _point_m3_at(monkeypatch, CLOSED_PORT)
     start = time.monotonic()
-    message = _one_line_error(
+    message = assert_user_error(
         lambda: build_weighted_backbone("mobilenetv3small", 32, "imagenet"),
         "not in Keras's cache", str(keras_home / "models" / M3_FILE), CLOSED_PORT + M3_FILE,
         f"tlkit weights import {M3_FILE} --backbone mobilenetv3small")
@@ -198,7 +188,7 @@ def test_imagenet_fails_fast_when_name_lookup_hangs(
     _point_m3_at(monkeypatch, "http://weights.example/")
     start = time.monotonic()
     try:
-        _one_line_error(lambda: build_weighted_backbone("mobilenetv3small", 32, "imagenet"),
+        assert_user_error(lambda: build_weighted_backbone("mobilenetv3small", 32, "imagenet"),
                         "no answer for weights.example", "tlkit weights import")
         assert time.monotonic() - start < 15
     finally:
@@ -236,7 +226,7 @@ def test_download_rejected_by_keras_checksum(wrong_file_server: tuple[str, list[
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     base, requested = wrong_file_server
     _point_m3_at(monkeypatch, base)
-    _one_line_error(lambda: build_weighted_backbone("mobilenetv3small", 32, "imagenet"),
+    assert_user_error(lambda: build_weighted_backbone("mobilenetv3small", 32, "imagenet"),
                     "failed Keras's checksum", "hash does not match", base + M3_FILE,
                     f"tlkit weights import {M3_FILE} --backbone mobilenetv3small")
     assert requested == [f"/{M3_FILE}"]
@@ -249,7 +239,7 @@ def test_cached_imagenet_file_that_does_not_fit(keras_home: Path, files: dict[st
     cached = keras_home / "models" / M3_FILE
     cached.parent.mkdir()
     cached.write_bytes(files["tiny_legacy"].read_bytes())
-    _one_line_error(lambda: build_weighted_backbone("mobilenetv3small", 32, "imagenet"),
+    assert_user_error(lambda: build_weighted_backbone("mobilenetv3small", 32, "imagenet"),
                     f"{cached} does not fit mobilenetv3small", "Layer count mismatch",
                     "delete it", "tlkit weights import")
 
@@ -276,20 +266,20 @@ def test_none_means_random_weights_in_any_case() -> None:
 ])
 def test_weights_file_for_another_architecture(files: dict[str, Any], backbone: str, file: str,
                                                detail: str) -> None:
-    _one_line_error(lambda: build_weighted_backbone(backbone, 32, str(files[file])),
+    assert_user_error(lambda: build_weighted_backbone(backbone, 32, str(files[file])),
                     str(files[file]), f"does not fit backbone {backbone}", detail)
 
 
 def test_weights_path_that_does_not_exist(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.weights.h5"
-    _one_line_error(lambda: build_weighted_backbone("tiny_cnn", 32, str(missing)),
+    assert_user_error(lambda: build_weighted_backbone("tiny_cnn", 32, str(missing)),
                     str(missing), "does not exist", "imagenet, none")
 
 
 def test_weights_file_in_a_foreign_format(tmp_path: Path) -> None:
     torch_file = tmp_path / "resnet50.pth"
     torch_file.write_bytes(b"PK\x03\x04 not keras")
-    _one_line_error(lambda: build_weighted_backbone("tiny_cnn", 32, str(torch_file)),
+    assert_user_error(lambda: build_weighted_backbone("tiny_cnn", 32, str(torch_file)),
                     "not a Keras weights file", ".weights.h5")
 
 
@@ -297,7 +287,7 @@ def test_weights_file_in_a_foreign_format(tmp_path: Path) -> None:
 
 def test_import_refuses_a_file_with_the_wrong_hash(keras_home: Path,
                                                    files: dict[str, Any]) -> None:
-    _one_line_error(lambda: import_weights(files["m3_legacy"], "mobilenetv3small", 32),
+    assert_user_error(lambda: import_weights(files["m3_legacy"], "mobilenetv3small", 32),
                     str(files["m3_legacy"]), "hash differs", "d3e8ec802a04aa4fc771ee12a9a9b836")
     assert _files_in(keras_home) == []
 
@@ -322,14 +312,14 @@ def test_import_checks_sha256_too(keras_home: Path, files: dict[str, Any],
     _point_m3_at(monkeypatch, CLOSED_PORT, no_top_hash=sha256)
     assert import_weights(source, "mobilenetv3small", 32).read_bytes() == source.read_bytes()
     _point_m3_at(monkeypatch, CLOSED_PORT, no_top_hash="0" * 64)
-    _one_line_error(lambda: import_weights(source, "mobilenetv3small", 32), "hash differs")
+    assert_user_error(lambda: import_weights(source, "mobilenetv3small", 32), "hash differs")
 
 
 def test_import_refuses_a_file_that_does_not_fit(keras_home: Path, files: dict[str, Any],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     source = files["tiny_legacy"]
     _point_m3_at(monkeypatch, CLOSED_PORT, no_top_hash=_md5(source))  # the hash passes
-    _one_line_error(lambda: import_weights(source, "mobilenetv3small", 32), str(source),
+    assert_user_error(lambda: import_weights(source, "mobilenetv3small", 32), str(source),
                     "does not fit backbone mobilenetv3small")
     assert _files_in(keras_home) == []
 
@@ -339,7 +329,7 @@ def test_import_checks_the_file_as_keras_will_load_it(keras_home: Path, files: d
     """With no hash to compare (MobileNet, MobileNetV2), loading is the only check. A Keras 3
     '.weights.h5' file loads under its own name but not as Keras's legacy '..._no_top.h5'."""
     _point_m3_at(monkeypatch, CLOSED_PORT, no_top_hash=None)
-    _one_line_error(lambda: import_weights(files["m3"], "mobilenetv3small", 32),
+    assert_user_error(lambda: import_weights(files["m3"], "mobilenetv3small", 32),
                     str(files["m3"]), "does not fit backbone mobilenetv3small")
     assert _files_in(keras_home) == []
 
@@ -360,5 +350,5 @@ def test_import_is_atomic(keras_home: Path, files: dict[str, Any],
 
 
 def test_import_of_a_missing_file(tmp_path: Path) -> None:
-    _one_line_error(lambda: import_weights(tmp_path / "gone.h5", "vgg16"), "gone.h5",
+    assert_user_error(lambda: import_weights(tmp_path / "gone.h5", "vgg16"), "gone.h5",
                     "does not exist")

@@ -53,6 +53,11 @@ def new_run_folder(out: str | Path, name: str) -> Iterator[Path]:
     os.replace(partial, final)
 
 
+def published_path(partial: Path) -> Path:
+    """Where the partial folder yielded by ``new_run_folder`` is published."""
+    return partial.parent / partial.name.removeprefix(".").removesuffix(".partial")
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON."""
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

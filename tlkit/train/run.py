@@ -28,7 +28,15 @@ from tlkit.data.images import (
 )
 from tlkit.evaluation.metrics import classification_metrics
 from tlkit.recipes import ImageRecipe, Stage, dump_recipe
-from tlkit.runs import CLASSES_FILE, MODEL_FILE, RECIPE_FILE, new_run_folder, run_name, write_json
+from tlkit.runs import (
+    CLASSES_FILE,
+    MODEL_FILE,
+    RECIPE_FILE,
+    new_run_folder,
+    published_path,
+    run_name,
+    write_json,
+)
 from tlkit.train.fit import fit_stages, save_inference_model
 from tlkit.train.stages import StagePlan, compile_for_stage, prepare_stage
 
@@ -95,7 +103,7 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
         metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in images.skipped]
         write_json(folder / "metrics.json", metrics)
         save_inference_model(model, folder / MODEL_FILE)
-    final = Path(out) / folder.name.removeprefix(".").removesuffix(".partial")
+    final = published_path(folder)
     return Run(final, model, history, metrics, images.class_names)
 
 

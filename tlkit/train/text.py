@@ -31,7 +31,15 @@ from tlkit.data.text import (
 from tlkit.errors import UserError
 from tlkit.evaluation.metrics import classification_metrics
 from tlkit.recipes import Stage, TextCNNRecipe, dump_recipe
-from tlkit.runs import CLASSES_FILE, MODEL_FILE, RECIPE_FILE, new_run_folder, run_name, write_json
+from tlkit.runs import (
+    CLASSES_FILE,
+    MODEL_FILE,
+    RECIPE_FILE,
+    new_run_folder,
+    published_path,
+    run_name,
+    write_json,
+)
 from tlkit.train.fit import fit_stages, save_inference_model
 from tlkit.train.run import Run
 
@@ -73,7 +81,7 @@ def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | N
         metrics = {**result["metrics"], "train_seconds": result["seconds"],
                    "skipped_empty_texts": data.skipped, "vector_coverage": result["coverage"]}
         write_json(folder / "metrics.json", metrics)
-    path = Path(out) / folder.name.removeprefix(".").removesuffix(".partial")
+    path = published_path(folder)
     return Run(path, result["model"], result["history"], metrics, data.class_names)
 
 
@@ -177,6 +185,6 @@ def _cross_validate(recipe: TextCNNRecipe, tables: dict[str, pd.DataFrame], out:
                           "macro_f1_mean": float(frame["test_macro_f1"].mean())},
                    "train_seconds": float(frame["seconds"].sum())}
         write_json(folder / "metrics.json", metrics)
-    path = Path(out) / folder.name.removeprefix(".").removesuffix(".partial")
+    path = published_path(folder)
     return Run(path, result["model"], frame, metrics, data.class_names)
 
