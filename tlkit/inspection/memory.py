@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 from tlkit.errors import UserError
+from tlkit.inspection.allocator import BFCReplay
 from tlkit.inspection.layers import VIEW_KINDS, Step
 
 DTYPE_BYTES: dict[str, int] = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
@@ -99,16 +101,9 @@ def format_bytes(count: float) -> str:
 
 
 
-# TensorFlow keeps the traced step and per-kernel state, about 0.5-1 MB per layer call and
-# pass (forward; backward), plus a working copy of the weights in its kernels' own layout:
-# measured 36-280 MB beyond weights, gradients and optimizer state for VGG16, ResNet50 and
-# MobileNetV2 on CPU.
+# Outside the allocator, TensorFlow keeps the traced step and per-kernel state: about
+# 0.75 MB per layer call and pass (forward; backward), measured on CPU.
 RUNTIME_PER_LAYER_PASS = 750_000
-# Tensors kept from the forward to the backward pass stay allocated while short-lived ones come
-# and go around them: the heap they fragment was measured at up to a quarter of their size
-# (ResNet50 full fine-tuning: 20 % above the simulated tensors per image; forward-only: ~0).
-ALLOCATOR_SLACK = 0.25
-
 # Optimizer slots: values kept per trainable parameter besides the parameter and its gradient.
 OPTIMIZER_SLOTS: dict[str, int] = {"sgd": 0, "momentum": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
 
@@ -123,6 +118,9 @@ _DROPOUT = frozenset({"Dropout", "SpatialDropout1D", "SpatialDropout2D", "Spatia
 _ACTIVATION_LAYERS = {"Activation": "linear", "ReLU": "relu", "LeakyReLU": "leaky_relu",
                       "ELU": "elu", "Softmax": "softmax", "PReLU": "prelu"}
 _WEIGHT_KINDS = frozenset({"conv", "depthwise", "separable", "dense"})
+_IN_PLACE = frozenset({"Activation", "ReLU", "LeakyReLU", "ELU", "BatchNormalization",
+                       "Rescaling", "Normalization", "LayerScale", "Add", "Subtract",
+                       "Multiply", "Maximum", "Minimum", "Average"})
 
 
 def _trains(row: Any, stage: str) -> bool:
@@ -169,28 +167,39 @@ def activation_peak(table: Any, stage: str | None = "full") -> int:
 
     ``stage`` is "full" (every layer trains, BatchNorm frozen), "head" (only the head
     trains: the backbone runs forward once, keeping nothing for a backward pass) or None
-    (inference); ``play_step`` says how the step is played.
+    (inference); ``step_events`` says how the step is played.
 
     Example:
         >>> from tlkit.inspection import inspect_model
         >>> activation_peak(inspect_model("vgg16"), "head") / 1e6  # doctest: +ELLIPSIS
-        51.98...
+        26.29...
     """
-    return play_step(table, stage)[0]
+    live: dict[Hashable, int] = {}
+    peak = 0
+    for allocate, key, per_image, _ in step_events(table, stage):
+        if allocate:
+            live[key] = per_image
+            peak = max(peak, sum(live.values()))
+        else:
+            live.pop(key)
+    return peak
 
 
-def play_step(table: Any, stage: str | None = "full") -> tuple[int, int]:
-    """Play one step layer by layer: (peak bytes, bytes kept for the backward pass) per image.
+# One allocation or free of a training step: (allocate?, key, bytes per image, fixed bytes).
+Event = tuple[bool, Hashable, int, int]
 
-    A tensor lives until its last reader in the forward pass or, when a backward step needs
-    it (``_saved``), until that step; gradients live from their creation to the backward step
-    of the layer that produced their tensor. The input batch lives throughout. Layers compute
-    through transient tensors of their output's size: a normalisation layer one (scaled, then
-    shifted), a weight layer one (its raw output), one more when it applies an activation
-    itself, and two in its backward step (the gradient through the activation, and the
-    kernel's working copy). The second forward tensor is measured, not derived: VGG16's
-    convolutions, which carry their ReLU, held it at some batch sizes (44-46 on the benchmark
-    machine) and not at others.
+
+def step_events(table: Any, stage: str | None = "full") -> list[Event]:
+    """One step, played layer by layer, as the allocations and frees of its tensors.
+
+    Forward: a layer allocates its output (views share their input's), then frees the
+    inputs nobody reads any more and no backward step needs (``_saved``). Backward, in
+    reverse: a layer allocates the gradients of its inputs and, when it trains, of its
+    weights, then frees its own output's gradient and the tensors only it kept. A tensor
+    read by several layers (a residual branch) gets its gradient summed: the second
+    contribution exists next to the first until they are added. Weight gradients live until
+    the optimizer has applied them. Layers compute through transient tensors (``_working``).
+    The input batch lives through the step.
     """
     rows = list(table.itertuples())
     missing = [row.Index for row in rows if _is_missing(row.activation_bytes)]
@@ -210,60 +219,96 @@ def play_step(table: Any, stage: str | None = "full") -> tuple[int, int]:
     for i in range(count):
         on_path.append(trains[i] or any(on_path[p] for p in parents[i]))
 
-    # keepers[b]: the backward steps that need buffer b; buffers count + i are extras of row i.
-    keepers: dict[int, list[int]] = {i: [-1] for i, row in enumerate(rows) if row.kind == "input"}
+    # keepers[b]: the backward steps that need buffer b; ("extra", i) is row i's extra.
+    keepers: dict[Hashable, list[int]] = {}
     for i, row in enumerate(rows):
         if not on_path[i]:
             continue
         inputs, output, extra = _saved(row, trains[i])
-        saved = {owner[p] for p in parents[i]} if inputs else set()
+        saved: set[Hashable] = {owner[p] for p in parents[i]} if inputs else set()
         saved |= {owner[i]} if output else set()
-        saved |= {count + i} if extra else set()
+        saved |= {("extra", i)} if extra else set()
         for b in saved:
             keepers.setdefault(b, []).append(i)
     last_read = {owner[i]: i for i in range(count)}
     for i in range(count):
         for p in parents[i]:
             last_read[owner[p]] = max(last_read[owner[p]], i)
-    outputs = {owner[i] for i in range(count) if last_read[owner[i]] == i}
 
-    live: dict[int, int] = {}
-    peak = 0
+    # The input batch is the caller's: it lives through the step.
     for i, row in enumerate(rows):
-        if owner[i] == i:
-            live[i] = size[i]
-        if count + i in keepers:
-            live[count + i] = size[i]
-        peak = max(peak, sum(live.values()) + _working(row, size[i]))
-        for b in {owner[p] for p in parents[i]}:
-            if last_read[b] == i and b not in keepers:
-                live.pop(b)
-    kept = sum(v for b, v in live.items() if b in keepers and -1 not in keepers[b])
+        if row.kind == "input":
+            keepers.setdefault(i, []).append(-1)
+    events: list[Event] = []
+    live: set[Hashable] = set()
+    # An elementwise layer writes into its input's buffer when nothing else reads it later
+    # (TensorFlow forwards the buffer): the output then lives in the input's allocation.
+    allocation: dict[Hashable, Hashable] = {}
 
-    gradients = {b: size[b] for b in outputs if on_path[b]}
+    def allocate(key: Hashable, per_image: int, fixed: int = 0) -> None:
+        events.append((True, key, per_image, fixed))
+        live.add(key)
+
+    def free(key: Hashable) -> None:
+        key = allocation.pop(key, key)
+        if key in live:
+            events.append((False, key, 0, 0))
+            live.discard(key)
+
+    for i, row in enumerate(rows):
+        dying = {owner[p] for p in parents[i] if last_read[owner[p]] == i
+                 and owner[p] not in keepers}
+        donor = next((b for b in sorted(dying) if size[b] == size[i]), None)
+        if owner[i] == i and donor is not None and row.type in _IN_PLACE:
+            allocation[i] = allocation.pop(donor, donor)
+            dying.discard(donor)
+        elif owner[i] == i:
+            allocate(i, size[i])
+        if ("extra", i) in keepers:
+            allocate(("extra", i), size[i])
+        if row.kind in _WEIGHT_KINDS:
+            # oneDNN copies the weights into its own layout before computing with them.
+            allocate(("weights copy", i), 0, int(row.param_bytes))
+            free(("weights copy", i))
+        for b in dying:
+            free(b)
+
+    gradients: set[int] = set()
+    for i in range(count):
+        if owner[i] == i and on_path[i] and last_read[i] == i:
+            allocate(("gradient", i), size[i])
+            gradients.add(i)
     for i in reversed(range(count)):
         if not on_path[i] or owner[i] != i:
             continue
-        # A tensor read by several layers (a residual branch) gets its gradient summed: the
-        # second contribution exists next to the first until they are added.
-        summed = 0
+        summands = []
         for b in {owner[p] for p in parents[i] if on_path[p]}:
-            summed += size[b] if b in gradients else 0
-            gradients.setdefault(b, size[b])
-        peak = max(peak, sum(live.values()) + sum(gradients.values()) + summed
-                   + _working(rows[i], size[i], backward=True))
-        gradients.pop(i, None)
+            if b in gradients:
+                allocate(("summand", b), size[b])
+                summands.append(("summand", b))
+            else:
+                allocate(("gradient", b), size[b])
+                gradients.add(b)
+        if rows[i].kind in _WEIGHT_KINDS:
+            # The weights' working copy; the gradient through the activation is computed in
+            # place, in the buffer of the output's gradient.
+            allocate(("working", i), 0, int(rows[i].param_bytes))
+            free(("working", i))
+        for key in summands:
+            free(key)
+        if trains[i]:
+            allocate(("weight gradient", i), 0, int(rows[i].param_bytes))
+        free(("gradient", i))
+        gradients.discard(i)
         for b, users in keepers.items():
             if min(users) == i:
-                live.pop(b, None)
-    return peak, kept
-
-
-def _working(row: Any, size: int, backward: bool = False) -> int:
-    """Transient tensors of the output's size a layer computes through (see ``play_step``)."""
-    if row.kind in _WEIGHT_KINDS:
-        return size * (2 if backward or row.activation not in ("linear", "") else 1)
-    return size if row.type in _NORMALISATION else 0
+                free(b)
+    for key in [key for key in live if not (isinstance(key, tuple)
+                                            and key[0] == "weight gradient")]:
+        free(key)
+    for key in list(live):
+        free(key)
+    return events
 
 
 def _is_missing(value: Any) -> bool:
@@ -272,7 +317,14 @@ def _is_missing(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class TrainingMemory:
-    """Bytes one training step needs: fixed parts, and the part that grows with the batch."""
+    """Bytes one training step needs: in use at its peak, and held by the process.
+
+    ``in_use(batch)`` counts the tensors alive at the step's peak: the weights, the gradients
+    and optimizer slots of the trained ones, and ``per_image`` bytes of activations and their
+    gradients per image. ``at(batch)`` is what the process holds: the same allocations
+    replayed through TensorFlow's allocator (``BFCReplay``), plus the runtime's share and
+    the data loader's batch, which live outside it.
+    """
 
     stage: str
     optimizer: str
@@ -281,15 +333,48 @@ class TrainingMemory:
     optimizer_state: int
     runtime: int
     per_image: int
+    loader_per_image: int = 0
+    variables: tuple[int, ...] = field(default=(), repr=False)
+    slots: tuple[int, ...] = field(default=(), repr=False)
+    events: tuple[Event, ...] = field(default=(), repr=False)
 
     @property
     def fixed(self) -> int:
         """Weights, their gradients, optimizer state and the framework's own share."""
         return self.weights + self.gradients + self.optimizer_state + self.runtime
 
+    def in_use(self, batch: int) -> int:
+        """Bytes of tensors alive at the peak of a step at ``batch`` images."""
+        return self.weights + self.gradients + self.optimizer_state + batch * self.per_image
+
     def at(self, batch: int) -> int:
-        """Estimated peak bytes of a step at ``batch`` images."""
-        return self.fixed + batch * self.per_image
+        """Estimated peak resident bytes of training at ``batch`` images."""
+        return self.replay(batch).resident + self.runtime + batch * self.loader_per_image
+
+    def replay(self, batch: int) -> BFCReplay:
+        """Two training steps at ``batch`` images played through TensorFlow's allocator."""
+        replay = BFCReplay()
+        for n, size in enumerate(self.variables):
+            # Keras draws a variable's initial value through two temporaries of its size.
+            replay.allocate(("initial value", 0), size)
+            replay.allocate(("initial value", 1), size)
+            replay.allocate(("variable", n), size)
+            replay.free(("initial value", 1))
+            replay.free(("initial value", 0))
+        # Two steps: the second starts from the regions the first left behind. Keras creates
+        # the optimizer's slots when it first applies gradients, in the middle of step one.
+        slots = list(enumerate(self.slots))
+        for _ in range(2):
+            for allocate, key, per_image, fixed in self.events:
+                if allocate:
+                    replay.allocate(key, batch * per_image + fixed)
+                    continue
+                if isinstance(key, tuple) and key[0] == "weight gradient":
+                    for n, size in slots:
+                        replay.allocate(("slot", n), size)
+                    slots = []
+                replay.free(key)
+        return replay
 
 
 def training_memory(table: Any, stage: str = "full", optimizer: str = "adam") -> TrainingMemory:
@@ -297,10 +382,9 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam") ->
 
     "full" trains every layer with weights except BatchNorm (tlkit keeps it frozen); "head"
     trains only the head rows and runs the rest forward without keeping activations.
-    Per image: the simulated peak of activations and gradients (``activation_peak``) plus the
-    data loader's copy of the input, and ``ALLOCATOR_SLACK`` of the tensors kept for the
-    backward pass. Fixed: all weights, gradients and optimizer slots (``OPTIMIZER_SLOTS``) of
-    the trained weights, and the runtime's share.
+    Per image: the peak of activations and gradients over the step (``step_events``).
+    Fixed: all weights, gradients and optimizer slots (``OPTIMIZER_SLOTS``) of the trained
+    weights, and the runtime's share (``RUNTIME_PER_LAYER_PASS``).
 
     Example:
         >>> from tlkit.inspection import inspect_model
@@ -314,7 +398,7 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam") ->
         raise UserError(f"unknown optimizer '{optimizer}'; choose one of: "
                         f"{', '.join(OPTIMIZER_SLOTS)}")
     rows = list(table.itertuples())
-    trained = sum(int(row.param_bytes) for row in rows if _trains(row, stage))
+    trained = [int(row.param_bytes) for row in rows if _trains(row, stage)]
     # Layers a backward pass runs through: those with trained weights and everything after.
     backward = 0
     reached: set[str] = set()
@@ -322,13 +406,21 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam") ->
         if _trains(row, stage) or any(name in reached for name in row.inputs):
             reached.add(row.Index)
             backward += 1
+    events = step_events(table, stage)
+    live: dict[Hashable, int] = {}
+    per_image = 0
+    for allocate, key, size, _ in events:
+        if allocate:
+            live[key] = size
+            per_image = max(per_image, sum(live.values()))
+        else:
+            live.pop(key)
+    variables = [int(row.param_bytes) for row in rows if row.params]
     inputs = sum(int(row.activation_bytes) for row in rows if row.kind == "input")
-    peak, kept = play_step(table, stage)
-    per_image = peak + inputs + ALLOCATOR_SLACK * kept
-    weights = int(table["param_bytes"].sum())
-    return TrainingMemory(stage, optimizer, weights, trained, OPTIMIZER_SLOTS[optimizer] * trained,
-                          weights + RUNTIME_PER_LAYER_PASS * (len(rows) + backward),
-                          math.ceil(per_image))
+    slots = OPTIMIZER_SLOTS[optimizer]
+    return TrainingMemory(stage, optimizer, sum(variables), sum(trained), slots * sum(trained),
+                          RUNTIME_PER_LAYER_PASS * (len(rows) + backward), per_image,
+                          inputs, tuple(variables), tuple(trained * slots), tuple(events))
 
 
 @dataclass(frozen=True)
