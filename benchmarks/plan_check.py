@@ -5,9 +5,10 @@ process, build the classifier ``tlkit finetune`` trains (random weights, BatchNo
 run two training steps at that batch and measure the peak resident memory above the process's
 baseline once TensorFlow has started (the "maximum resident set size" ``/usr/bin/time -v``
 reports, minus that baseline). An estimate passes when it is at least the measurement and at
-most 30 % above it. Writes a CSV under benchmarks/results and prints the table. With
-``--batches``, measures those batch sizes instead of the planned one, to see how the
-measurement moves with the batch.
+most 30 % above it. Also compares the tensors the plan says are in use at the peak with the
+peak TensorFlow's own allocator reports (``tf.config.experimental.get_memory_info``).
+Writes a CSV under benchmarks/results and prints the table. With ``--batches``, measures
+those batch sizes instead of the planned one, to see how the measurement moves with the batch.
 
     nice -n 10 python benchmarks/plan_check.py --memory 2GB --backbones vgg16 resnet50
     nice -n 10 python benchmarks/plan_check.py --backbones vgg16 --stages head --batches 40 44
@@ -35,6 +36,7 @@ def measure(backbone: str, stage: str, batch: int, size: int) -> dict[str, float
     import keras
     import numpy as np
     import psutil
+    import tensorflow as tf
 
     from tlkit.backbones import build_backbone, get_backbone
     from tlkit.models.image import build_classifier
@@ -61,7 +63,9 @@ def measure(backbone: str, stage: str, batch: int, size: int) -> dict[str, float
         model.train_on_batch(images, labels)
     # ru_maxrss is in kilobytes on Linux: the process's peak resident set size.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"measured": peak - baseline, "seconds": time.perf_counter() - start}
+    allocator_peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    return {"measured": peak - baseline, "allocator_peak": allocator_peak,
+            "seconds": time.perf_counter() - start}
 
 
 def check(backbone: str, stage: str, memory: str, size: int | None,
@@ -83,7 +87,10 @@ def check(backbone: str, stage: str, memory: str, size: int | None,
     return {"backbone": backbone, "size": side, "stage": stage, "batch": batch,
             "estimate_mb": round(estimate / 1e6),
             "measured_mb": round(result["measured"] / 1e6),
-            "estimate/measured": round(ratio, 3), "step_s": round(result["seconds"] / 2, 1),
+            "estimate/measured": round(ratio, 3),
+            "in_use_mb": round(plan.memory.in_use(batch) / 1e6),
+            "allocator_peak_mb": round(result["allocator_peak"] / 1e6),
+            "step_s": round(result["seconds"] / 2, 1),
             "ok": 1.0 <= ratio <= 1.0 + TOLERANCE}
 
 
@@ -108,7 +115,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.results, index=False)
-    print(f"budget {args.memory}, Adam, BatchNorm frozen, peak RSS above baseline\n")
+    print(f"budget {args.memory}, Adam, BatchNorm frozen; estimate vs peak RSS above baseline,"
+          " tensors in use vs TensorFlow's allocator peak\n")
     print(table.to_string(index=False))
     sys.exit(0 if table["ok"].all() else 1)
 

@@ -14,8 +14,8 @@ reports the bytes the regions have had written to, which is what stays resident.
 Example:
     >>> replay = BFCReplay()
     >>> replay.allocate("a", 3 << 20); replay.allocate("b", 3 << 20); replay.free("a")
-    >>> replay.regions, replay.resident
-    ([2097152, 4194304, 8388608], 6291456)
+    >>> [size >> 20 for size in replay.regions], replay.resident >> 20  # MiB
+    ([4, 4], 6)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class BFCReplay:
 
     @property
     def resident(self) -> int:
-        """Bytes written to in all regions: a chunk is written from its start."""
+        """Bytes written to in all regions, counting each region up to its furthest write."""
         return sum(self._written)
 
     def allocate(self, key: Hashable, size: int) -> None:
@@ -59,7 +59,8 @@ class BFCReplay:
             chunks.insert(index + 1, [chunk[0] + rounded, leftover, True])
             chunk[1] = rounded
         chunk[2] = False
-        self._written[region] = max(self._written[region], chunk[0] + chunk[1])
+        # A tensor writes its own bytes, not the whole of an unsplit chunk.
+        self._written[region] = max(self._written[region], chunk[0] + rounded)
         self._where[key] = (region, chunk)
 
     def free(self, key: Hashable) -> None:

@@ -6,9 +6,11 @@ none. MACs count the multiply-accumulates of weight layers (convolutions and den
 pooling, normalisation, activations and additions are left out, as in the 15.5 G quoted for
 VGG16. FLOPs are 2 x MACs.
 
-Training memory is estimated, not measured: the step is played layer by layer over the table
-(``activation_peak``), and two allowances measured on this project's benchmark
-(``benchmarks/plan_check.py``) cover what the layer arithmetic cannot see.
+Training memory is estimated, not measured: a step is played layer by layer over the table as
+the allocations and frees of its tensors (``step_events``), which gives the bytes in use at
+its peak; the same allocations replayed through TensorFlow's allocator (``allocator``) give
+what the process holds. One allowance for the runtime outside the allocator, fitted on this
+project's benchmark (``benchmarks/plan_check.py``), covers what the arithmetic cannot see.
 """
 
 from __future__ import annotations
@@ -101,9 +103,13 @@ def format_bytes(count: float) -> str:
 
 
 
-# Outside the allocator, TensorFlow keeps the traced step and per-kernel state: about
-# 0.75 MB per layer call and pass (forward; backward), measured on CPU.
-RUNTIME_PER_LAYER_PASS = 750_000
+# Outside the allocator: TensorFlow's traced step, kernels' state and small tensors (oneDNN's
+# allocator leaves those under 256 KiB to malloc), and the Python side. Fitted on the CPU
+# runs of benchmarks/plan_check.py (VGG16 and ResNet50, both stages): 200 MB, plus 1 MB per
+# layer call and pass (forward; backward).
+RUNTIME_BASE = 200_000_000
+RUNTIME_PER_LAYER_PASS = 1_000_000
+
 # Optimizer slots: values kept per trainable parameter besides the parameter and its gradient.
 OPTIMIZER_SLOTS: dict[str, int] = {"sgd": 0, "momentum": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
 
@@ -134,8 +140,9 @@ def _saved(row: Any, trains: bool) -> tuple[bool, bool, bool]:
     """What a layer's backward pass needs from its forward pass: (inputs, output, extra).
 
     ``extra`` is one more tensor of the output's size (a dropout mask, the sigmoid inside
-    swish). Derived from TensorFlow's registered gradients: a convolution needs its input for
-    the kernel gradient, ReLU its output, max pooling both, an addition nothing.
+    swish; for max pooling, oneDNN's workspace of a byte per output value). Derived from
+    TensorFlow's registered gradients: a convolution needs its input for the kernel
+    gradient, ReLU its output, max pooling both, an addition nothing.
     """
     kind, name = row.kind, row.type
     function = row.activation
@@ -152,7 +159,8 @@ def _saved(row: Any, trains: bool) -> tuple[bool, bool, bool]:
     if name == "LayerScale":
         return trains, False, False
     if kind == "pool" or (kind == "global_pool" and "Max" in name):
-        return True, kind == "pool", False
+        # oneDNN's max pooling also keeps a workspace: a byte per output value (the extra).
+        return True, kind == "pool", kind == "pool" and "Max" in name
     if kind == "merge":
         return name in ("Multiply", "Maximum", "Minimum"), False, False
     if name in _DROPOUT:
@@ -174,9 +182,13 @@ def activation_peak(table: Any, stage: str | None = "full") -> int:
         >>> activation_peak(inspect_model("vgg16"), "head") / 1e6  # doctest: +ELLIPSIS
         26.29...
     """
+    return _peak_per_image(step_events(table, stage))
+
+
+def _peak_per_image(events: list[Event]) -> int:
     live: dict[Hashable, int] = {}
     peak = 0
-    for allocate, key, per_image, _ in step_events(table, stage):
+    for allocate, key, per_image, _ in events:
         if allocate:
             live[key] = per_image
             peak = max(peak, sum(live.values()))
@@ -198,8 +210,8 @@ def step_events(table: Any, stage: str | None = "full") -> list[Event]:
     weights, then frees its own output's gradient and the tensors only it kept. A tensor
     read by several layers (a residual branch) gets its gradient summed: the second
     contribution exists next to the first until they are added. Weight gradients live until
-    the optimizer has applied them. Layers compute through transient tensors (``_working``).
-    The input batch lives through the step.
+    the optimizer has applied them. Weight layers compute through a copy of their weights
+    in oneDNN's layout, forward and backward. The input batch lives through the step.
     """
     rows = list(table.itertuples())
     missing = [row.Index for row in rows if _is_missing(row.activation_bytes)]
@@ -265,7 +277,7 @@ def step_events(table: Any, stage: str | None = "full") -> list[Event]:
         elif owner[i] == i:
             allocate(i, size[i])
         if ("extra", i) in keepers:
-            allocate(("extra", i), size[i])
+            allocate(("extra", i), int(row.activations) if row.kind == "pool" else size[i])
         if row.kind in _WEIGHT_KINDS:
             # oneDNN copies the weights into its own layout before computing with them.
             allocate(("weights copy", i), 0, int(row.param_bytes))
@@ -303,10 +315,8 @@ def step_events(table: Any, stage: str | None = "full") -> list[Event]:
         for b, users in keepers.items():
             if min(users) == i:
                 free(b)
-    for key in [key for key in live if not (isinstance(key, tuple)
-                                            and key[0] == "weight gradient")]:
-        free(key)
-    for key in list(live):
+    # The optimizer applies the weight gradients once everything else is gone.
+    for key in sorted(live, key=lambda key: isinstance(key, tuple) and key[0] == "weight gradient"):
         free(key)
     return events
 
@@ -407,19 +417,12 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam") ->
             reached.add(row.Index)
             backward += 1
     events = step_events(table, stage)
-    live: dict[Hashable, int] = {}
-    per_image = 0
-    for allocate, key, size, _ in events:
-        if allocate:
-            live[key] = size
-            per_image = max(per_image, sum(live.values()))
-        else:
-            live.pop(key)
     variables = [int(row.param_bytes) for row in rows if row.params]
     inputs = sum(int(row.activation_bytes) for row in rows if row.kind == "input")
     slots = OPTIMIZER_SLOTS[optimizer]
     return TrainingMemory(stage, optimizer, sum(variables), sum(trained), slots * sum(trained),
-                          RUNTIME_PER_LAYER_PASS * (len(rows) + backward), per_image,
+                          RUNTIME_BASE + RUNTIME_PER_LAYER_PASS * (len(rows) + backward),
+                          _peak_per_image(events),
                           inputs, tuple(variables), tuple(trained * slots), tuple(events))
 
 
@@ -448,4 +451,13 @@ def plan_batch(table: Any, budget: int | str, stage: str = "full",
     """
     budget = parse_memory(budget) if isinstance(budget, str) else int(budget)
     memory = training_memory(table, stage, optimizer)
-    return BatchPlan(budget, max(0, (budget - memory.fixed) // memory.per_image), memory)
+    # The tensors in use bound the batch from above; the allocator's regions decide within.
+    # Its footprint is not monotone in the batch (a region that doubles at batch 44 may be
+    # shared better at 48), so this finds a batch that fits whose next one does not.
+    fits, too_big = 0, max(0, (budget - memory.fixed) // memory.per_image) + 1
+    if memory.at(1) > budget:
+        return BatchPlan(budget, 0, memory)
+    while too_big - fits > 1:
+        middle = (fits + too_big) // 2
+        fits, too_big = (middle, too_big) if memory.at(middle) <= budget else (fits, middle)
+    return BatchPlan(budget, fits, memory)

@@ -99,20 +99,23 @@ def render_totals(table: pd.DataFrame, totals: dict[str, Any], optimizer: str) -
 def render_plans(plans: list[BatchPlan], model: str, optimizer: str) -> str:
     """The batch plans as a small table."""
     lines = [f"batch plan for {format_bytes(plans[0].budget)} ({model}, {optimizer}):",
-             f"  {'stage':<6} {'largest batch':>13} {'estimate':>11} {'fixed':>11} "
-             f"{'per image':>11}"]
+             f"  {'stage':<6} {'largest batch':>13} {'estimate':>11} {'in use':>11} "
+             f"{'fixed':>11} {'per image':>11}"]
     for plan in plans:
         batch = str(plan.batch) if plan.batch else "none fits"
         lines.append(f"  {plan.memory.stage:<6} {batch:>13} {format_bytes(plan.estimate):>11} "
+                     f"{format_bytes(plan.memory.in_use(plan.batch)):>11} "
                      f"{format_bytes(plan.memory.fixed):>11} "
                      f"{format_bytes(plan.memory.per_image):>11}")
+    lines.append("  estimate: what the process holds, TensorFlow's allocator regions included; "
+                 "in use: tensors alive at the step's peak")
     return "\n".join(lines)
 
 
 def _plan_record(plan: BatchPlan) -> dict[str, Any]:
     return {"stage": plan.memory.stage, "budget_bytes": plan.budget, "batch": plan.batch,
-            "estimate_bytes": plan.estimate, "fixed_bytes": plan.memory.fixed,
-            "per_image_bytes": plan.memory.per_image}
+            "estimate_bytes": plan.estimate, "in_use_bytes": plan.memory.in_use(plan.batch),
+            "fixed_bytes": plan.memory.fixed, "per_image_bytes": plan.memory.per_image}
 
 
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
