@@ -18,7 +18,7 @@ from tlkit.inspection import (
     training_memory,
 )
 from tlkit.inspection.layers import shapes_only
-from tlkit.inspection.memory import OPTIMIZER_SLOTS, activation_peak
+from tlkit.inspection.memory import OPTIMIZER_SLOTS, activation_peak, step_events
 
 # Rows over 30M parameters or 400 px take the longest to build; they run with -m slow.
 HEAVY = {name for name, row in BACKBONES.items()
@@ -366,6 +366,16 @@ def test_elementwise_layers_write_into_their_dead_input() -> None:
     table = inspect_model("resnet50")
     stage2_map = 56 * 56 * 256 * 4
     assert 2 * stage2_map < activation_peak(table, None) < 4 * stage2_map
+
+
+def test_padding_folded_into_convolutions_and_elementwise_layers_in_place() -> None:
+    table = inspect_model("resnet50")
+    rows = list(table.index)
+    allocated = {key for allocate, key, _, _ in step_events(table, None) if allocate}
+    assert rows.index("conv1_pad") not in allocated  # read by conv1_conv only: folded
+    assert rows.index("pool1_pad") in allocated  # read by max pooling: a real tensor
+    assert rows.index("conv1_bn") not in allocated  # writes into conv1_conv's buffer
+    assert rows.index("conv1_conv") in allocated
 
 
 def test_training_memory_parts() -> None:
