@@ -9,8 +9,9 @@ VGG16. FLOPs are 2 x MACs.
 Training memory is estimated, not measured: a step is played layer by layer over the table as
 the allocations and frees of its tensors (``step_events``), which gives the bytes in use at
 its peak; the same allocations replayed through TensorFlow's allocator (``allocator``) give
-what the process holds. One allowance for the runtime outside the allocator, fitted on this
-project's benchmark (``benchmarks/plan_check.py``), covers what the arithmetic cannot see.
+what the process holds. Two allowances fitted on this project's benchmark
+(``benchmarks/plan_check.py``), for the runtime outside the allocator and for the executor's
+allocation order, cover what the arithmetic cannot see.
 """
 
 from __future__ import annotations
@@ -453,11 +454,7 @@ class BatchPlan:
     budget: int
     batch: int
     memory: TrainingMemory
-
-    @property
-    def estimate(self) -> int:
-        """Estimated peak bytes at the planned batch."""
-        return self.memory.at(self.batch)
+    estimate: int  # estimated peak resident bytes at the planned batch
 
 
 def plan_batch(table: Any, budget: int | str, stage: str = "full",
@@ -475,9 +472,12 @@ def plan_batch(table: Any, budget: int | str, stage: str = "full",
     # Its footprint is not monotone in the batch (a region that doubles at batch 44 may be
     # shared better at 48), so this finds a batch that fits whose next one does not.
     fits, too_big = 0, max(0, (budget - memory.fixed) // memory.per_image) + 1
-    if memory.at(1) > budget:
-        return BatchPlan(budget, 0, memory)
+    estimate = memory.at(0)
     while too_big - fits > 1:
         middle = (fits + too_big) // 2
-        fits, too_big = (middle, too_big) if memory.at(middle) <= budget else (fits, middle)
-    return BatchPlan(budget, fits, memory)
+        at_middle = memory.at(middle)
+        if at_middle <= budget:
+            fits, estimate = middle, at_middle
+        else:
+            too_big = middle
+    return BatchPlan(budget, fits, memory, estimate)
