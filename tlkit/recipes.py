@@ -23,8 +23,8 @@ from typing import Any, Union  # Union: to recognise typing.Union hints
 import yaml
 
 from tlkit.errors import UserError
+from tlkit.optimizers import OPTIMIZERS
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta")
 BATCHNORM_POLICIES = ("auto", "frozen", "trainable")
 
 
@@ -205,7 +205,7 @@ def validate_image_recipe(recipe: ImageRecipe) -> None:
     for stage in recipe.stages:
         if stage.optimizer not in OPTIMIZERS:
             raise UserError(f"stage '{stage.name}': optimizer '{stage.optimizer}' is not one of "
-                            f"{OPTIMIZERS}")
+                            f"{', '.join(OPTIMIZERS)}")
         if stage.epochs < 1 or stage.lr <= 0 or not 0 < stage.lr_decay <= 1:
             raise UserError(f"stage '{stage.name}': epochs must be >= 1, lr > 0 and "
                             "lr_decay in (0, 1]")

@@ -145,15 +145,13 @@ def make_optimizer(stage: Stage, lr_multipliers: dict[str, float] | None = None)
     """
     import keras
 
-    classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
-               "adadelta": keras.optimizers.Adadelta}
-    base = classes[stage.optimizer]
-    kwargs: dict[str, Any] = {"learning_rate": stage.lr}
+    from tlkit.optimizers import OPTIMIZERS
+
+    row = OPTIMIZERS[stage.optimizer]
+    base = getattr(keras.optimizers, row.keras_class)
+    kwargs: dict[str, Any] = {**row.fixed, "learning_rate": stage.lr}
     if stage.weight_decay:
         kwargs["weight_decay"] = stage.weight_decay
-    if stage.optimizer == "sgd":
-        kwargs["momentum"] = 0.9
     if lr_multipliers:
         return layerwise_optimizer_class(base)(lr_multipliers=lr_multipliers, **kwargs)
     return base(**kwargs)
