@@ -12,7 +12,6 @@ from tlkit.data.text import (
     TOKENIZERS,
     Vocabulary,
     build_vocabulary,
-    class_names_of,
     dev_split,
     kfold_splits,
     prepare_text_data,
@@ -175,11 +174,6 @@ def test_dev_split_is_stratified_seeded_and_vocabulary_comes_from_train_only() -
     data = prepare_text_data(corpus(), test, given_dev)
     assert len(data.splits["train"].labels) == 30
     assert "devword" not in data.vocabulary.tokens
-
-
-def test_integer_labels_sort_as_numbers() -> None:
-    assert class_names_of(["10", "2", "1"]) == ["1", "2", "10"]
-    assert class_names_of(["neg", "pos"]) == ["neg", "pos"]
 
 
 def test_dev_split_too_small_for_stratification_is_a_user_error() -> None:

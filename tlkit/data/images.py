@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tlkit.data.tables import as_labels, class_order, label_ids, read_table, stratified_holdout
 from tlkit.errors import UserError
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ class ImageData:
 
     def label_ids(self, frame: pd.DataFrame) -> np.ndarray:
         """Integer label ids of ``frame``'s rows."""
-        index = {name: i for i, name in enumerate(self.class_names)}
-        return frame["label"].map(index).to_numpy(dtype="int32")
+        return label_ids(frame["label"], self.class_names)
 
 
 def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path",
@@ -71,12 +71,7 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
         raise UserError(f"data path '{path}' does not exist; pass a folder of class subfolders "
                         "or a CSV file")
     if path.is_file():
-        sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-        try:
-            frame = pd.read_csv(path, sep=sep)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-            raise UserError(f"cannot read '{path}' as CSV: {str(error).splitlines()[0]}") from error
-        return _table_from_frame(frame, path_column, label_column, path.parent,
+        return _table_from_frame(read_table(path), path_column, label_column, path.parent,
                                  describe_source(path), f"the CSV's folder, {path.parent}")
     return _table_from_folder(path)
 
@@ -116,7 +111,7 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
         if unknown:
             raise UserError(f"{source} has unknown split value '{unknown[0]}'; use train, val "
                             "or test (or leave it empty to split automatically)")
-    table = pd.DataFrame({"path": paths, "label": frame[label_column].astype(str).to_numpy(),
+    table = pd.DataFrame({"path": paths, "label": as_labels(frame[label_column]),
                           "split": split})
     return _check_classes(table, source)
 
@@ -221,7 +216,7 @@ def _first_line(error: BaseException) -> str:
 
 def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
                 seed: int) -> pd.DataFrame:
-    """Fill in missing splits with stratified, seeded hold-outs (scikit-learn).
+    """Fill in missing splits with stratified, seeded hold-outs (``tables.stratified_holdout``).
 
     Rows that already have a split keep it; validation is carved out of the training rows
     when only train (and maybe test) is given.
@@ -232,44 +227,29 @@ def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
         >>> sorted(split_table(frame, 0.25, 0.25, seed=0)["split"].value_counts().items())
         [('test', 2), ('train', 4), ('val', 2)]
     """
-    from sklearn.model_selection import train_test_split
-
     table = table.copy()
-    unsplit = table["split"].isna()
-    if unsplit.all():
+    if table["split"].isna().all():
         pool = table.index
         if test_fraction > 0:
-            rest, test = _stratified(train_test_split, table, pool, test_fraction, seed)
+            pool, test = _hold_out(table, pool, test_fraction, seed)
             table.loc[test, "split"] = "test"
-            pool = rest
         if val_fraction > 0:
-            fraction = val_fraction / (1 - test_fraction)
-            rest, val = _stratified(train_test_split, table, pool, fraction, seed)
+            pool, val = _hold_out(table, pool, val_fraction / (1 - test_fraction), seed)
             table.loc[val, "split"] = "val"
-            pool = rest
-        table.loc[pool, "split"] = "train"
     elif not (table["split"] == "val").any() and val_fraction > 0:
         table["split"] = table["split"].fillna("train")  # rows without a split are training rows
-        train = table.index[table["split"] == "train"]
-        _, val = _stratified(train_test_split, table, train, val_fraction, seed)
+        _, val = _hold_out(table, table.index[table["split"] == "train"], val_fraction, seed)
         table.loc[val, "split"] = "val"
     table["split"] = table["split"].fillna("train")
     return table
 
 
-def _stratified(train_test_split: Any, table: pd.DataFrame, index: pd.Index, fraction: float,
-                seed: int) -> tuple[pd.Index, pd.Index]:
-    labels = table.loc[index, "label"]
-    counts = labels.value_counts()
-    if counts.min() < 2:
-        raise UserError(f"class '{counts.idxmin()}' has {counts.min()} image(s); stratified "
-                        "splitting needs at least 2 per class (add images or give a split)")
-    n_classes = len(counts)
-    n_held = max(int(round(fraction * len(index))), n_classes)
-    if len(index) - n_held < n_classes:
-        raise UserError(f"too few images ({len(index)}) to hold out {fraction:.0%} per split for "
-                        f"{n_classes} classes; add images or lower val/test fractions")
-    return train_test_split(index, test_size=n_held, stratify=labels, random_state=seed)
+def _hold_out(table: pd.DataFrame, pool: pd.Index, fraction: float, seed: int
+              ) -> tuple[pd.Index, pd.Index]:
+    kept, held = stratified_holdout(table.loc[pool, "label"].tolist(), fraction, seed,
+                                    what="images",
+                                    fix="add images, lower the val/test fractions or give a split")
+    return pool[kept], pool[held]
 
 
 def load_image_data(recipe: ImageRecipe, data: str | Path | pd.DataFrame | None = None
@@ -299,7 +279,7 @@ def load_image_data(recipe: ImageRecipe, data: str | Path | pd.DataFrame | None 
                             "unreadable); add readable images or remove the class")
         table = _check_classes(kept, describe_source(source))
     table = split_table(table, recipe.val_fraction, recipe.test_fraction, recipe.seed)
-    class_names = sorted(table.loc[table["split"] == "train", "label"].unique())
+    class_names = class_order(table.loc[table["split"] == "train", "label"])
     unseen = sorted(set(table["label"]) - set(class_names))
     if unseen:
         raise UserError(f"class '{unseen[0]}' appears in val/test but has no training images")

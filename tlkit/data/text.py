@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import warnings
@@ -29,6 +28,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tlkit.data.tables import (
+    as_labels,
+    class_order,
+    decode_file,
+    existing_path,
+    is_table_file,
+    label_ids,
+    read_table,
+    require_columns,
+    stratified_holdout,
+)
 from tlkit.errors import UserError
 
 if TYPE_CHECKING:
@@ -36,7 +46,6 @@ if TYPE_CHECKING:
 
 PAD_TOKEN = ""
 OOV_TOKEN = "[UNK]"
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 DEV_FRACTION = 0.1
 
 
@@ -164,21 +173,22 @@ def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
     if isinstance(source, pd.DataFrame):
         return _table_from_frame(source, text_column, label_column, "DataFrame")
     if isinstance(source, (str, Path)):
-        path = _existing(source)
+        path = existing_path(source)
         if path.is_dir():
             files = sorted(p for p in path.glob("*.txt") if p.is_file())
             if not files:
                 raise UserError(f"folder '{path}' has no .txt files; put each class's "
                                 "sentences in <class>.txt, one per line")
             return _table_from_line_files(files, [p.stem for p in files], encoding)
-        if path.suffix.lower() not in TABLE_SUFFIXES:
+        if not is_table_file(path):
             raise UserError(f"'{path}' is not a .csv/.tsv file; for one file per class (Kim's "
                             "layout) pass all the class files, e.g. rt-polarity.pos "
                             "rt-polarity.neg")
-        return _read_table_file(path, text_column, label_column, encoding)
+        return _table_from_frame(read_table(path, encoding), text_column, label_column,
+                                 f"'{path}'")
     if len(source) == 1:  # e.g. one --data option collected into a list
         return read_text_table(source[0], text_column, label_column, encoding)
-    files = [_existing(p) for p in source]
+    files = [existing_path(p) for p in source]
     if not files:
         raise UserError("no data files given; pass a CSV/TSV file, a folder or class files")
     folders = [p for p in files if p.is_dir()]
@@ -194,53 +204,12 @@ def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
     return _table_from_line_files(files, names, encoding)
 
 
-def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"data path '{path}' does not exist; check the path")
-    return path
-
-
-def _decode(path: Path, encoding: str) -> str:
-    data = path.read_bytes()
-    # utf-8-sig also reads UTF-8 with a byte-order mark, which would otherwise stick to the
-    # first column name.
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    try:
-        return data.decode(codec)
-    except LookupError as error:
-        raise UserError(f"unknown encoding '{encoding}'; use e.g. utf-8 or latin-1") from error
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise UserError(f"{path}, line {line}: bytes that are not {encoding} "
-                        f"({data[error.start:error.end]!r}); pass the file's encoding, "
-                        "e.g. --encoding latin-1") from error
-
-
-def _read_table_file(path: Path, text_column: str, label_column: str,
-                     encoding: str) -> pd.DataFrame:
-    sep = TABLE_SUFFIXES[path.suffix.lower()]
-    # Tabs separate fields in TSV files, so quotes there are part of the text.
-    quoting = 3 if sep == "\t" else 0  # csv.QUOTE_NONE / csv.QUOTE_MINIMAL
-    try:
-        frame = pd.read_csv(io.StringIO(_decode(path, encoding)), sep=sep, dtype=str,
-                            keep_default_na=False, quoting=quoting)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise UserError(f"cannot read '{path}' as a table: {str(error).splitlines()[0]}") \
-            from error
-    return _table_from_frame(frame, text_column, label_column, str(path))
-
-
 def _table_from_frame(frame: pd.DataFrame, text_column: str, label_column: str,
                       source: str) -> pd.DataFrame:
-    for column, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
-        if column not in frame.columns:
-            raise UserError(f"{source} has no column '{column}' (columns: "
-                            f"{', '.join(map(str, frame.columns))}); name the right one with "
-                            f"{flag}")
+    require_columns(frame, {text_column: "--text-column", label_column: "--label-column"},
+                    source)
     texts = frame[text_column].fillna("").astype(str).to_numpy(dtype=object)
-    labels = frame[label_column].astype(str).str.strip().to_numpy(dtype=object)
-    return pd.DataFrame({"text": texts, "label": labels})
+    return pd.DataFrame({"text": texts, "label": as_labels(frame[label_column])})
 
 
 def _table_from_line_files(files: list[Path], names: list[str], encoding: str) -> pd.DataFrame:
@@ -249,7 +218,7 @@ def _table_from_line_files(files: list[Path], names: list[str], encoding: str) -
     for path, name in zip(files, names, strict=True):
         # Lines end at "\n" only: str.splitlines() would also cut at characters such as
         # U+0085, which Kim's latin-1 files have inside sentences.
-        lines = [line.removesuffix("\r") for line in _decode(path, encoding).split("\n")]
+        lines = [line.removesuffix("\r") for line in decode_file(path, encoding).split("\n")]
         if lines[-1] == "":
             lines.pop()
         texts += lines
@@ -372,20 +341,6 @@ class TextData:
     skipped: dict[str, int] = field(default_factory=dict)  # empty texts per split
 
 
-def class_names_of(labels: Sequence[str]) -> list[str]:
-    """Sorted class names; integer labels sort as numbers (2 before 10).
-
-    Example:
-        >>> class_names_of(["10", "2", "2"])
-        ['2', '10']
-    """
-    names = sorted(set(labels))
-    try:
-        return sorted(names, key=int)
-    except ValueError:
-        return names
-
-
 def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
                       dev: pd.DataFrame | None = None, *, tokenizer: str = "kim",
                       max_length: int | None = None, min_count: int = 1,
@@ -418,7 +373,7 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
                             f"tokenising with '{tokenizer}'; check --text-column")
         skipped[split] = empty
         tokens[split] = (kept, kept_tokens)
-    class_names = class_names_of(tokens["train"][0]["label"].tolist())
+    class_names = class_order(tokens["train"][0]["label"].tolist())
     if len(class_names) < 2:
         raise UserError(f"{names['train']} has a single label '{class_names[0]}'; a classifier "
                         "needs at least two classes: check --label-column")
@@ -436,10 +391,9 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         tokens["train"] = (table.iloc[train_rows], [train_tokens[i] for i in train_rows])
     vocabulary = build_vocabulary(tokens["train"][1], tokenizer, max_length, min_count,
                                   max_vocabulary)
-    index = {name: i for i, name in enumerate(class_names)}
     splits = {
         split: TextSplit(texts=table["text"].tolist(), tokens=toks,
-                         labels=table["label"].map(index).to_numpy(dtype="int32"),
+                         labels=label_ids(table["label"], class_names),
                          ids=vocabulary.encode(toks))
         for split, (table, toks) in tokens.items()
     }
@@ -463,21 +417,8 @@ def dev_split(labels: Sequence[str], fraction: float = DEV_FRACTION,
         >>> len(dev_rows)
         2
     """
-    from sklearn.model_selection import train_test_split
-
-    if not 0 < fraction < 1:
-        raise UserError(f"dev fraction must be between 0 and 1, got {fraction}")
-    counts = Counter(labels)
-    rarest, fewest = min(counts.items(), key=lambda kv: kv[1])
-    n_dev = math.ceil(fraction * len(labels))
-    if fewest < 2 or n_dev < len(counts) or len(labels) - n_dev < len(counts):
-        raise UserError(f"cannot hold out a stratified dev set of {fraction:.0%} from "
-                        f"{len(labels)} texts in {len(counts)} classes (class '{rarest}' has "
-                        f"{fewest}); pass a dev file or add training texts")
-    rows = np.arange(len(labels))
-    train_rows, dev_rows = train_test_split(rows, test_size=n_dev, random_state=seed,
-                                            stratify=list(labels))
-    return np.sort(train_rows), np.sort(dev_rows)
+    return stratified_holdout(labels, fraction, seed, what="texts",
+                              fix="pass a dev file or add training texts")
 
 
 def kfold_splits(labels: Sequence[str], folds: int = 10,
