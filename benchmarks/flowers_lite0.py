@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from tlkit.recipes import ImageRecipe, feature_extraction, full_finetuning, two_stage
-from tlkit.train.run import finetune
+from tlkit.train.image import finetune
 
 CONFIGS = {
     "imagenet + feature extraction": ("imagenet", feature_extraction(epochs=10, lr=1e-3)),

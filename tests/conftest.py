@@ -55,17 +55,17 @@ def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images")
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``tlkit ARGS`` in this process: (exit code, stdout, stderr)."""
-    from tlkit.cli import main
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str] | None = None
+            ) -> tuple[int, str, str]:
+    """Run ``tlkit ARGS`` with click's test runner: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
 
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    from tlkit.cli import cli
+
+    result = CliRunner().invoke(cli, args, prog_name="tlkit")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
 
 
 def assert_user_error(call: Any, *words: str, ignore_case: bool = False) -> str:

@@ -144,10 +144,11 @@ def test_cli_predict_on_an_image_run_is_a_clear_error(tmp_path: Path,
     folder.mkdir()
     (folder / "recipe.yaml").write_text("kind: image\nbackbone: tiny_cnn\n")
     (folder / "model.keras").write_text("")
+    (folder / "classes.json").write_text('["a", "b"]')
     code, _, err = run_cli(["textcnn", "predict", str(folder), "some text"], capsys)
     assert code == 2 and "image run, not a text CNN run" in err
     code, _, err = run_cli(["textcnn", "predict", str(tmp_path), "some text"], capsys)
-    assert code == 2 and "not a tlkit run folder" in err
+    assert code == 2 and "not a finished tlkit run folder" in err
 
 
 @pytest.mark.parametrize(("args", "words"), [

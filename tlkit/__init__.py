@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it.
 _EXPORTS: dict[str, str] = {
-    "finetune": "tlkit.train.run",
+    "finetune": "tlkit.train.image",
     "train_textcnn": "tlkit.train.text",
     "TextCNNRecipe": "tlkit.recipes",
     "predict_texts": "tlkit.predict",

@@ -9,64 +9,46 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tlkit.data.tables import label_ids, read_table, require_columns
 from tlkit.errors import UserError
-from tlkit.recipes import TextCNNRecipe, load_recipe
-from tlkit.runs import (
-    CLASSES_FILE,
-    MODEL_FILE,
-    RECIPE_FILE,
-    check_run_folder,
-    load_keras_file,
-    read_json,
-    write_json,
-)
+from tlkit.runs import MODEL_FILE, Run, load_keras_file, load_run, write_json
 
 
-@dataclass
-class TextRun:
-    """A loaded text run: its recipe, class names and string-in model."""
-
-    path: Path
-    recipe: TextCNNRecipe
-    class_names: list[str]
-    model: Any
-
-
-def load_text_run(path: str | Path) -> TextRun:
-    """Load a text CNN run folder, or a UserError if ``path`` is not one.
+def load_text_run(path: str | Path | Run) -> Run:
+    """A finished text CNN run, or a UserError if ``path`` is not one.
 
     Example:
         >>> load_text_run("runs/trec").class_names  # doctest: +SKIP
+        ['ABBR', 'DESC', 'ENTY', 'HUM', 'LOC', 'NUM']
     """
-    folder = check_run_folder(path)
-    recipe = load_recipe(folder / RECIPE_FILE)
-    if not isinstance(recipe, TextCNNRecipe):
-        raise UserError(f"'{folder}' is an image run, not a text CNN run; use a folder from "
-                        "`tlkit textcnn train`")
-    model = load_keras_file(folder / MODEL_FILE)
-    return TextRun(folder, recipe, read_json(folder / CLASSES_FILE), model)
+    run = path if isinstance(path, Run) else load_run(path, model=False)
+    if run.kind != "textcnn":
+        raise UserError(f"'{run.path}' is an {run.kind} run, not a text CNN run; use a folder "
+                        "from `tlkit textcnn train`")
+    if run.model is None:
+        run.model = load_keras_file(run.path / MODEL_FILE)
+    return run
 
 
-def _probabilities(run: TextRun, texts: list[str]) -> np.ndarray:
+def _probabilities(run: Run, texts: list[str]) -> np.ndarray:
     if not texts:
         raise UserError("no texts to predict")
     return run.model.predict(np.array(texts, dtype=object), batch_size=256, verbose=0)
 
 
-def predict_texts(run: TextRun | str | Path, texts: list[str], top_k: int = 1) -> pd.DataFrame:
+def predict_texts(run: Run | str | Path, texts: list[str], top_k: int = 1) -> pd.DataFrame:
     """A table of ``text``, then ``label_1, prob_1, ..., label_k, prob_k`` for each text.
 
     Example:
         >>> predict_texts("runs/sst2", ["a gripping, funny film"], top_k=2)  # doctest: +SKIP
     """
-    run = run if isinstance(run, TextRun) else load_text_run(run)
+    run = load_text_run(run)
     if not 1 <= top_k <= len(run.class_names):
         raise UserError(f"--top-k must be between 1 and {len(run.class_names)}")
     probabilities = _probabilities(run, texts)
@@ -84,21 +66,16 @@ def read_input_texts(path: str | Path, text_column: str = "text",
     file = Path(path)
     if not file.is_file():
         raise UserError(f"input file '{file}' does not exist")
-    if file.suffix.lower() in (".csv", ".tsv"):
-        frame = pd.read_csv(file, sep="\t" if file.suffix.lower() == ".tsv" else ",",
-                            encoding=encoding)
-        if text_column not in frame.columns:
-            raise UserError(f"'{file}' has no column '{text_column}' (columns: "
-                            f"{', '.join(map(str, frame.columns))}); use --text-column")
-        return frame[text_column].fillna("").astype(str).tolist()
-    try:
-        lines = file.read_text(encoding=encoding).splitlines()
-    except UnicodeDecodeError as error:
-        raise UserError(f"'{file}' is not valid {encoding}; pass --encoding") from error
-    return [line for line in lines if line.strip()]
+    if file.suffix.lower() in (".csv", ".tsv", ".tab"):
+        frame = read_table(file, encoding)
+        require_columns(frame, {text_column: "--text-column"}, f"'{file}'")
+        return frame[text_column].tolist()
+    from tlkit.data.tables import decode_file
+
+    return [line for line in decode_file(file, encoding).splitlines() if line.strip()]
 
 
-def evaluate_text_run(run: TextRun | str | Path, data: str | Path,
+def evaluate_text_run(run: Run | str | Path, data: str | Path,
                       text_column: str | None = None, label_column: str | None = None,
                       encoding: str | None = None) -> dict[str, Any]:
     """Metrics of a text run on labelled data; also written to ``evaluations/<file>.json``.
@@ -109,17 +86,11 @@ def evaluate_text_run(run: TextRun | str | Path, data: str | Path,
     from tlkit.data.text import read_text_table
     from tlkit.evaluation.metrics import classification_metrics
 
-    run = run if isinstance(run, TextRun) else load_text_run(run)
+    run = load_text_run(run)
     recipe = run.recipe
     table = read_text_table(data, text_column or recipe.text_column,
                             label_column or recipe.label_column, encoding or recipe.encoding)
-    unseen = sorted(set(table["label"]) - set(run.class_names))
-    if unseen:
-        raise UserError(f"'{data}' has label(s) the run never saw: "
-                        f"{', '.join(map(repr, unseen[:5]))}; the run knows "
-                        f"{', '.join(run.class_names)}")
-    index = {name: i for i, name in enumerate(run.class_names)}
-    labels = table["label"].map(index).to_numpy()
+    labels = label_ids(table["label"], run.class_names)
     metrics = classification_metrics(labels, _probabilities(run, table["text"].tolist()),
                                      run.class_names)
     metrics["data"] = str(data)

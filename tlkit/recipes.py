@@ -26,10 +26,47 @@ from tlkit.errors import UserError
 from tlkit.optimizers import OPTIMIZERS
 
 BATCHNORM_POLICIES = ("auto", "frozen", "trainable")
+MONITORS = ("val_loss", "val_accuracy")
+# The largest square input tlkit trains at: beyond it one image's activations alone exceed
+# what a CPU or a common GPU holds.
+MAX_INPUT_SIZE = 1024
+
+
+class Checked:
+    """A dataclass whose fields are type-checked on every assignment, then ``validate``d.
+
+    The same checks run whether a value comes from YAML, a flag, ``--set`` or Python:
+    ``ImageRecipe(batch_size="16")`` and ``stage.epochs = 0`` are errors, not surprises.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        hints = _hints(type(self))
+        if name in hints:
+            value = _convert(hints[name], value, f"{type(self).__name__}.{name}")
+        object.__setattr__(self, name, value)
+        if self.__dict__.get("_checked"):
+            self.validate()
+
+    def __post_init__(self) -> None:
+        self.validate()
+        object.__setattr__(self, "_checked", True)
+
+    def validate(self) -> None:
+        """Check what a type cannot say (ranges, choices); raise a UserError."""
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
 
 
 @dataclass
-class Stage:
+class Stage(Checked):
     """One training stage: which part of the backbone trains, at what rate, for how long.
 
     ``train_from`` chooses what trains besides the head: None keeps the whole backbone frozen
@@ -51,9 +88,20 @@ class Stage:
     optimizer: str = "adam"
     weight_decay: float = 0.0
 
+    def validate(self) -> None:
+        """Epochs, rate and decay in range; an optimizer from ``tlkit.optimizers``."""
+        where = f"stage '{self.name}'"
+        _check(self.optimizer in OPTIMIZERS, f"{where}: optimizer '{self.optimizer}' is not "
+               f"one of {', '.join(OPTIMIZERS)}")
+        _check(self.epochs >= 1, f"{where}: epochs must be at least 1, got {self.epochs}")
+        _check(self.lr > 0, f"{where}: lr must be above 0, got {self.lr}")
+        _check(0 < self.lr_decay <= 1, f"{where}: lr_decay must be in (0, 1], got "
+               f"{self.lr_decay}")
+        _check(self.weight_decay >= 0, f"{where}: weight_decay must be >= 0")
+
 
 @dataclass
-class Augment:
+class Augment(Checked):
     """Random augmentation of the training stream (never of validation or test images)."""
 
     flip: bool = True
@@ -61,9 +109,15 @@ class Augment:
     zoom: float = 0.1
     contrast: float = 0.1
 
+    def validate(self) -> None:
+        """Each strength in [0, 1)."""
+        for name in ("rotation", "zoom", "contrast"):
+            value = getattr(self, name)
+            _check(0 <= value < 1, f"augment.{name} must be in [0, 1), got {value}")
+
 
 @dataclass
-class ImageRecipe:
+class ImageRecipe(Checked):
     """Everything a fine-tuning run needs; ``tlkit.finetune(recipe, out)`` runs it.
 
     ``data`` is a folder (one subfolder per class, or train/val/test subfolders holding
@@ -93,9 +147,11 @@ class ImageRecipe:
     cache: bool = False
     strict: bool = False
     early_stopping: int | None = 5  # patience in epochs, None: off
+    monitor: str = "val_loss"  # what decides the kept epoch: val_loss (min) or val_accuracy (max)
     stages: list[Stage] = field(default_factory=lambda: two_stage())
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Check what a type cannot (choices, ranges, backbone and sizes); raise a UserError."""
         validate_image_recipe(self)
 
     @property
@@ -192,23 +248,45 @@ SCHEDULES: dict[str, Any] = {
 
 def validate_image_recipe(recipe: ImageRecipe) -> None:
     """Check the values a type check cannot (choices and ranges); raise a UserError."""
-    if recipe.batchnorm not in BATCHNORM_POLICIES:
-        raise UserError(f"batchnorm '{recipe.batchnorm}' is not one of {BATCHNORM_POLICIES}")
-    if recipe.class_weight not in (None, "balanced"):
-        raise UserError(f"class_weight '{recipe.class_weight}' must be 'balanced' or empty")
-    if not 0 <= recipe.val_fraction < 1 or not 0 <= recipe.test_fraction < 1:
-        raise UserError("val_fraction and test_fraction must be in [0, 1)")
-    if recipe.val_fraction + recipe.test_fraction >= 1:
-        raise UserError("val_fraction + test_fraction must leave images to train on")
-    if not recipe.stages:
-        raise UserError("a recipe needs at least one stage")
+    from tlkit.backbones import check_input_size, get_backbone
+
+    row = get_backbone(recipe.backbone)
+    if recipe.input_size is not None:
+        _check(recipe.input_size <= MAX_INPUT_SIZE, f"input_size {recipe.input_size} is above "
+               f"{MAX_INPUT_SIZE}, the largest tlkit trains at; pass --input-size "
+               f"{row.default_size} (the backbone's default) or another size up to "
+               f"{MAX_INPUT_SIZE}")
+        check_input_size(row, recipe.input_size)
+    _check(recipe.batchnorm in BATCHNORM_POLICIES,
+           f"batchnorm '{recipe.batchnorm}' is not one of {', '.join(BATCHNORM_POLICIES)}")
+    _check(recipe.class_weight in (None, "balanced"),
+           f"class_weight '{recipe.class_weight}' must be 'balanced' or empty")
+    _check(0 <= recipe.val_fraction < 1 and 0 <= recipe.test_fraction < 1,
+           "val_fraction and test_fraction must be in [0, 1)")
+    _check(recipe.val_fraction + recipe.test_fraction < 1,
+           "val_fraction + test_fraction must leave images to train on")
+    _check(bool(recipe.stages), "a recipe needs at least one stage")
+    _check_common(recipe)
     for stage in recipe.stages:
-        if stage.optimizer not in OPTIMIZERS:
-            raise UserError(f"stage '{stage.name}': optimizer '{stage.optimizer}' is not one of "
-                            f"{', '.join(OPTIMIZERS)}")
-        if stage.epochs < 1 or stage.lr <= 0 or not 0 < stage.lr_decay <= 1:
-            raise UserError(f"stage '{stage.name}': epochs must be >= 1, lr > 0 and "
-                            "lr_decay in (0, 1]")
+        # A name may be a block or any layer: layers are checked once the backbone is
+        # built, before the first stage trains (tlkit.train.image).
+        if isinstance(stage.train_from, int):
+            blocks = len(row.block_names)
+            _check(-blocks <= stage.train_from < blocks,
+                   f"stage '{stage.name}': train_from {stage.train_from} is outside "
+                   f"{row.name}'s {blocks} blocks (0..{blocks - 1}, or -1..-{blocks})")
+
+
+def _check_common(recipe: Any) -> None:
+    """The fields both kinds share: batch size, seed, patience, monitor."""
+    _check(recipe.batch_size >= 1,
+           f"batch_size must be at least 1, got {recipe.batch_size}; e.g. --batch-size 32")
+    _check(recipe.early_stopping is None or recipe.early_stopping >= 1,
+           f"early_stopping is a patience in epochs (>= 1) or empty, got "
+           f"{recipe.early_stopping}")
+    _check(recipe.monitor in MONITORS,
+           f"monitor '{recipe.monitor}' is not one of {', '.join(MONITORS)}")
+    _check(recipe.seed >= 0, f"seed must be >= 0, got {recipe.seed}")
 
 
 def recipe_to_dict(recipe: Any) -> dict[str, Any]:
@@ -223,7 +301,7 @@ def dump_recipe(recipe: Any, path: str | Path | None = None) -> str:
         >>> dump_recipe(ImageRecipe()).splitlines()[0]
         'kind: image'
     """
-    text = yaml.safe_dump({"kind": _kind_of(type(recipe)), **recipe_to_dict(recipe)},
+    text = yaml.safe_dump({"kind": kind_of(recipe), **recipe_to_dict(recipe)},
                           sort_keys=False)
     if path is not None:
         Path(path).write_text(text, encoding="utf-8")
@@ -237,15 +315,20 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:
         >>> load_recipe("recipes/vgg16-two-stage.yaml", ["batch_size=16"]).batch_size
         16
     """
+    kind, data = read_recipe_file(path)
+    return build_recipe(RECIPE_KINDS[kind], data, overrides, source=str(path))
+
+
+def read_recipe_file(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The kind and the raw fields of a recipe file, not yet checked against its class."""
     file = Path(path)
     if not file.is_file():
         raise UserError(f"recipe file '{file}' does not exist")
-    return load_recipe_text(file.read_text(encoding="utf-8"), overrides, source=str(file))
+    return parse_recipe_text(file.read_text(encoding="utf-8"), str(file))
 
 
-def load_recipe_text(text: str, overrides: list[str] | None = None,
-                     source: str = "recipe") -> Any:
-    """Like ``load_recipe`` for YAML text."""
+def parse_recipe_text(text: str, source: str = "recipe") -> tuple[str, dict[str, Any]]:
+    """The kind and raw fields of recipe YAML (``yaml.safe_load``: no Python objects)."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
@@ -253,11 +336,17 @@ def load_recipe_text(text: str, overrides: list[str] | None = None,
     if not isinstance(data, dict):
         raise UserError(f"{source} must be a mapping of recipe fields")
     kind = data.pop("kind", "image")
-    cls = RECIPE_KINDS.get(kind)
-    if cls is None:
+    if kind not in RECIPE_KINDS:
         raise UserError(f"{source}: unknown kind '{kind}'; choose one of: "
                         f"{', '.join(RECIPE_KINDS)}")
-    return build_recipe(cls, data, overrides, source)
+    return kind, data
+
+
+def load_recipe_text(text: str, overrides: list[str] | None = None,
+                     source: str = "recipe") -> Any:
+    """Like ``load_recipe`` for YAML text."""
+    kind, data = parse_recipe_text(text, source)
+    return build_recipe(RECIPE_KINDS[kind], data, overrides, source)
 
 
 def build_recipe(cls: type, data: dict[str, Any], overrides: list[str] | None = None,
@@ -268,9 +357,9 @@ def build_recipe(cls: type, data: dict[str, Any], overrides: list[str] | None = 
         >>> build_recipe(ImageRecipe, {"backbone": "vgg16"}, ["stages.0.epochs=2"]).stages[0].epochs
         2
     """
-    data = {key: value for key, value in data.items()}
+    data = dict(data)
     if "stages" not in data and any(o.startswith("stages.") for o in overrides or []):
-        data["stages"] = recipe_to_dict(cls())["stages"]
+        data["stages"] = _default_stages(cls)
     for override in overrides or []:
         _apply_override(data, override)
     return _from_dict(cls, data, source)
@@ -279,6 +368,53 @@ def build_recipe(cls: type, data: dict[str, Any], overrides: list[str] | None = 
 def apply_overrides(recipe: Any, overrides: list[str]) -> Any:
     """A copy of ``recipe`` with ``key=value`` overrides applied and checked."""
     return build_recipe(type(recipe), recipe_to_dict(recipe), overrides)
+
+
+def resolve_recipe(kind: str, path: str | Path | None = None,
+                   flags: dict[str, Any] | None = None, overrides: list[str] | None = None
+                   ) -> Any:
+    """The recipe a command runs: defaults, then the file, then flags, then ``--set``.
+
+    Every source is merged as plain data and the result is checked once. ``flags`` holds
+    field values (None: not given); for image recipes ``schedule`` replaces the stages with a
+    named schedule and ``epochs`` sets the epochs of every stage.
+
+    Example:
+        >>> recipe = resolve_recipe("image", flags={"schedule": "feature-extraction",
+        ...                                         "epochs": 3}, overrides=["seed=1"])
+        >>> [(s.name, s.epochs) for s in recipe.stages], recipe.seed
+        ([('head', 3)], 1)
+    """
+    data: dict[str, Any] = {}
+    if path:
+        file_kind, data = read_recipe_file(path)
+        if file_kind != kind:
+            raise UserError(f"'{path}' is a {file_kind} recipe, not a {kind} recipe; run it "
+                            f"with `{KIND_COMMANDS[file_kind]} --recipe {path}`")
+    given = {key: value for key, value in (flags or {}).items() if value is not None}
+    if kind == "image":
+        _image_flags(data, given)
+    data.update(given)
+    return build_recipe(RECIPE_KINDS[kind], data, overrides,
+                        source=f"{path} with options" if path else "options")
+
+
+def _default_stages(cls: type) -> list[dict[str, Any]]:
+    return recipe_to_dict(cls())["stages"]
+
+
+def _image_flags(data: dict[str, Any], flags: dict[str, Any]) -> None:
+    """Turn ``--schedule`` and ``--epochs`` into stages (both leave ``flags``)."""
+    schedule = flags.pop("schedule", None)
+    epochs = flags.pop("epochs", None)
+    if schedule is not None:
+        if schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule '{schedule}'; choose one of: "
+                            f"{', '.join(SCHEDULES)}")
+        data["stages"] = [dataclasses.asdict(stage) for stage in SCHEDULES[schedule]()]
+    if epochs is not None:
+        data["stages"] = [{**stage, "epochs": epochs}
+                          for stage in data.get("stages") or _default_stages(ImageRecipe)]
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:
@@ -300,7 +436,14 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     target[parts[-1]] = value
 
 
-def _kind_of(cls: type) -> str:
+def kind_of(recipe: Any) -> str:
+    """The kind (``image`` or ``textcnn``) of a recipe or recipe class.
+
+    Example:
+        >>> kind_of(ImageRecipe())
+        'image'
+    """
+    cls = recipe if isinstance(recipe, type) else type(recipe)
     for kind, recipe_cls in RECIPE_KINDS.items():
         if recipe_cls is cls:
             return kind
@@ -310,8 +453,8 @@ def _kind_of(cls: type) -> str:
 def _from_dict(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    names = set(hints)
     unknown = sorted(set(data) - names)
     if unknown:
         raise UserError(f"{where}: unknown key '{unknown[0]}' for {cls.__name__}; "
@@ -326,6 +469,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        real = [option for option in options if option is not type(None)]
+        if len(real) == 1:  # Optional[X]: X's own message names the field and the type
+            return _convert(real[0], value, where)
         for option in options:
             if option is type(None):
                 continue
@@ -340,7 +486,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise UserError(f"{where} must be a list, got {value!r}")
         return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, where)
+        return value if isinstance(value, hint) else _from_dict(hint, value, where)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str) and _is_float(value):
@@ -366,14 +512,15 @@ def _describe(hint: Any) -> str:
 
 
 @dataclass
-class TextCNNRecipe:
+class TextCNNRecipe(Checked):
     """A Kim (2014) sentence CNN run; ``tlkit.train_textcnn(recipe, out)`` runs it.
 
     Defaults are the paper's: widths 3/4/5 with 100 maps, dropout 0.5, max-norm 3, batch 50,
     Adadelta (rate 1.0, rho 0.95), 25 epochs, 10% of training held out as dev when no dev
-    file is given; the best dev-loss epoch is kept. ``data`` is a CSV/TSV, a folder of
-    ``<class>.txt`` files, or a list of Kim's one-file-per-class files. ``cv`` runs k-fold
-    cross-validation on ``data`` instead of a train/test split.
+    file is given; the epoch with the best dev accuracy is kept, as Kim did (``monitor``).
+    ``data`` is a CSV/TSV, a folder of ``<class>.txt`` files, or a list of Kim's
+    one-file-per-class files. ``cv`` runs k-fold cross-validation on ``data`` instead of a
+    train/test split.
 
     Example:
         >>> TextCNNRecipe(variant="static", vectors="glove.6B.300d.txt").filter_widths
@@ -404,19 +551,31 @@ class TextCNNRecipe:
     cv: int | None = None
     seed: int = 42
     early_stopping: int | None = None
+    monitor: str = "val_accuracy"
 
-    def __post_init__(self) -> None:
-        if self.variant not in TEXTCNN_VARIANTS:
-            raise UserError(f"unknown variant '{self.variant}'; choose one of: "
-                            f"{', '.join(TEXTCNN_VARIANTS)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise UserError("epochs and batch_size must be >= 1 and lr > 0")
-        if self.cv is not None and self.cv < 2:
-            raise UserError(f"--cv {self.cv}: cross-validation needs at least 2 folds "
-                            "(the paper uses 10)")
+    def validate(self) -> None:
+        """Check what a type cannot (choices, ranges); raise a UserError."""
+        from tlkit.data.text import TOKENIZERS
+
+        _check(self.variant in TEXTCNN_VARIANTS, f"unknown variant '{self.variant}'; choose "
+               f"one of: {', '.join(TEXTCNN_VARIANTS)}")
+        _check(self.tokenizer in TOKENIZERS, f"unknown tokenizer '{self.tokenizer}'; choose "
+               f"one of: {', '.join(TOKENIZERS)}")
+        _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        _check(self.lr > 0, f"lr must be above 0, got {self.lr}")
+        _check(self.cv is None or self.cv >= 2, f"--cv {self.cv}: cross-validation needs at "
+               "least 2 folds (the paper uses 10)")
+        _check(0 <= self.dev_fraction < 1, f"dev_fraction must be in [0, 1), got "
+               f"{self.dev_fraction}")
+        _check(self.max_length is None or self.max_length >= 1,
+               f"max_length must be at least 1 token, got {self.max_length}")
+        _check(bool(self.filter_widths) and min(self.filter_widths) >= 1
+               and self.feature_maps >= 1, "filter_widths and feature_maps must be >= 1")
+        _check_common(self)
 
 
 TEXTCNN_VARIANTS = ("rand", "static", "non-static", "multichannel")
 
-# One row per recipe kind.
+# One row per recipe kind, and the command that trains it.
 RECIPE_KINDS: dict[str, type] = {"image": ImageRecipe, "textcnn": TextCNNRecipe}
+KIND_COMMANDS: dict[str, str] = {"image": "tlkit finetune", "textcnn": "tlkit textcnn train"}

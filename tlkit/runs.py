@@ -1,14 +1,19 @@
-"""The run folder: what a finished run leaves on disk, written so it is never half there.
+"""The run folder, shared by every kind of run: written so it is never half there, and loaded.
 
 A run is built in a hidden ``.NAME.partial`` folder next to its final place and renamed when
-everything is written; a failure removes the partial folder. Layout::
+everything is written; a failure removes the partial folder. Every kind writes::
 
-    recipe.yaml  classes.json  model.keras  history.csv  metrics.json  split.csv
+    recipe.yaml  classes.json  model.keras  history.csv  metrics.json
     checkpoints/best.weights.h5  checkpoints/last.weights.h5  logs/ (TensorBoard)
 
+plus what is its own (image: ``split.csv``; text: ``vocabulary.json``, and ``folds.csv`` with
+``folds/<k>/`` under cross-validation). ``load_run`` opens any finished run; the recipe's
+``kind`` says which job made it.
+
 Example:
-    >>> with new_run_folder("runs", "demo") as folder:  # doctest: +SKIP
-    ...     write_json(folder / "metrics.json", {"accuracy": 1.0})
+    >>> check_run_name("a/b")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    tlkit.errors.UserError: run name 'a/b' must be one folder name (no '/', ...
 """
 
 from __future__ import annotations
@@ -19,14 +24,40 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from tlkit.errors import UserError
 
 MODEL_FILE = "model.keras"
 RECIPE_FILE = "recipe.yaml"
 CLASSES_FILE = "classes.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+FOLDS_FILE = "folds.csv"
+PARTIAL_SUFFIX = ".partial"
+
+
+@dataclass
+class Run:
+    """A finished run of either kind, as its folder holds it.
+
+    ``model`` is the saved model (raw RGB 0-255 images in, or raw strings in), None when
+    loaded with ``model=False``; ``history`` has one row per epoch with its ``stage``;
+    ``folds`` has one row per fold of a cross-validated run.
+    """
+
+    path: Path
+    kind: str
+    recipe: Any
+    class_names: list[str]
+    metrics: dict[str, Any]
+    model: Any = field(default=None, repr=False)
+    history: pd.DataFrame | None = field(default=None, repr=False)
+    folds: pd.DataFrame | None = field(default=None, repr=False)
 
 
 def run_name(prefix: str) -> str:
@@ -34,28 +65,93 @@ def run_name(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-@contextmanager
-def new_run_folder(out: str | Path, name: str) -> Iterator[Path]:
-    """Yield a partial folder to write into; publish it as ``out/name`` only on success."""
+def partial_path(final: Path) -> Path:
+    """Where the run that will be published at ``final`` is written until it is finished."""
+    return final.parent / f".{final.name}{PARTIAL_SUFFIX}"
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it can name one run folder, else a UserError."""
+    if (not name or "/" in name or "\\" in name or name in (".", "..")
+            or name.startswith(".")):
+        raise UserError(f"run name '{name}' must be one folder name (no '/', not '.' or '..', "
+                        "not starting with '.'); choose another --name")
+    return name
+
+
+def check_destination(out: str | Path, name: str) -> Path:
+    """The final path ``out/name`` of a new run, checked before any work starts.
+
+    Example:
+        >>> check_destination("/proc/version", "x")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: --out '/proc/version' is a file; ...
+    """
     out = Path(out)
-    final = out / name
+    final = out / check_run_name(name)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; pass a folder to hold run folders")
     if final.exists():
         raise UserError(f"run folder '{final}' exists already; choose another --name or --out")
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / f".{name}.partial"
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write run folders under '{out}' ('{existing}' is not a "
+                        "writable folder); pass another --out")
+    return final
+
+
+class RunWriter:
+    """Writes the files of a run into its partial folder; ``final`` is where it will appear."""
+
+    def __init__(self, partial: Path, final: Path) -> None:
+        self.path = partial
+        self.final = final
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """Write ``data`` as indented JSON into the run folder."""
+        path = self.path / name
+        write_json(path, data)
+        return path
+
+    def write_recipe(self, recipe: Any) -> None:
+        """The resolved recipe, so the run can be repeated from its folder alone."""
+        from tlkit.recipes import dump_recipe
+
+        dump_recipe(recipe, self.path / RECIPE_FILE)
+
+    def write_classes(self, class_names: list[str]) -> None:
+        """Class names in id order (``classes.json``)."""
+        self.write_json(CLASSES_FILE, list(class_names))
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> None:
+        """A CSV table (split, history, folds, predictions)."""
+        frame.to_csv(self.path / name, index=False)
+
+    def save_model(self, model: Any) -> None:
+        """Save an uncompiled view of ``model``: no optimizer state, loadable without tlkit.
+
+        A layerwise optimizer would need tlkit to deserialize, and optimizer state would
+        double or triple the file of a fully fine-tuned backbone.
+        """
+        import keras
+
+        keras.Model(model.inputs, model.outputs, name=model.name).save(self.path / MODEL_FILE)
+
+
+@contextmanager
+def new_run_folder(out: str | Path, name: str) -> Iterator[RunWriter]:
+    """Yield a writer into a partial folder; publish it as ``out/name`` only on success."""
+    final = check_destination(out, name)
+    partial = partial_path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
-        yield partial
+        yield RunWriter(partial, final)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     os.replace(partial, final)
-
-
-def published_path(partial: Path) -> Path:
-    """Where the partial folder yielded by ``new_run_folder`` is published."""
-    return partial.parent / partial.name.removeprefix(".").removesuffix(".partial")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -69,12 +165,51 @@ def read_json(path: Path) -> Any:
 
 
 def check_run_folder(path: str | Path) -> Path:
-    """Return ``path`` if it is a finished run folder, else a UserError saying what is missing."""
+    """Return ``path`` if it is a finished run folder, else a UserError saying what it is."""
     folder = Path(path)
-    if not (folder / MODEL_FILE).is_file() or not (folder / RECIPE_FILE).is_file():
-        raise UserError(f"'{folder}' is not a tlkit run folder (no {MODEL_FILE} and "
-                        f"{RECIPE_FILE}); pass the folder a finished run printed")
+    if folder.name.startswith(".") and folder.name.endswith(PARTIAL_SUFFIX):
+        raise UserError(f"'{folder}' is an unfinished run (it stopped before the end); "
+                        "train again, or delete the folder")
+    if not folder.exists():
+        hint = (" (an unfinished run of that name is there; train again)"
+                if partial_path(folder).exists() else "")
+        raise UserError(f"run folder '{folder}' does not exist{hint}; pass the folder a "
+                        "finished run printed")
+    missing = [name for name in (RECIPE_FILE, CLASSES_FILE, MODEL_FILE)
+               if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"'{folder}' is not a finished tlkit run folder (no "
+                        f"{', '.join(missing)}); pass the folder a finished run printed")
     return folder
+
+
+def load_run(path: str | Path, model: bool = True) -> Run:
+    """Open a finished run of any kind; ``model=False`` skips loading the Keras model.
+
+    Example:
+        >>> run = load_run("runs/shapes")  # doctest: +SKIP
+        >>> run.kind, run.class_names  # doctest: +SKIP
+        ('image', ['circle', 'square', 'triangle'])
+    """
+    from tlkit.recipes import kind_of, load_recipe
+
+    folder = check_run_folder(path)
+    recipe = load_recipe(folder / RECIPE_FILE)
+    metrics_file = folder / METRICS_FILE
+    return Run(
+        path=folder,
+        kind=kind_of(recipe),
+        recipe=recipe,
+        class_names=[str(name) for name in read_json(folder / CLASSES_FILE)],
+        metrics=read_json(metrics_file) if metrics_file.is_file() else {},
+        model=load_keras_file(folder / MODEL_FILE) if model else None,
+        history=_read_csv(folder / HISTORY_FILE),
+        folds=_read_csv(folder / FOLDS_FILE),
+    )
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def load_keras_file(path: str | Path) -> Any:
@@ -83,4 +218,4 @@ def load_keras_file(path: str | Path) -> Any:
 
     import tlkit.models.textcnn  # noqa: F401 - registers the text model's custom layers
 
-    return keras.saving.load_model(path, compile=False)
+    return keras.saving.load_model(path, compile=False, safe_mode=True)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import click
 
+from tlkit.cli.options import recipe_option, run_options, summary_line
+from tlkit.data.text import TOKENIZERS
+from tlkit.recipes import TEXTCNN_VARIANTS
+
 
 @click.group()
 def textcnn() -> None:
@@ -11,53 +15,40 @@ def textcnn() -> None:
 
 
 @textcnn.command()
-@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
-              help="Recipe YAML (e.g. recipes/kim2014-cnn-rand.yaml); flags override it.")
 @click.option("--data", multiple=True,
               help="Training CSV/TSV, a folder of <class>.txt files, or Kim's class files "
                    "(repeat --data for each).")
 @click.option("--test", help="Test file (same format as --data).")
-@click.option("--dev", help="Dev file; default: 10% of training, stratified.")
-@click.option("--text-column", help="Text column of CSV/TSV files (default: text).")
-@click.option("--label-column", help="Label column of CSV/TSV files (default: label).")
-@click.option("--encoding", help="Encoding of the data files (default: utf-8).")
-@click.option("--variant", type=click.Choice(["rand", "static", "non-static", "multichannel"]))
-@click.option("--vectors", type=click.Path(dir_okay=False),
-              help="word2vec .bin/.txt, GloVe .txt or fastText .vec, optionally .gz.")
-@click.option("--embedding-dim", type=int)
-@click.option("--tokenizer", type=click.Choice(["kim", "kim-cased", "lower"]))
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--cv", type=int, help="K-fold cross-validation on --data instead of a test file.")
-@click.option("--seed", type=int)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Any recipe field: --set feature_maps=200")
-@click.option("--out", default="runs", show_default=True)
-@click.option("--name", help="Run folder name (default: textcnn-VARIANT-DATE-TIME).")
-def train(recipe_path: str | None, data: tuple[str, ...], out: str, name: str | None,
-          overrides: tuple[str, ...], **options: object) -> None:
-    """Train a text CNN (or cross-validate it with --cv) and write a run folder.
+@click.option("--dev", help="Dev file; default: a stratified part of --data (dev_fraction).")
+@recipe_option("textcnn", "text_column", help="Text column of CSV/TSV files.")
+@recipe_option("textcnn", "label_column", help="Label column of CSV/TSV files.")
+@recipe_option("textcnn", "encoding", help="Encoding of the data files.")
+@recipe_option("textcnn", "variant", type=click.Choice(TEXTCNN_VARIANTS),
+               help="rand, or pretrained vectors: static, non-static, multichannel.")
+@recipe_option("textcnn", "vectors", type=click.Path(dir_okay=False),
+               help="word2vec .bin/.txt, GloVe .txt or fastText .vec, optionally .gz.")
+@recipe_option("textcnn", "embedding_dim", type=int, help="Word vector size.")
+@recipe_option("textcnn", "tokenizer", type=click.Choice(list(TOKENIZERS)),
+               help="How sentences become tokens.")
+@recipe_option("textcnn", "cv", type=int,
+               help="K-fold cross-validation on --data instead of a test file.")
+@run_options("textcnn")
+def train(recipe_path: str | None, data: tuple[str, ...], overrides: tuple[str, ...], out: str,
+          name: str | None, **flags: object) -> None:
+    """Train a Kim CNN (or cross-validate it with --cv).
+
+    Writes a run folder whose model takes raw strings.
 
     Example: tlkit textcnn train --data trec/train.csv --test trec/test.csv --epochs 10
     """
-    from tlkit.recipes import TextCNNRecipe, build_recipe, load_recipe, recipe_to_dict
+    from tlkit.recipes import resolve_recipe
+
+    if data:
+        flags["data"] = data[0] if len(data) == 1 else list(data)
+    recipe = resolve_recipe("textcnn", recipe_path, flags, list(overrides))
     from tlkit.train.text import train_textcnn
 
-    values = recipe_to_dict(load_recipe(recipe_path) if recipe_path else TextCNNRecipe(
-        data=list(data) or None))
-    values.update({key: value for key, value in options.items() if value is not None})
-    if data:
-        values["data"] = data[0] if len(data) == 1 else list(data)
-    recipe = build_recipe(TextCNNRecipe, values, list(overrides), source="options")
-    run = train_textcnn(recipe, out=out, name=name)
-    if recipe.cv:
-        cv = run.metrics["cv"]
-        summary = (f"{cv['folds']}-fold accuracy {cv['accuracy_mean']:.4f} "
-                   f"± {cv['accuracy_std']:.4f}")
-    else:
-        summary = ", ".join(f"{split} accuracy {run.metrics[split]['accuracy']:.4f}"
-                            for split in ("val", "test") if split in run.metrics)
-    click.echo(f"run folder: {run.path} ({summary})")
+    click.echo(summary_line(train_textcnn(recipe, out=out, name=name)))
 
 
 @textcnn.command()

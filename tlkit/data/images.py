@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-import warnings
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,23 +261,37 @@ def load_image_data(recipe: ImageRecipe, data: str | Path | pd.DataFrame | None 
         >>> load_image_data(ImageRecipe(data="datasets/shapes")).class_names  # doctest: +SKIP
         ['circle', 'square', 'triangle']
     """
+    return check_images(recipe, read_recipe_table(recipe, data))
+
+
+def read_recipe_table(recipe: ImageRecipe, data: str | Path | pd.DataFrame | None = None
+                      ) -> pd.DataFrame:
+    """The recipe's image table (``data`` overrides ``recipe.data``), read without TensorFlow."""
     source = data if data is not None else recipe.data
     if source is None:
         raise UserError("no data given; pass --data a folder or CSV of labelled images")
     table = read_image_table(source, recipe.path_column, recipe.label_column)
+    table.attrs["source"] = describe_source(source)
+    return table
+
+
+def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
+    """Skip (or, strict, refuse) unreadable files, split, and fix the class order."""
+    source = table.attrs.get("source", "the data")
     skipped = find_unreadable(table["path"].tolist())
     if skipped:
         listing = "; ".join(f"{path} ({reason})" for path, reason in skipped)
         if recipe.strict:
             raise UserError(f"{len(skipped)} unreadable image(s): {listing}; fix or remove them, "
                             "or leave out --strict to skip them")
-        warnings.warn(f"skipping {len(skipped)} unreadable image(s): {listing}", stacklevel=2)
+        print(f"warning: skipping {len(skipped)} unreadable image(s): {listing}",
+              file=sys.stderr, flush=True)
         kept = table[~table["path"].isin({p for p, _ in skipped})].reset_index(drop=True)
         lost = sorted(set(table["label"]) - set(kept["label"]))
         if lost:
             raise UserError(f"class '{lost[0]}' has no readable images (all were skipped as "
                             "unreadable); add readable images or remove the class")
-        table = _check_classes(kept, describe_source(source))
+        table = _check_classes(kept, source)
     table = split_table(table, recipe.val_fraction, recipe.test_fraction, recipe.seed)
     class_names = class_order(table.loc[table["split"] == "train", "label"])
     unseen = sorted(set(table["label"]) - set(class_names))

@@ -22,20 +22,31 @@ def progress_verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+def monitored(monitor: str, has_val: bool) -> tuple[str, str]:
+    """The metric to watch and its mode; without a validation split, its training twin.
+
+    Example:
+        >>> monitored("val_accuracy", has_val=True), monitored("val_loss", has_val=False)
+        (('val_accuracy', 'max'), ('loss', 'min'))
+    """
+    name = monitor if has_val else monitor.removeprefix("val_")
+    return name, "min" if name.endswith("loss") else "max"
+
+
 def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder: Path, *,
-               prepare: Callable[[Stage], None], early_stopping: int | None = None,
-               class_weight: dict[int, float] | None = None, verbose: int | None = None
-               ) -> pd.DataFrame:
-    """Train ``model`` stage by stage; keep the best weights by validation loss over all stages.
+               prepare: Callable[[Stage], None], monitor: str = "val_loss",
+               early_stopping: int | None = None, class_weight: dict[int, float] | None = None,
+               verbose: int | None = None) -> pd.DataFrame:
+    """Train ``model`` stage by stage; keep the best weights by ``monitor`` over all stages.
 
     ``prepare(stage)`` sets what trains and compiles the model: once per stage, because
     Keras reads ``trainable`` at compile time. Writes
-    ``checkpoints/best.weights.h5``, ``checkpoints/last.weights.h5``, ``history.csv`` and
-    TensorBoard ``logs/`` into ``folder``; returns the history with a ``stage`` column.
+    ``checkpoints/best.weights.h5``, ``checkpoints/last.weights.h5``, ``history.csv`` (one
+    row per epoch, with its ``stage``) and TensorBoard ``logs/`` into ``folder``.
     """
     import keras
 
-    monitor = "val_loss" if "val" in datasets else "loss"
+    monitor, mode = monitored(monitor, "val" in datasets)
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
     best_path = checkpoints / "best.weights.h5"
@@ -45,8 +56,8 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
     for stage in stages:
         prepare(stage)
         best_checkpoint = keras.callbacks.ModelCheckpoint(
-            best_path, monitor=monitor, save_best_only=True, save_weights_only=True,
-            initial_value_threshold=best)
+            best_path, monitor=monitor, mode=mode, save_best_only=True,
+            save_weights_only=True, initial_value_threshold=best)
         callbacks = [
             best_checkpoint,
             keras.callbacks.ModelCheckpoint(checkpoints / "last.weights.h5",
@@ -56,7 +67,8 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         ]
         if early_stopping:
             callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=monitor, patience=early_stopping, restore_best_weights=True))
+                monitor=monitor, mode=mode, patience=early_stopping,
+                restore_best_weights=True))
         fitted = model.fit(datasets["train"], validation_data=datasets.get("val"),
                            initial_epoch=epoch, epochs=epoch + stage.epochs,
                            class_weight=class_weight, callbacks=callbacks, shuffle=False,
@@ -68,15 +80,7 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         epoch += len(fitted.epoch)
         best = best_checkpoint.best
     model.load_weights(best_path)
-    return pd.concat(frames, ignore_index=True)
+    history = pd.concat(frames, ignore_index=True)
+    history.to_csv(folder / "history.csv", index=False)  # the epoch log, with stages
+    return history
 
-
-def save_inference_model(model: Any, path: Path) -> None:
-    """Save an uncompiled view of ``model``'s layers: no optimizer state, loadable without tlkit.
-
-    A layerwise optimizer would need tlkit to deserialize, and optimizer state would double
-    or triple the file for a fully fine-tuned backbone.
-    """
-    import keras
-
-    keras.Model(model.inputs, model.outputs, name=model.name).save(path)

@@ -30,18 +30,9 @@ from tlkit.data.text import (
 )
 from tlkit.errors import UserError
 from tlkit.evaluation.metrics import classification_metrics
-from tlkit.recipes import Stage, TextCNNRecipe, dump_recipe
-from tlkit.runs import (
-    CLASSES_FILE,
-    MODEL_FILE,
-    RECIPE_FILE,
-    new_run_folder,
-    published_path,
-    run_name,
-    write_json,
-)
-from tlkit.train.fit import fit_stages, save_inference_model
-from tlkit.train.run import Run
+from tlkit.recipes import Stage, TextCNNRecipe
+from tlkit.runs import Run, RunWriter, check_destination, new_run_folder, run_name
+from tlkit.train.fit import fit_stages
 
 VOCABULARY_FILE = "vocabulary.json"
 
@@ -61,28 +52,50 @@ def read_recipe_tables(recipe: TextCNNRecipe) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | None = None
-                  ) -> Run:
-    """Train the recipe's text CNN and write a run folder; with ``recipe.cv``, cross-validate.
+def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | None = None
+                   ) -> tuple[dict[str, pd.DataFrame], str]:
+    """Every check that needs no model: variant and vectors, tables, destination.
 
     Example:
-        >>> run = train_textcnn(TextCNNRecipe(data="reviews.csv"), out="runs")  # doctest: +SKIP
+        >>> check_text_run(TextCNNRecipe(variant="static"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: variant 'static' needs pretrained word vectors: ...
     """
     if recipe.variant != "rand" and not recipe.vectors:
         raise UserError(f"variant '{recipe.variant}' needs pretrained word vectors: pass "
                         "--vectors FILE (word2vec .bin/.txt, GloVe .txt, fastText .vec)")
-    tables = read_recipe_tables(recipe)
+    if recipe.variant == "rand" and recipe.vectors:
+        raise UserError("variant 'rand' learns its own word vectors and would ignore --vectors; "
+                        "pass --variant static, non-static or multichannel to use them")
+    if recipe.vectors and not Path(recipe.vectors).is_file():
+        raise UserError(f"vectors file '{recipe.vectors}' does not exist; check the path")
+    suffix = f"-cv{recipe.cv}" if recipe.cv else ""
+    name = name or run_name(f"textcnn-{recipe.variant}{suffix}")
+    check_destination(out, name)
+    return read_recipe_tables(recipe), name
+
+
+def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | None = None
+                  ) -> Run:
+    """Train the recipe's text CNN and write a run folder; with ``recipe.cv``, cross-validate.
+
+    The returned run's ``model`` is the saved one: it takes raw strings.
+
+    Example:
+        >>> run = train_textcnn(TextCNNRecipe(data="reviews.csv"), out="runs")  # doctest: +SKIP
+    """
+    tables, name = check_text_run(recipe, out, name)
     if recipe.cv:
-        return _cross_validate(recipe, tables, out, name)
+        return _cross_validate(recipe, tables["train"], out, name)
     data = _prepare(recipe, tables["train"], tables.get("dev"), tables.get("test"))
-    with new_run_folder(out, name or run_name(f"textcnn-{recipe.variant}")) as folder:
-        result = _train_once(recipe, data, folder)
-        _write_run_files(recipe, data, folder, result["model"], result["coverage"])
+    with new_run_folder(out, name) as writer:
+        result = _train_once(recipe, data, writer.path)
+        model = _write_run_files(recipe, data, writer, result["model"])
         metrics = {**result["metrics"], "train_seconds": result["seconds"],
                    "skipped_empty_texts": data.skipped, "vector_coverage": result["coverage"]}
-        write_json(folder / "metrics.json", metrics)
-    path = published_path(folder)
-    return Run(path, result["model"], result["history"], metrics, data.class_names)
+        writer.write_json("metrics.json", metrics)
+    return Run(path=writer.final, kind="textcnn", recipe=recipe, class_names=data.class_names,
+               metrics=metrics, model=model, history=result["history"])
 
 
 def _prepare(recipe: TextCNNRecipe, train: pd.DataFrame, dev: pd.DataFrame | None,
@@ -114,7 +127,7 @@ def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str
     history = fit_stages(
         model, [stage], datasets, folder,
         prepare=lambda s: compile_textcnn(model, kim_optimizer(learning_rate=s.lr)),
-        early_stopping=recipe.early_stopping)
+        monitor=recipe.monitor, early_stopping=recipe.early_stopping)
     seconds = round(time.perf_counter() - start, 1)
     metrics = {("val" if split == "dev" else split): _split_metrics(model, data.splits[split],
                                                                       data.class_names, recipe)
@@ -144,26 +157,28 @@ def _split_metrics(model: Any, split: TextSplit, class_names: list[str],
     return classification_metrics(split.labels, probabilities, class_names)
 
 
-def _write_run_files(recipe: TextCNNRecipe, data: TextData, folder: Path, model: Any,
-                     coverage: dict[str, Any] | None) -> None:
+def _write_run_files(recipe: TextCNNRecipe, data: TextData, writer: RunWriter, model: Any
+                     ) -> Any:
+    """Recipe, classes, vocabulary and the string-in model; returns that model."""
     from tlkit.models.textcnn import build_string_model
 
-    dump_recipe(recipe, folder / RECIPE_FILE)
-    write_json(folder / CLASSES_FILE, data.class_names)
-    data.vocabulary.save(folder / VOCABULARY_FILE)
-    save_inference_model(build_string_model(model, data.vocabulary), folder / MODEL_FILE)
+    writer.write_recipe(recipe)
+    writer.write_classes(data.class_names)
+    data.vocabulary.save(writer.path / VOCABULARY_FILE)
+    string_model = build_string_model(model, data.vocabulary)
+    writer.save_model(string_model)
+    return string_model
 
 
-def _cross_validate(recipe: TextCNNRecipe, tables: dict[str, pd.DataFrame], out: str | Path,
-                    name: str | None) -> Run:
+def _cross_validate(recipe: TextCNNRecipe, table: pd.DataFrame, out: str | Path, name: str
+                    ) -> Run:
     """Stratified k-fold: each fold trains on k-1 parts (dev held out of them), tests on one."""
-    table = tables["train"].reset_index(drop=True)
+    table = table.reset_index(drop=True)
     folds = kfold_splits(table["label"].astype(str).tolist(), recipe.cv, recipe.seed)
     rows = []
-    with new_run_folder(out, name or run_name(f"textcnn-{recipe.variant}-cv{recipe.cv}")
-                        ) as folder:
+    with new_run_folder(out, name) as writer:
         for k, (train_rows, test_rows) in enumerate(folds):
-            fold_folder = folder / "folds" / str(k)
+            fold_folder = writer.path / "folds" / str(k)
             fold_folder.mkdir(parents=True)
             data = _prepare(recipe, table.iloc[train_rows], None, table.iloc[test_rows])
             result = _train_once(recipe, data, fold_folder)
@@ -174,17 +189,16 @@ def _cross_validate(recipe: TextCNNRecipe, tables: dict[str, pd.DataFrame], out:
                          "test_macro_f1": test["macro_f1"], "seconds": result["seconds"]})
             print(f"fold {k + 1}/{recipe.cv}: test accuracy {test['accuracy']:.4f}", flush=True)
         frame = pd.DataFrame(rows)
-        frame.to_csv(folder / "folds.csv", index=False)
-        # The saved model is the last fold's: every fold's is an equal estimate, and the
-        # reported numbers are the mean and standard deviation over all of them.
-        _write_run_files(recipe, data, folder, result["model"],
-                         result["coverage"])
+        writer.write_table("folds.csv", frame)
+        # The saved model and history are the last fold's: every fold's is an equal
+        # estimate, and the reported numbers are the mean and standard deviation of all.
+        result["history"].to_csv(writer.path / "history.csv", index=False)
+        model = _write_run_files(recipe, data, writer, result["model"])
         metrics = {"cv": {"folds": recipe.cv,
                           "accuracy_mean": float(frame["test_accuracy"].mean()),
                           "accuracy_std": float(frame["test_accuracy"].std(ddof=1)),
                           "macro_f1_mean": float(frame["test_macro_f1"].mean())},
                    "train_seconds": float(frame["seconds"].sum())}
-        write_json(folder / "metrics.json", metrics)
-    path = published_path(folder)
-    return Run(path, result["model"], frame, metrics, data.class_names)
-
+        writer.write_json("metrics.json", metrics)
+    return Run(path=writer.final, kind="textcnn", recipe=recipe, class_names=data.class_names,
+               metrics=metrics, model=model, history=result["history"], folds=frame)

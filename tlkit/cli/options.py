@@ -1,0 +1,94 @@
+"""The CLI's one vocabulary: options that mean the same thing in every command.
+
+=================  ===============================================================
+``--data PATH``    labelled data: what a run trains on, or what ``evaluate`` scores
+``--recipe FILE``  a recipe YAML; flags given with it override its values
+``--set K=V``      any recipe field, dotted for nesting (``--set stages.1.lr=1e-5``)
+``--epochs N``     epochs of every stage (a text CNN has one stage)
+``--out DIR``      a folder that receives several files (run folders, explanations)
+``--output FILE``  one file (a table of predictions, an inspection table)
+``--input FILE``   a file of inputs to predict on (CSV, or one text per line)
+``--name NAME``    the run folder's name under ``--out``
+=================  ===============================================================
+
+Defaults that come from a recipe are shown in ``--help`` as ``recipe: VALUE``.
+
+Example:
+    >>> recipe_default("image", "backbone")
+    'efficientnet_lite0'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from tlkit.recipes import RECIPE_KINDS
+
+F = Callable[..., Any]
+
+
+def recipe_default(kind: str, name: str) -> Any:
+    """The default of field ``name`` of the ``kind`` recipe, as ``--help`` shows it."""
+    for item in dataclasses.fields(RECIPE_KINDS[kind]):
+        if item.name == name:
+            if item.default is not dataclasses.MISSING:
+                return item.default
+            return item.default_factory()  # type: ignore[misc]
+    raise KeyError(name)
+
+
+def recipe_option(kind: str, field_name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """An option that sets recipe field ``field_name``; its help shows the recipe's default.
+
+    The option's own default stays None so that a value from ``--recipe`` is kept unless
+    the flag is given.
+    """
+    default = recipe_default(kind, field_name)
+    shown = "none" if default is None else default
+    flag = decls or (f"--{field_name.replace('_', '-')}",)
+    return click.option(*flag, field_name, default=None, show_default=f"recipe: {shown}",
+                        **kwargs)
+
+
+def run_options(kind: str) -> Callable[[F], F]:
+    """The options every training command shares: recipe, set, seed, batch, epochs, out, name."""
+    epochs_help = ("Epochs of every stage." if kind == "image"
+                   else "Training epochs (a text CNN has one stage).")
+    shown_epochs = "per stage" if kind == "image" else recipe_default(kind, "epochs")
+    decorators = [
+        click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
+                     help="Recipe YAML; flags given here override its values."),
+        click.option("--epochs", type=int, help=epochs_help,
+                     show_default=f"recipe: {shown_epochs}"),
+        recipe_option(kind, "batch_size", type=int, help="Examples per training step."),
+        recipe_option(kind, "seed", type=int, help="Seed of splits, initialisation, shuffling."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Any recipe field, dotted for nesting: --set stages.1.lr=1e-5"),
+        click.option("--out", default="runs", show_default=True, type=click.Path(),
+                     help="Folder that receives the run folder."),
+        click.option("--name", help="Run folder name under --out (default: KIND-DATE-TIME)."),
+    ]
+
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def summary_line(run: Any) -> str:
+    """``run folder: PATH (val accuracy 0.981, test accuracy 0.967)`` for any finished run."""
+    metrics = run.metrics
+    if "cv" in metrics:
+        cv = metrics["cv"]
+        scores = (f"{cv['folds']}-fold accuracy {cv['accuracy_mean']:.4f} "
+                  f"± {cv['accuracy_std']:.4f}")
+    else:
+        scores = ", ".join(f"{split} accuracy {metrics[split]['accuracy']:.3f}"
+                           for split in ("val", "test") if split in metrics)
+    return f"run folder: {run.path} ({scores})"
