@@ -1,1 +1,2 @@
-"""Evaluation: metrics from predictions (scikit-learn) and the report files of a run."""
+"""Evaluation: metrics from predictions (scikit-learn), figures (matplotlib) and the report
+files of a run (report.html, report.md, report.json)."""

@@ -1,0 +1,312 @@
+"""Figures of a run's evaluation, drawn from numbers and tables; returned, never shown.
+
+Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot), so no GUI
+backend is ever touched; ``figure.savefig(path)`` renders it with Agg.
+
+Example:
+    >>> figure = confusion_matrix_figure([[5, 1], [2, 4]], ["cat", "dog"])
+    >>> figure.savefig("confusion.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.transforms import blended_transform_factory
+
+from tlkit.errors import UserError
+from tlkit.evaluation.metrics import one_vs_rest_scores, probability_columns
+
+# Up to this many classes every cell is annotated and every class gets its own curve.
+ANNOTATE_MAX = 20
+CURVES_MAX = 10
+# Above this many classes only the averages and the worst few classes are drawn.
+WORST_SHOWN = 3
+
+
+def confusion_matrix_figure(confusion: Any, class_names: list[str]) -> Figure:
+    """Confusion matrix coloured by row share (recall per true class), counts written in
+    cells up to 20 classes; tick labels shrink, rotate and thin out as classes grow.
+
+    Example:
+        >>> confusion_matrix_figure([[5, 1], [2, 4]], ["cat", "dog"]).axes[0].get_title()
+        'Confusion matrix (colour: share of the true class)'
+    """
+    counts = np.asarray(confusion, dtype=int)
+    classes = len(class_names)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    side = min(max(3.5 + 0.15 * classes, 5.0), 18.0)
+    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    figure.colorbar(image, ax=axes, shrink=0.7, label="share of the true class")
+    # Points of axis length per class decide the font; below 5 pt every other label goes.
+    points_per_class = side * 0.75 * 72 / classes
+    font = min(10.0, max(5.0, points_per_class * 0.8))
+    step = max(1, math.ceil(5.0 / points_per_class))
+    ticks = np.arange(0, classes, step)
+    labels = [_short(class_names[i]) for i in ticks]
+    axes.set_xticks(ticks, labels, fontsize=font, rotation=90 if classes > 6 else 0)
+    axes.set_yticks(ticks, labels, fontsize=font)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title("Confusion matrix (colour: share of the true class)")
+    if classes <= ANNOTATE_MAX:
+        for (i, j), count in np.ndenumerate(counts):
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=font,
+                      color="white" if shares[i, j] > 0.5 else "black")
+    return figure
+
+
+def _short(name: str, width: int = 18) -> str:
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
+def roc_pr_figure(y_true: np.ndarray, probabilities: np.ndarray,
+                  class_names: list[str]) -> Figure:
+    """One-vs-rest ROC (left) and precision-recall (right) curves.
+
+    Two classes: the second class's curves. Up to 10: one curve per class. More: the
+    micro average, the macro-average ROC, and the three classes with the lowest scores.
+
+    Example:
+        >>> y = np.array([0, 1, 1, 0])
+        >>> p = np.array([[.8, .2], [.3, .7], [.6, .4], [.4, .6]])
+        >>> [a.get_title() for a in roc_pr_figure(y, p, ["a", "b"]).axes]
+        ['ROC (one-vs-rest)', 'Precision-recall (one-vs-rest)']
+    """
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    y_true, probabilities = np.asarray(y_true, dtype=int), np.asarray(probabilities)
+    indicator = np.eye(len(class_names), dtype=int)[y_true]
+    auc = one_vs_rest_scores(y_true, probabilities, class_names, "roc_auc")
+    precision = one_vs_rest_scores(y_true, probabilities, class_names, "average_precision")
+    figure = Figure(figsize=(11, 5), layout="constrained")
+    roc_axes, pr_axes = figure.subplots(1, 2)
+    index = {name: i for i, name in enumerate(class_names)}
+    prefix = "lowest: " if len(class_names) > CURVES_MAX else ""
+    for name in _curve_classes(auc, class_names):
+        column = index[name]
+        fpr, tpr, _ = roc_curve(indicator[:, column], probabilities[:, column])
+        roc_axes.plot(fpr, tpr, label=f"{prefix}{_short(name)} "
+                                      f"(AUC {auc['per_class'][name]:.3f})")
+    for name in _curve_classes(precision, class_names):
+        column = index[name]
+        p, r, _ = precision_recall_curve(indicator[:, column], probabilities[:, column])
+        pr_axes.plot(r, p, label=f"{prefix}{_short(name)} "
+                                 f"(AP {precision['per_class'][name]:.3f})")
+    if len(class_names) > CURVES_MAX:
+        _average_curves(roc_axes, pr_axes, indicator, probabilities, auc, precision)
+    roc_axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    _style(roc_axes, "ROC (one-vs-rest)", "false positive rate", "true positive rate")
+    _style(pr_axes, "Precision-recall (one-vs-rest)", "recall", "precision")
+    return figure
+
+
+def _curve_classes(scores: dict[str, Any], class_names: list[str]) -> list[str]:
+    """The classes drawn one by one: see ``roc_pr_figure``."""
+    scored = scores["per_class"]
+    if len(class_names) == 2:
+        return [name for name in class_names[1:] if name in scored]
+    if len(class_names) <= CURVES_MAX:
+        return list(scored)
+    return sorted(scored, key=scored.get)[:WORST_SHOWN]
+
+
+def _average_curves(roc_axes: Any, pr_axes: Any, indicator: np.ndarray,
+                    probabilities: np.ndarray, auc: dict[str, Any],
+                    precision: dict[str, Any]) -> None:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if auc["micro"] is None:
+        return
+    fpr, tpr, _ = roc_curve(indicator.ravel(), probabilities.ravel())
+    roc_axes.plot(fpr, tpr, color="black", linewidth=2, label=f"micro (AUC {auc['micro']:.3f})")
+    # Macro-average ROC: each scored class's TPR on one FPR grid, then the mean (as in
+    # scikit-learn's multiclass ROC example).
+    grid = np.linspace(0, 1, 201)
+    scored = (indicator.sum(axis=0) > 0) & (indicator.sum(axis=0) < len(indicator))
+    curves = [roc_curve(indicator[:, c], probabilities[:, c])[:2] for c in np.flatnonzero(scored)]
+    mean_tpr = np.mean([np.interp(grid, f, t) for f, t in curves], axis=0)
+    roc_axes.plot(grid, mean_tpr, color="darkorange", linestyle="--", linewidth=2,
+                  label=f"macro (AUC {auc['macro']:.3f})")
+    p, r, _ = precision_recall_curve(indicator.ravel(), probabilities.ravel())
+    pr_axes.plot(r, p, color="black", linewidth=2,
+                 label=f"micro (AP {precision['micro']:.3f}; macro {precision['macro']:.3f})")
+
+
+def _style(axes: Any, title: str, xlabel: str, ylabel: str) -> None:
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(-0.01, 1.01), ylim=(-0.01, 1.02))
+    axes.set_aspect("equal")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right" if "ROC" in title else "lower left", fontsize=8)
+
+
+def reliability_figure(reliability: dict[str, Any], ece: float | None = None) -> Figure:
+    """Reliability diagram from ``classification_metrics(...)["reliability"]``: accuracy
+    against confidence per bin (the diagonal is perfect calibration), counts below.
+
+    Example:
+        >>> r = {"edges": [0, .5, 1], "count": [0, 2], "accuracy": [None, .5],
+        ...      "confidence": [None, .8]}
+        >>> reliability_figure(r).axes[0].get_title()
+        'Reliability diagram'
+    """
+    edges = np.asarray(reliability["edges"], dtype=float)
+    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    accuracy = np.array([np.nan if a is None else a for a in reliability["accuracy"]])
+    confidence = np.array([np.nan if c is None else c for c in reliability["confidence"]])
+    figure = Figure(figsize=(5.5, 6.5), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.bar(centres, np.nan_to_num(accuracy), width=width, edgecolor="black",
+            color="#4c72b0", label="accuracy")
+    gap_bottom = np.fmin(accuracy, confidence)
+    # Hatched outline only: the gap stays readable where it overlaps an accuracy bar.
+    top.bar(centres, np.abs(confidence - accuracy), bottom=np.nan_to_num(gap_bottom),
+            width=width, facecolor="none", edgecolor="#c44e52", hatch="//",
+            label="gap to mean confidence")
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    top.set(ylim=(0, 1), ylabel="accuracy", title="Reliability diagram")
+    top.legend(loc="upper left", fontsize=8)
+    if ece is not None:
+        top.text(0.97, 0.05, f"ECE {ece:.3f}", ha="right", transform=top.transAxes)
+    bottom.bar(centres, reliability["count"], width=width, color="grey", edgecolor="black")
+    bottom.set(xlim=(0, 1), xlabel="confidence (top-class probability)", ylabel="examples")
+    return figure
+
+
+def training_curves_figure(history: pd.DataFrame) -> Figure:
+    """Loss and accuracy per epoch, train and validation, from a Keras ``history.csv``;
+    with a ``stage`` column, a vertical line where each stage starts and its name on top.
+
+    Example:
+        >>> h = pd.DataFrame({"epoch": [0, 1, 2], "stage": ["head", "head", "full"],
+        ...                   "loss": [1, .6, .4], "val_loss": [.9, .7, .5]})
+        >>> [a.get_title() for a in training_curves_figure(h).axes]
+        ['Loss']
+    """
+    epochs = (history["epoch"] + 1 if "epoch" in history.columns
+              else pd.Series(range(1, len(history) + 1))).to_numpy()
+    metrics = list(dict.fromkeys(str(column).removeprefix("val_") for column in history.columns))
+    accuracy = "accuracy" if "accuracy" in metrics else next(
+        (name for name in metrics if name.endswith(("accuracy", "acc"))), None)
+    panels = [(title, column) for title, column in
+              (("Loss", "loss" if "loss" in metrics else None), ("Accuracy", accuracy)) if column]
+    if not panels:
+        raise UserError("history has no loss or accuracy column; expected a Keras CSVLogger "
+                        f"file, got columns: {', '.join(map(str, history.columns))}")
+    figure = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
+    for axes, (title, column) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels,
+                                     strict=True):
+        for name, style in ((column, "-"), (f"val_{column}", "--")):
+            if name in history.columns:
+                axes.plot(epochs, history[name], style, marker="o", markersize=3,
+                          label="validation" if name.startswith("val_") else "train")
+        axes.set(title=title, xlabel="epoch", ylabel=column)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        if "stage" in history.columns:
+            _mark_stages(axes, epochs, history["stage"].astype(str).to_numpy())
+    return figure
+
+
+def _mark_stages(axes: Any, epochs: np.ndarray, stages: np.ndarray) -> None:
+    starts = [0] + [i for i in range(1, len(stages)) if stages[i] != stages[i - 1]]
+    ends = starts[1:] + [len(stages)]
+    on_top = blended_transform_factory(axes.transData, axes.transAxes)
+    for start, end in zip(starts, ends, strict=True):
+        if start > 0:
+            axes.axvline((epochs[start - 1] + epochs[start]) / 2, color="grey", linestyle=":")
+        middle = (epochs[start] + epochs[end - 1]) / 2
+        axes.text(middle, 0.98, stages[start], transform=on_top, ha="center", va="top",
+                  fontsize=9, color="dimgrey",
+                  bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7})
+
+
+def top_losses_figure(predictions: pd.DataFrame, class_names: list[str], n: int = 12,
+                      kind: str = "image", root: str | Path | None = None) -> Figure:
+    """The ``n`` examples with the highest loss: image thumbnails (the ``input`` column's
+    files; relative paths are tried as given, then under ``root``) titled with the true
+    and predicted labels and their probabilities, or for ``kind="textcnn"`` a table of
+    the sentences.
+
+    Example:
+        >>> t = pd.DataFrame({"input": ["a dull film"], "label": ["pos"], "predicted": ["neg"],
+        ...                   "confidence": [.9], "loss": [2.3], "p0": [.9], "p1": [.1]})
+        >>> top_losses_figure(t, ["neg", "pos"], kind="textcnn").axes[0].get_title()
+        'Top 1 losses'
+    """
+    worst = predictions.dropna(subset=["loss"]).nlargest(n, "loss")
+    probabilities = probability_columns(worst)
+    index = {name: i for i, name in enumerate(class_names)}
+    rows = [(str(row.input), str(row.label), float(probabilities[k, index[row.label]]),
+             str(row.predicted), float(row.confidence), float(row.loss))
+            for k, row in enumerate(worst.itertuples(index=False))]
+    if kind == "image":
+        return _thumbnails(rows, root)
+    return _sentence_table(rows)
+
+
+def _thumbnails(rows: list[tuple[Any, ...]], root: str | Path | None) -> Figure:
+    columns = min(4, max(1, len(rows)))
+    lines = max(1, math.ceil(len(rows) / columns))
+    figure = Figure(figsize=(3.2 * columns, 3.6 * lines), layout="constrained")
+    grid = np.atleast_1d(figure.subplots(lines, columns)).ravel()
+    for axes in grid:
+        axes.axis("off")
+    for axes, (path, label, p_true, predicted, confidence, loss) in zip(grid, rows,
+                                                                        strict=False):
+        image = _thumbnail(path, root)
+        if image is None:
+            axes.text(0.5, 0.5, f"cannot open\n{_short(Path(path).name, 28)}", ha="center",
+                      va="center", transform=axes.transAxes)
+        else:
+            axes.imshow(image)
+        axes.set_title(f"true {_short(label)} ({p_true:.2f})\npred {_short(predicted)} "
+                       f"({confidence:.2f})\nloss {loss:.2f}", fontsize=9)
+    figure.suptitle(f"Top {len(rows)} losses")
+    return figure
+
+
+def _thumbnail(path: str, root: str | Path | None) -> np.ndarray | None:
+    from PIL import Image, UnidentifiedImageError
+
+    file = Path(path)
+    if not file.is_file() and root is not None and not file.is_absolute():
+        file = Path(root) / file
+    try:
+        with Image.open(file) as image:
+            image = image.convert("RGB")
+            image.thumbnail((224, 224))
+            return np.asarray(image)
+    except (OSError, UnidentifiedImageError):
+        return None
+
+
+def _sentence_table(rows: list[tuple[Any, ...]]) -> Figure:
+    cells = [[f"{loss:.2f}", f"{_short(label)} ({p_true:.2f})",
+              f"{_short(predicted)} ({confidence:.2f})",
+              "\n".join(textwrap.wrap(text, 70, max_lines=3, placeholder=" …"))]
+             for text, label, p_true, predicted, confidence, loss in rows]
+    figure = Figure(figsize=(12, 1.0 + 0.55 * max(1, len(rows))), layout="constrained")
+    axes = figure.add_subplot()
+    axes.axis("off")
+    axes.set_title(f"Top {len(rows)} losses")
+    if cells:
+        table = axes.table(cellText=cells, colLabels=["loss", "true (p)", "predicted (p)", "text"],
+                           colWidths=[0.06, 0.14, 0.14, 0.66], cellLoc="left", loc="upper center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        for (row, _), cell in table.get_celld().items():
+            cell.set_height(0.9 / (len(cells) + 1))
+            cell.PAD = 0.02
+            if row == 0:
+                cell.set_text_props(weight="bold")
+    return figure

@@ -1,0 +1,417 @@
+"""A run's evaluation report: ``report.html`` (self-contained: inline CSS, figures as base64
+PNG data URIs, no external resource), ``report.md`` with the figures as PNG files beside it,
+and ``report.json`` with the same numbers.
+
+Sections, always in this order and always present: summary, per-class metrics, confusion
+matrix, most-confused pairs, ROC and precision-recall, calibration, training curves, top
+losses, and what is missing (anything that could not be drawn, with the reason).
+
+Example:
+    >>> build_run_report("runs/flowers-20250101-120000")  # doctest: +SKIP
+    PosixPath('runs/flowers-20250101-120000/report.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tlkit.errors import UserError
+from tlkit.evaluation.metrics import (
+    classification_metrics,
+    most_confused,
+    prediction_arrays,
+    probability_columns,
+    read_predictions,
+)
+from tlkit.runs import CLASSES_FILE, RECIPE_FILE, check_run_folder, read_json, write_json
+
+SECTIONS = {
+    "summary": "Summary",
+    "per-class": "Per-class metrics",
+    "confusion": "Confusion matrix",
+    "most-confused": "Most-confused pairs",
+    "roc-pr": "ROC and precision-recall",
+    "reliability": "Calibration",
+    "training": "Training curves",
+    "top-losses": "Top losses",
+    "missing": "Missing",
+}
+TOP_LOSSES = 12
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
+       max-width: 1200px; padding: 1em 2em; color: #222; }
+nav a { margin-right: 1em; }
+section { border-top: 1px solid #ddd; margin-top: 1.5em; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
+.note { color: #a33; }
+"""
+
+
+@dataclass
+class Png:
+    """A rendered figure: its file name beside report.md and its PNG bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass
+class Section:
+    """One report section: its anchor, and blocks (paragraphs, tables, figures) in order."""
+
+    key: str
+    blocks: list[str | pd.DataFrame | Png] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return SECTIONS[self.key]
+
+
+def write_report(folder: str | Path, metrics: dict[str, Any], class_names: list[str], *,
+                 kind: str = "image", predictions: pd.DataFrame | None = None,
+                 history: pd.DataFrame | None = None, extra: dict[str, Any] | None = None,
+                 probe_accuracy: float | None = None, unknown: dict[str, int] | None = None,
+                 title: str = "Evaluation report", missing: list[str] | None = None,
+                 root: str | Path | None = None) -> Path:
+    """Write report.html, report.md (+ PNG figures) and report.json into ``folder``.
+
+    ``metrics`` comes from ``classification_metrics``; ``predictions`` (a predictions table
+    of the same examples) gives the ROC/PR curves and top losses; ``history`` (Keras
+    ``history.csv``) the training curves; ``extra`` numbers join the summary, and
+    ``probe_accuracy`` is set beside the accuracy with one line when the run is below it.
+    ``unknown`` counts labels the model never saw (left out of ``metrics``). Image paths
+    in ``predictions`` are tried as given, then under ``root``. Whatever cannot be drawn
+    is listed in the Missing section, with ``missing`` notes from the caller. Returns the
+    path of report.html.
+
+    Example:
+        >>> m = classification_metrics([0, 1], [[.9, .1], [.4, .6]], ["a", "b"])
+        >>> write_report("report", m, ["a", "b"])  # doctest: +SKIP
+        PosixPath('report/report.html')
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = list(missing or [])
+    sections = [
+        _summary(metrics, extra or {}, probe_accuracy, unknown or {}),
+        _per_class(metrics, missing),
+        _confusion(metrics, class_names, missing),
+        _most_confused(metrics, class_names, missing),
+        _curves(metrics, predictions, class_names, missing),
+        _reliability(metrics, missing),
+        _training(history, missing),
+        _top_losses(predictions, class_names, kind, root, missing),
+    ]
+    sections.append(Section("missing", [f"Not drawn: {note}" for note in missing]
+                            or ["Nothing is missing: every section was drawn."]))
+    (folder / "report.html").write_text(_html(title, sections), encoding="utf-8")
+    (folder / "report.md").write_text(_markdown(title, sections, folder), encoding="utf-8")
+    write_json(folder / "report.json", {
+        "title": title, "kind": kind, "metrics": metrics, "extra": extra or {},
+        "probe_accuracy": probe_accuracy, "unknown_labels": unknown or {},
+        "most_confused": (most_confused(metrics["confusion_matrix"], class_names)
+                          .to_dict(orient="records") if "confusion_matrix" in metrics else []),
+        "figures": [block.name for section in sections for block in section.blocks
+                    if isinstance(block, Png)],
+        "missing": missing})
+    return folder / "report.html"
+
+
+def _summary(metrics: dict[str, Any], extra: dict[str, Any], probe: float | None,
+             unknown: dict[str, int]) -> Section:
+    rows: list[tuple[str, Any]] = [("examples", metrics.get("n")),
+                                   ("accuracy", metrics.get("accuracy"))]
+    if probe is not None:
+        rows.append(("linear-probe accuracy", probe))
+    rows += [(f"top-{k} accuracy", value)
+             for k, value in metrics.get("top_k_accuracy", {}).items() if k != "1"]
+    rows += [("macro F1", metrics.get("macro_f1")), ("weighted F1", metrics.get("weighted_f1")),
+             ("log loss", metrics.get("loss")), ("expected calibration error", metrics.get("ece")),
+             ("ROC-AUC (macro, one-vs-rest)", metrics.get("roc_auc", {}).get("macro")),
+             ("average precision (macro)", metrics.get("average_precision", {}).get("macro"))]
+    rows += list(extra.items())
+    shown = [(name, _format(value)) for name, value in rows if value is not None]
+    section = Section("summary", [pd.DataFrame(shown, columns=["metric", "value"])])
+    accuracy = metrics.get("accuracy")
+    if probe is not None and accuracy is not None:
+        relation = "below" if accuracy < probe else "at or above"
+        section.blocks.append(f"This run's accuracy {accuracy:.4f} is {relation} its linear "
+                              f"probe's {probe:.4f} (logistic regression on the frozen "
+                              "backbone's features).")
+    if unknown:
+        names = ", ".join(f"{name} ({count})" for name, count in unknown.items())
+        section.blocks.append(f"{sum(unknown.values())} examples have labels the model never "
+                              f"saw and are left out of every number here: {names}.")
+    return section
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def _per_class(metrics: dict[str, Any], missing: list[str]) -> Section:
+    if "per_class" not in metrics:
+        return _not_drawn("per-class", "per-class metrics: the metrics have none", missing)
+    auc = metrics.get("roc_auc", {}).get("per_class", {})
+    precision = metrics.get("average_precision", {}).get("per_class", {})
+    table = pd.DataFrame([
+        {"class": name, "precision": row["precision"], "recall": row["recall"],
+         "f1": row.get("f1", row.get("f1-score")), "support": int(row["support"]),
+         "ROC-AUC": auc.get(name), "AP": precision.get(name)}
+        for name, row in metrics["per_class"].items()])
+    rows: list[str | pd.DataFrame | Png] = [_formatted(table)]
+    for label, key in (("macro average", "macro_avg"), ("weighted average", "weighted_avg")):
+        if key in metrics:
+            average = metrics[key]
+            rows.append(f"{label}: precision {average['precision']:.4f}, recall "
+                        f"{average['recall']:.4f}, F1 {average['f1']:.4f}")
+    return Section("per-class", rows)
+
+
+def _formatted(table: pd.DataFrame) -> pd.DataFrame:
+    """Floats as 4-decimal text and None as an empty cell, the same in HTML and markdown."""
+    return table.apply(lambda column: column.map(
+        lambda value: "" if value is None or (isinstance(value, float) and math.isnan(value))
+        else _format(value)))
+
+
+def _not_drawn(key: str, note: str, missing: list[str]) -> Section:
+    missing.append(note)
+    return Section(key, [f"Not drawn: {note}."])
+
+
+def _confusion(metrics: dict[str, Any], class_names: list[str], missing: list[str]) -> Section:
+    from tlkit.evaluation.plots import confusion_matrix_figure
+
+    if "confusion_matrix" not in metrics:
+        return _not_drawn("confusion", "confusion matrix: the metrics have none", missing)
+    figure = confusion_matrix_figure(metrics["confusion_matrix"], class_names)
+    return Section("confusion", ["Rows are true classes and columns predictions; the colour "
+                                 "is the share of the row, so the diagonal is per-class recall.",
+                                 _png("confusion_matrix", figure)])
+
+
+def _most_confused(metrics: dict[str, Any], class_names: list[str],
+                   missing: list[str]) -> Section:
+    if "confusion_matrix" not in metrics:
+        return _not_drawn("most-confused", "most-confused pairs: no confusion matrix", missing)
+    table = most_confused(metrics["confusion_matrix"], class_names)
+    if table.empty:
+        return Section("most-confused", ["No confusions: every example is on the diagonal."])
+    return Section("most-confused", ["share = count / examples of the true class.",
+                                     _formatted(table)])
+
+
+def _curves(metrics: dict[str, Any], predictions: pd.DataFrame | None, class_names: list[str],
+            missing: list[str]) -> Section:
+    from tlkit.evaluation.plots import roc_pr_figure
+
+    if predictions is None:
+        return _not_drawn("roc-pr", "ROC and precision-recall curves: they need per-example "
+                          "probabilities (predictions.csv), none were given", missing)
+    y_true, probabilities, _ = prediction_arrays(predictions, class_names)
+    section = Section("roc-pr", [_png("roc_pr", roc_pr_figure(y_true, probabilities,
+                                                              class_names))])
+    skipped = metrics.get("roc_auc", {}).get("skipped", [])
+    if skipped:
+        section.blocks.append("Not scored one-vs-rest (no example of the class, or only that "
+                              f"class): {', '.join(skipped)}.")
+    return section
+
+
+def _reliability(metrics: dict[str, Any], missing: list[str]) -> Section:
+    from tlkit.evaluation.plots import reliability_figure
+
+    if "reliability" not in metrics:
+        return _not_drawn("reliability", "reliability diagram: the metrics have no calibration "
+                          "data (metrics.json from an older tlkit; re-evaluate the run)", missing)
+    figure = reliability_figure(metrics["reliability"], metrics.get("ece"))
+    return Section("reliability", [
+        "Examples binned by their top-class probability; a calibrated model's bars reach the "
+        "diagonal. ECE is the examples-weighted mean gap.", _png("reliability", figure)])
+
+
+def _training(history: pd.DataFrame | None, missing: list[str]) -> Section:
+    from tlkit.evaluation.plots import training_curves_figure
+
+    if history is None:
+        return _not_drawn("training", "training curves: no training history (history.csv)",
+                          missing)
+    try:
+        figure = training_curves_figure(history)
+    except UserError as error:
+        return _not_drawn("training", f"training curves: {error}", missing)
+    return Section("training", [_png("training_curves", figure)])
+
+
+def _top_losses(predictions: pd.DataFrame | None, class_names: list[str], kind: str,
+                root: str | Path | None, missing: list[str]) -> Section:
+    from tlkit.evaluation.plots import top_losses_figure
+
+    if predictions is None or predictions["loss"].notna().sum() == 0:
+        return _not_drawn("top-losses", "top losses: they need per-example losses "
+                          "(predictions.csv), none were given", missing)
+    intro = (f"The {TOP_LOSSES} examples the model got most wrong (highest cross-entropy); "
+             "p is the probability the model gave that label.")
+    if kind == "image":
+        figure = top_losses_figure(predictions, class_names, TOP_LOSSES, kind, root)
+        return Section("top-losses", [intro, _png("top_losses", figure)])
+    worst = predictions.dropna(subset=["loss"]).nlargest(TOP_LOSSES, "loss")
+    index = {name: i for i, name in enumerate(class_names)}
+    probabilities = probability_columns(worst)
+    true_p = [probabilities[k, index[label]] for k, label in enumerate(worst["label"])]
+    table = pd.DataFrame({"loss": worst["loss"], "true": worst["label"], "p(true)": true_p,
+                          "predicted": worst["predicted"], "p(predicted)": worst["confidence"],
+                          "text": worst["input"]})
+    return Section("top-losses", [intro, _formatted(table)])
+
+
+def _png(name: str, figure: Any) -> Png:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return Png(f"{name}.png", buffer.getvalue())
+
+
+def _html(title: str, sections: list[Section]) -> str:
+    nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
+    body = []
+    for section in sections:
+        body.append(f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>')
+        for block in section.blocks:
+            if isinstance(block, Png):
+                data = base64.b64encode(block.data).decode("ascii")
+                body.append(f'<img alt="{html.escape(block.name)}" '
+                            f'src="data:image/png;base64,{data}">')
+            elif isinstance(block, pd.DataFrame):
+                body.append(block.to_html(index=False, border=0, escape=True))
+            else:
+                warning = block.startswith("Not drawn") or " is below its linear" in block
+                css = ' class="note"' if warning else ""
+                body.append(f"<p{css}>{html.escape(block)}</p>")
+        body.append("</section>")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>"
+            f"<h1>{html.escape(title)}</h1><nav>{nav}</nav>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
+def _markdown(title: str, sections: list[Section], folder: Path) -> str:
+    lines = [f"# {title}", ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, Png):
+                (folder / block.name).write_bytes(block.data)
+                lines.append(f"![{section.title}]({block.name})")
+            elif isinstance(block, pd.DataFrame):
+                lines += _markdown_table(block)
+            else:
+                lines.append(block)
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _markdown_table(table: pd.DataFrame) -> list[str]:
+    def cell(value: Any) -> str:
+        return " ".join(str(value).split()).replace("|", "\\|")
+
+    header = "| " + " | ".join(cell(column) for column in table.columns) + " |"
+    rule = "|" + "---|" * len(table.columns)
+    return [header, rule] + ["| " + " | ".join(cell(value) for value in row) + " |"
+                             for row in table.itertuples(index=False)]
+
+
+def build_run_report(run_folder: str | Path, out: str | Path | None = None, *,
+                     predictions: str | Path | None = None, split: str | None = None) -> Path:
+    """Build the report of a finished run from its folder; returns report.html's path.
+
+    Reads classes.json, metrics.json, recipe.yaml (the kind), history.csv and
+    predictions.csv (or the ``predictions`` file given) when present. With predictions,
+    every number is recomputed from the rows of ``split`` (default: test, else val, else
+    the first); without, the numbers of metrics.json's ``split`` are shown. Writes into
+    ``out`` (default: the run folder), e.g. ``runs/<run>/reports/<name>/``.
+
+    Example:
+        >>> build_run_report("runs/demo", "runs/demo/reports/new-data")  # doctest: +SKIP
+        PosixPath('runs/demo/reports/new-data/report.html')
+    """
+    folder = check_run_folder(run_folder)
+    class_names = _read_run_file(folder, CLASSES_FILE)
+    saved = _read_run_file(folder, "metrics.json")
+    table_path = Path(predictions) if predictions else folder / "predictions.csv"
+    rows, unknown = None, None
+    if table_path.is_file():
+        table = read_predictions(table_path)
+        split = split or _default_split(table["split"].unique().tolist())
+        rows = table[table["split"] == split]
+        if rows.empty:
+            raise UserError(f"'{table_path}' has no rows of split '{split}'; it has: "
+                            f"{', '.join(table['split'].unique())}")
+        y_true, probabilities, unknown = prediction_arrays(rows, class_names)
+        metrics = classification_metrics(y_true, probabilities, class_names)
+    else:
+        split = split or _default_split([key for key, value in saved.items()
+                                         if isinstance(value, dict) and "accuracy" in value])
+        metrics = saved.get(split, {}) if split else {}
+    history_path = folder / "history.csv"
+    history = pd.read_csv(history_path) if history_path.is_file() else None
+    return write_report(
+        Path(out) if out else folder, metrics, class_names, kind=_run_kind(folder),
+        predictions=rows, history=history, extra=_extra_numbers(saved, split),
+        probe_accuracy=_probe_accuracy(saved, split), unknown=unknown,
+        title=f"{folder.resolve().name}: {split or 'no split'}", root=folder)
+
+
+def _read_run_file(folder: Path, name: str) -> Any:
+    if not (folder / name).is_file():
+        raise UserError(f"'{folder}' is an unfinished run: it has no {name}; train it again "
+                        "or pass a finished run folder")
+    return read_json(folder / name)
+
+
+def _run_kind(folder: Path) -> str:
+    import yaml
+
+    recipe = yaml.safe_load((folder / RECIPE_FILE).read_text(encoding="utf-8")) or {}
+    return str(recipe.get("kind", "image"))
+
+
+def _default_split(splits: list[str]) -> str | None:
+    return next((name for name in ("test", "val") if name in splits), splits[0] if splits
+                else None)
+
+
+def _extra_numbers(saved: dict[str, Any], split: str | None) -> dict[str, Any]:
+    """metrics.json's other numbers for the summary: top-level ones (e.g. train_seconds),
+    the other splits' accuracy and macro F1, and one level of other groups (e.g. cv)."""
+    extra: dict[str, Any] = {}
+    for key, value in saved.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            extra[key] = value
+        elif isinstance(value, dict) and key not in (split, "probe"):
+            wanted = ("accuracy", "macro_f1") if "per_class" in value else value
+            extra.update({f"{key} {name}": value[name] for name in wanted
+                          if isinstance(value.get(name), int | float)})
+    return extra
+
+
+def _probe_accuracy(saved: dict[str, Any], split: str | None) -> float | None:
+    """The linear probe's accuracy on ``split``: ``probe[split]`` as a number or as a dict
+    with ``accuracy``."""
+    value = saved.get("probe", {}).get(split) if isinstance(saved.get("probe"), dict) else None
+    if isinstance(value, dict):
+        value = value.get("accuracy")
+    return float(value) if isinstance(value, int | float) else None
