@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import assert_user_error, make_image_folder
 
-from tests.conftest import assert_user_error, make_image_folder
 from tlkit.data.tables import (
     class_order,
     held_out_count,

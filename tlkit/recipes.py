@@ -389,7 +389,7 @@ def resolve_recipe(kind: str, path: str | Path | None = None,
     if path:
         file_kind, data = read_recipe_file(path)
         if file_kind != kind:
-            raise UserError(f"'{path}' is a {file_kind} recipe, not a {kind} recipe; run it "
+            raise UserError(f"'{path}' is a recipe of kind '{file_kind}', not '{kind}'; run it "
                             f"with `{KIND_COMMANDS[file_kind]} --recipe {path}`")
     given = {key: value for key, value in (flags or {}).items() if value is not None}
     if kind == "image":
@@ -508,6 +508,8 @@ def _describe(hint: Any) -> str:
     args = typing.get_args(hint)
     if args:
         return " or ".join(_describe(a) for a in args)
+    if hint is bool:
+        return "true or false"
     return "empty" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
