@@ -12,7 +12,8 @@ import pytest
 from conftest import run_cli
 
 from tlkit.errors import UserError
-from tlkit.predict import evaluate_text_run, load_text_run, predict_texts
+from tlkit.evaluate import evaluate
+from tlkit.predict import open_run, predict
 from tlkit.recipes import TextCNNRecipe, load_recipe
 from tlkit.train.text import train_textcnn
 
@@ -62,20 +63,21 @@ def test_train_writes_a_text_run_that_takes_raw_strings(text_files, tmp_path: Pa
     assert metrics["test"]["accuracy"] >= 0.9
     assert set(metrics["test"]["per_class"]) == {"neg", "pos"}
 
-    loaded = load_text_run(folder)
+    loaded = open_run(folder, kind="textcnn")
     table = pd.read_csv(test)
     probabilities = loaded.model.predict(np.array(table["text"], dtype=object), verbose=0)
     labels = table["label"].map({"neg": 0, "pos": 1}).to_numpy()
     assert float((probabilities.argmax(1) == labels).mean()) == pytest.approx(
         metrics["test"]["accuracy"])
-    predictions = predict_texts(loaded, ["a superb and gripping film", "dull tedious plot"], 2)
+    predictions = predict(loaded, ["a superb and gripping film", "dull tedious plot"], 2)
     assert list(predictions["label_1"]) == ["pos", "neg"]
     assert (predictions["prob_1"] >= predictions["prob_2"]).all()
     assert run.class_names == ["neg", "pos"]
 
-    evaluation = evaluate_text_run(folder, test)
+    evaluation = evaluate(folder, test)
     assert evaluation["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
-    assert (folder / "evaluations" / "test.json").is_file()
+    for name in ("metrics.json", "predictions.csv", "report.html", "report.md", "report.json"):
+        assert (folder / "reports" / "test" / name).is_file(), name
 
 
 def test_cross_validation_reports_mean_and_folds(text_files, tmp_path: Path) -> None:
@@ -85,10 +87,13 @@ def test_cross_validation_reports_mean_and_folds(text_files, tmp_path: Path) -> 
     assert list(folds["fold"]) == [0, 1, 2]
     assert folds["test"].sum() == 120
     assert run.metrics["cv"]["accuracy_mean"] == pytest.approx(folds["test_accuracy"].mean())
-    assert run.metrics["cv"]["accuracy_std"] >= 0
+    assert run.metrics["cv"]["accuracy_std"] == pytest.approx(folds["test_accuracy"].std())
+    assert run.folds is not None and run.folds.equals(folds)
+    assert list(run.history.columns[:2]) == ["epoch", "stage"]  # the last fold's epochs
 
 
-def test_static_variant_reads_vectors_and_reports_coverage(text_files, tmp_path: Path) -> None:
+def test_multichannel_variant_reads_vectors_and_reports_coverage(text_files,
+                                                                 tmp_path: Path) -> None:
     train, test = text_files
     vectors = tmp_path / "vectors.txt"
     rng = np.random.default_rng(0)
@@ -126,7 +131,7 @@ def test_cli_train_evaluate_predict(text_files, tmp_path: Path,
     assert code == 0, err
     assert "test accuracy" in out
     code, out, _ = run_cli(["textcnn", "evaluate", str(runs / "c"), "--data", str(test)], capsys)
-    assert code == 0 and out.startswith("accuracy ")
+    assert code == 0 and out.startswith("accuracy ") and "report.html" in out
     lines = tmp_path / "in.txt"
     lines.write_text("superb gripping film\n\nboring dull plot\n")
     code, out, _ = run_cli(["textcnn", "predict", str(runs / "c"), "a wonderful story",
@@ -134,7 +139,8 @@ def test_cli_train_evaluate_predict(text_files, tmp_path: Path,
                          "--output", str(tmp_path / "p.csv")], capsys)
     assert code == 0
     predictions = pd.read_csv(tmp_path / "p.csv")
-    assert list(predictions.columns) == ["text", "label_1", "prob_1", "label_2", "prob_2"]
+    assert list(predictions.columns) == ["input", "label_1", "prob_1", "label_2", "prob_2",
+                                         "error"]
     assert len(predictions) == 3
 
 
@@ -146,7 +152,7 @@ def test_cli_predict_on_an_image_run_is_a_clear_error(tmp_path: Path,
     (folder / "model.keras").write_text("")
     (folder / "classes.json").write_text('["a", "b"]')
     code, _, err = run_cli(["textcnn", "predict", str(folder), "some text"], capsys)
-    assert code == 2 and "image run, not a text CNN run" in err
+    assert code == 2 and "image run, not a textcnn run" in err
     code, _, err = run_cli(["textcnn", "predict", str(tmp_path), "some text"], capsys)
     assert code == 2 and "not a finished tlkit run folder" in err
 

@@ -1,107 +1,194 @@
-"""Use a finished text run: predict labels for raw sentences, or evaluate it on labelled data.
+"""Use a finished run of either kind: predict labels for new inputs.
 
-The run's ``model.keras`` takes raw strings (tokenizer and vocabulary inside), so both only
-read texts and call the model.
+The saved model takes raw inputs (RGB 0-255 images, or strings), so prediction only reads
+inputs and calls it. An input that cannot be read (an undecodable image) becomes a row with
+an ``error`` and the rest goes on.
 
 Example:
-    >>> predict_texts("runs/trec", ["How far is the moon ?"], top_k=2)  # doctest: +SKIP
+    >>> predict("runs/trec", ["How far is the moon ?"], top_k=2)  # doctest: +SKIP
+                        input label_1  prob_1 label_2  prob_2
+    0  How far is the moon ?     NUM  0.9712     LOC  0.0151
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tlkit.data.tables import label_ids, read_table, require_columns
+from tlkit.data.images import IMAGE_EXTENSIONS, images_in
+from tlkit.data.tables import decode_file, is_table_file, read_table, require_columns
 from tlkit.errors import UserError
-from tlkit.runs import MODEL_FILE, Run, load_keras_file, load_run, write_json
+from tlkit.runs import MODEL_FILE, Run, load_keras_file, load_run
+
+PREDICT_BATCH = 64
+# Inputs past this many get a progress bar (when a terminal shows it).
+PROGRESS_FROM = 1000
 
 
-def load_text_run(path: str | Path | Run) -> Run:
-    """A finished text CNN run, or a UserError if ``path`` is not one.
+def open_run(run: Run | str | Path, kind: str | None = None) -> Run:
+    """A finished run with its model loaded; ``kind`` (if given) must match.
 
     Example:
-        >>> load_text_run("runs/trec").class_names  # doctest: +SKIP
-        ['ABBR', 'DESC', 'ENTY', 'HUM', 'LOC', 'NUM']
+        >>> open_run("runs/shapes", kind="textcnn")  # doctest: +SKIP
+        Traceback (most recent call last):
+        tlkit.errors.UserError: 'runs/shapes' is an image run, not a textcnn run; ...
     """
-    run = path if isinstance(path, Run) else load_run(path, model=False)
-    if run.kind != "textcnn":
-        raise UserError(f"'{run.path}' is an {run.kind} run, not a text CNN run; use a folder "
-                        "from `tlkit textcnn train`")
+    run = run if isinstance(run, Run) else load_run(run, model=False)
+    if kind is not None and run.kind != kind:
+        raise UserError(f"'{run.path}' is an {run.kind} run, not a {kind} run; use a folder "
+                        "from the matching training command")
     if run.model is None:
         run.model = load_keras_file(run.path / MODEL_FILE)
     return run
 
 
-def _probabilities(run: Run, texts: list[str]) -> np.ndarray:
-    if not texts:
-        raise UserError("no texts to predict")
-    return run.model.predict(np.array(texts, dtype=object), batch_size=256, verbose=0)
+def gather_inputs(run: Run, inputs: Sequence[str], input_file: str | Path | None = None,
+                  column: str | None = None, encoding: str = "utf-8") -> list[str]:
+    """The run's inputs: image files and folders, or sentences; plus those of ``input_file``.
+
+    ``input_file`` is a CSV/TSV (``column``, default the recipe's path or text column) or,
+    for text runs, a file with one sentence per line. CSV image paths are relative to the
+    CSV's folder.
+    """
+    items = _image_inputs(inputs) if run.kind == "image" else _text_inputs(inputs)
+    if input_file is not None:
+        items += _file_inputs(run, Path(input_file), column, encoding)
+    if not items:
+        raise UserError("nothing to predict: give inputs as arguments or --input FILE")
+    return items
 
 
-def predict_texts(run: Run | str | Path, texts: list[str], top_k: int = 1) -> pd.DataFrame:
-    """A table of ``text``, then ``label_1, prob_1, ..., label_k, prob_k`` for each text.
+def _image_inputs(inputs: Sequence[str]) -> list[str]:
+    paths: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = images_in(path)
+            if not found:
+                raise UserError(f"folder '{path}' has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            paths += [str(p) for p in found]
+        elif path.is_file() and is_table_file(path):
+            paths += _csv_image_paths(path, "path")
+        elif path.is_file():
+            paths.append(str(path))
+        else:
+            raise UserError(f"'{item}' is not an image file, a folder or a CSV of paths; this "
+                            "is an image run (text goes to a text run)")
+    return paths
+
+
+def _text_inputs(inputs: Sequence[str]) -> list[str]:
+    for item in inputs:
+        if Path(item).suffix.lower() in IMAGE_EXTENSIONS and Path(item).is_file():
+            raise UserError(f"'{item}' is an image file; this is a text run (it reads "
+                            "sentences, or --input FILE with one per line)")
+    return list(inputs)
+
+
+def _file_inputs(run: Run, path: Path, column: str | None, encoding: str) -> list[str]:
+    if run.kind == "image":
+        return _csv_image_paths(path, column or run.recipe.path_column)
+    if is_table_file(path):
+        column = column or run.recipe.text_column
+        frame = read_table(path, encoding)
+        require_columns(frame, {column: "--column"}, f"'{path}'")
+        return frame[column].tolist()
+    return [line for line in decode_file(path, encoding).split("\n") if line.strip()]
+
+
+def _csv_image_paths(path: Path, column: str) -> list[str]:
+    frame = read_table(path)
+    require_columns(frame, {column: "--column"}, f"'{path}'")
+    return [str(p if Path(p).is_absolute() else path.parent / p) for p in frame[column]]
+
+
+def probabilities(run: Run, items: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
+    """Class probabilities of each input, and an error (or None) for each.
+
+    Rows with an error hold NaN.
+    """
+    if run.kind == "image":
+        return _image_probabilities(run, list(items))
+    empty = [None if str(text).strip() else "empty text: nothing to classify"
+             for text in items]
+    result = _batched(run.model, np.array(list(items), dtype=object))
+    result[[e is not None for e in empty]] = np.nan
+    return result, empty
+
+
+def _image_probabilities(run: Run, paths: list[str]) -> tuple[np.ndarray, list[str | None]]:
+    import tensorflow as tf
+
+    from tlkit.data.images import decode_image, find_unreadable
+
+    errors: dict[str, str] = dict(find_unreadable(paths))
+    good = [p for p in paths if p not in errors]
+    result = np.full((len(paths), len(run.class_names)), np.nan, dtype="float32")
+    if good:
+        size = run.recipe.input_size
+        images = tf.data.Dataset.from_tensor_slices(good).map(
+            lambda p: decode_image(p, size), num_parallel_calls=tf.data.AUTOTUNE)
+        rows = [i for i, p in enumerate(paths) if p not in errors]
+        result[rows] = _batched(run.model, images, count=len(good))
+    return result, [errors.get(p) for p in paths]
+
+
+def _batched(model: Any, data: Any, count: int | None = None) -> np.ndarray:
+    """``model.predict`` in batches, with Keras's progress bar on long inputs."""
+    import tensorflow as tf
+
+    from tlkit.train.fit import progress_verbosity
+
+    count = len(data) if count is None else count
+    if not isinstance(data, tf.data.Dataset):
+        data = tf.data.Dataset.from_tensor_slices(data)
+    verbose = progress_verbosity() if count >= PROGRESS_FROM else 0
+    return model.predict(data.batch(PREDICT_BATCH).prefetch(tf.data.AUTOTUNE),
+                         verbose=verbose)
+
+
+def top_k_table(items: Sequence[str], probs: np.ndarray, errors: Sequence[str | None],
+                class_names: Sequence[str], top_k: int) -> pd.DataFrame:
+    """``input``, then ``label_1, prob_1, ..., label_k, prob_k`` and ``error`` per input.
 
     Example:
-        >>> predict_texts("runs/sst2", ["a gripping, funny film"], top_k=2)  # doctest: +SKIP
+        >>> top_k_table(["x"], np.array([[0.2, 0.8]]), [None], ["a", "b"], 1)
+          input label_1  prob_1 error
+        0     x       b     0.8
     """
-    run = load_text_run(run)
-    if not 1 <= top_k <= len(run.class_names):
-        raise UserError(f"--top-k must be between 1 and {len(run.class_names)}")
-    probabilities = _probabilities(run, texts)
-    order = np.argsort(-probabilities, axis=1)[:, :top_k]
-    table = pd.DataFrame({"text": texts})
+    if not 1 <= top_k <= len(class_names):
+        raise UserError(f"--top-k {top_k}: choose between 1 and {len(class_names)} (the run's "
+                        "number of classes)")
+    table = pd.DataFrame({"input": list(items)})
+    filled = np.nan_to_num(probs, nan=-1.0)
+    order = np.argsort(-filled, axis=1, kind="stable")[:, :top_k]
+    failed = np.array([e is not None for e in errors])
     for k in range(top_k):
-        table[f"label_{k + 1}"] = [run.class_names[i] for i in order[:, k]]
-        table[f"prob_{k + 1}"] = np.round(probabilities[np.arange(len(texts)), order[:, k]], 4)
+        picked = order[:, k]
+        table[f"label_{k + 1}"] = np.where(failed, "", np.array(class_names)[picked])
+        table[f"prob_{k + 1}"] = np.round(probs[np.arange(len(items)), picked], 4)
+    table["error"] = [e or "" for e in errors]
     return table
 
 
-def read_input_texts(path: str | Path, text_column: str = "text",
-                     encoding: str = "utf-8") -> list[str]:
-    """Texts from a CSV/TSV (``text_column``) or a plain file with one text per line."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"input file '{file}' does not exist")
-    if file.suffix.lower() in (".csv", ".tsv", ".tab"):
-        frame = read_table(file, encoding)
-        require_columns(frame, {text_column: "--text-column"}, f"'{file}'")
-        return frame[text_column].tolist()
-    from tlkit.data.tables import decode_file
+def predict(run: Run | str | Path, inputs: Sequence[str] = (), top_k: int = 1,
+            input_file: str | Path | None = None, column: str | None = None,
+            encoding: str = "utf-8", kind: str | None = None) -> pd.DataFrame:
+    """Top-k labels and probabilities of a run's model for each input (either kind).
 
-    return [line for line in decode_file(file, encoding).splitlines() if line.strip()]
-
-
-def evaluate_text_run(run: Run | str | Path, data: str | Path,
-                      text_column: str | None = None, label_column: str | None = None,
-                      encoding: str | None = None) -> dict[str, Any]:
-    """Metrics of a text run on labelled data; also written to ``evaluations/<file>.json``.
+    ``kind`` (``image`` or ``textcnn``), if given, is the kind of run expected.
 
     Example:
-        >>> evaluate_text_run("runs/trec", "trec/test.csv")["accuracy"]  # doctest: +SKIP
+        >>> predict("runs/shapes", ["datasets/shapes/circle"], top_k=2)  # doctest: +SKIP
     """
-    from tlkit.data.text import read_text_table
-    from tlkit.evaluation.metrics import classification_metrics
-
-    run = load_text_run(run)
-    recipe = run.recipe
-    table = read_text_table(data, text_column or recipe.text_column,
-                            label_column or recipe.label_column, encoding or recipe.encoding)
-    labels = label_ids(table["label"], run.class_names)
-    metrics = classification_metrics(labels, _probabilities(run, table["text"].tolist()),
-                                     run.class_names)
-    metrics["data"] = str(data)
-    folder = run.path / "evaluations"
-    folder.mkdir(exist_ok=True)
-    write_json(folder / f"{Path(data).stem}.json", metrics)
-    return metrics
-
-
-def metrics_summary(metrics: dict[str, Any]) -> str:
-    """One line: accuracy, macro F1 and count."""
-    return (f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
-            f"on {metrics['n']} texts")
-
+    run = open_run(run, kind)
+    if not 1 <= top_k <= len(run.class_names):
+        raise UserError(f"--top-k {top_k}: choose between 1 and {len(run.class_names)} (the "
+                        "run's number of classes)")
+    items = gather_inputs(run, inputs, input_file, column, encoding)
+    probs, errors = probabilities(run, items)
+    return top_k_table(items, probs, errors, run.class_names, top_k)

@@ -20,6 +20,9 @@ from tlkit.errors import UserError
 COMMANDS: dict[str, str] = {
     "finetune": "tlkit.cli.finetune:finetune",
     "textcnn": "tlkit.cli.textcnn:textcnn",
+    "evaluate": "tlkit.cli.evaluate:evaluate",
+    "predict": "tlkit.cli.predict:predict",
+    "report": "tlkit.cli.report:report",
     "inspect": "tlkit.cli.inspect:inspect",
     "backbones": "tlkit.cli.backbones:backbones",
     "weights": "tlkit.cli.weights:weights",

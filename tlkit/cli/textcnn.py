@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from tlkit.cli.evaluate import evaluate_options, run_evaluate
 from tlkit.cli.options import recipe_option, run_options, summary_line
+from tlkit.cli.predict import predict_options, run_predict
 from tlkit.data.text import TOKENIZERS
 from tlkit.recipes import TEXTCNN_VARIANTS
 
@@ -51,47 +53,21 @@ def train(recipe_path: str | None, data: tuple[str, ...], overrides: tuple[str, 
     click.echo(summary_line(train_textcnn(recipe, out=out, name=name)))
 
 
-@textcnn.command()
-@click.argument("run", type=click.Path())
-@click.option("--data", required=True, help="Labelled CSV/TSV, folder or class files.")
-@click.option("--text-column")
-@click.option("--label-column")
-@click.option("--encoding")
-def evaluate(run: str, data: str, text_column: str | None, label_column: str | None,
-             encoding: str | None) -> None:
-    """Evaluate a text run on labelled data; writes RUN/evaluations/<file>.json.
+@textcnn.command("evaluate")
+@evaluate_options
+def evaluate_command(**options: object) -> None:
+    """Evaluate a text run on labelled data (same as `tlkit evaluate`).
 
-    Example: tlkit textcnn evaluate runs/textcnn-rand-20261122-101500 --data trec/test.csv
+    Example: tlkit textcnn evaluate runs/trec --data trec/test.csv
     """
-    from tlkit.predict import evaluate_text_run, metrics_summary
-
-    click.echo(metrics_summary(evaluate_text_run(run, data, text_column, label_column,
-                                                 encoding)))
+    run_evaluate(**options, kind="textcnn")  # type: ignore[arg-type]
 
 
-@textcnn.command()
-@click.argument("run", type=click.Path())
-@click.argument("texts", nargs=-1)
-@click.option("--input", "input_path", type=click.Path(dir_okay=False),
-              help="CSV/TSV (column --text-column) or a text file with one sentence per line.")
-@click.option("--text-column", default="text", show_default=True)
-@click.option("--top-k", default=1, show_default=True, type=int)
-@click.option("--output", type=click.Path(dir_okay=False), help="Write CSV here (default: stdout).")
-def predict(run: str, texts: tuple[str, ...], input_path: str | None, text_column: str,
-            top_k: int, output: str | None) -> None:
-    """Predict labels for TEXTS (or --input) with a text run; prints or writes CSV.
+@textcnn.command("predict")
+@predict_options
+def predict_command(**options: object) -> None:
+    """Predict labels for sentences (same as `tlkit predict`).
 
     Example: tlkit textcnn predict runs/sst2 "a gripping, funny film" --top-k 2
     """
-    from tlkit.errors import UserError
-    from tlkit.predict import predict_texts, read_input_texts
-
-    sentences = list(texts) + (read_input_texts(input_path, text_column) if input_path else [])
-    if not sentences:
-        raise UserError("give sentences to classify, or --input FILE")
-    table = predict_texts(run, sentences, top_k)
-    if output:
-        table.to_csv(output, index=False)
-        click.echo(f"wrote {len(table)} predictions to {output}")
-    else:
-        click.echo(table.to_csv(index=False), nl=False)
+    run_predict(**options, kind="textcnn")  # type: ignore[arg-type]

@@ -125,7 +125,8 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (any depth), hidden files and folders left out."""
     return sorted(p for p in folder.rglob("*")
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                   and not any(_hidden(part) for part in p.relative_to(folder).parts))
@@ -134,7 +135,7 @@ def _images_in(folder: Path) -> list[Path]:
 def _table_from_folder(folder: Path) -> pd.DataFrame:
     subfolders = _subfolders(folder)
     if not subfolders:
-        what = ("has images but no class subfolders" if _images_in(folder)
+        what = ("has images but no class subfolders" if images_in(folder)
                 else "is empty" if not any(folder.iterdir()) else "has no class subfolders")
         raise UserError(f"data folder '{folder}' {what}; put each class's images in a subfolder "
                         "named after the class")
@@ -154,7 +155,7 @@ def _table_from_folder(folder: Path) -> pd.DataFrame:
             raise UserError(f"folder '{root}' has no class subfolders; put each class's images "
                             "in a subfolder named after the class")
         for class_dir in class_dirs:
-            images = _images_in(class_dir)
+            images = images_in(class_dir)
             if not images:
                 raise UserError(f"class folder '{class_dir}' has no images "
                                 f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")

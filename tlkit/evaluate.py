@@ -1,0 +1,130 @@
+"""Evaluate a finished run of either kind on new labelled data, and write its report.
+
+``evaluate`` reads the data the way the run's job reads training data (same columns, same
+tables), predicts with the saved model, computes every metric with scikit-learn and writes
+``RUN/reports/<name>/`` (metrics.json, predictions.csv, report.html/.md/.json).
+
+Example:
+    >>> metrics = evaluate("runs/trec", "trec/test.csv")  # doctest: +SKIP
+    >>> round(metrics["accuracy"], 3)  # doctest: +SKIP
+    0.912
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tlkit.data.tables import label_ids
+from tlkit.errors import UserError
+from tlkit.predict import open_run, probabilities
+from tlkit.runs import Run, write_json
+
+REPORTS_FOLDER = "reports"
+
+
+def read_labelled(run: Run, data: str | Path | list[str], columns: dict[str, str | None]
+                  ) -> pd.DataFrame:
+    """``input, label`` rows of labelled data, read as the run's job reads its data.
+
+    ``columns`` may override the recipe's ``path_column``, ``text_column``,
+    ``label_column`` and ``encoding``.
+    """
+    recipe = run.recipe
+    given = {key: value for key, value in columns.items() if value is not None}
+    if run.kind == "image":
+        from tlkit.data.images import read_image_table
+
+        table = read_image_table(data, given.get("path_column", recipe.path_column),
+                                 given.get("label_column", recipe.label_column))
+        return pd.DataFrame({"input": table["path"], "label": table["label"]})
+    from tlkit.data.text import read_text_table
+
+    table = read_text_table(data, given.get("text_column", recipe.text_column),
+                            given.get("label_column", recipe.label_column),
+                            given.get("encoding", recipe.encoding))
+    return pd.DataFrame({"input": table["text"], "label": table["label"]})
+
+
+def known_rows(table: pd.DataFrame, class_names: list[str], ignore_unknown: bool
+               ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Rows whose label the model knows, and the count of each label it never saw.
+
+    Example:
+        >>> t = pd.DataFrame({"input": ["a", "b"], "label": ["x", "new"]})
+        >>> known_rows(t, ["x", "y"], ignore_unknown=True)[1]
+        {'new': 1}
+    """
+    from tlkit.evaluation.metrics import split_unknown
+
+    mask, unknown = split_unknown(table["label"].tolist(), class_names)
+    if unknown and not ignore_unknown:
+        listed = ", ".join(f"'{name}' ({count})" for name, count in list(unknown.items())[:5])
+        raise UserError(f"the data has label(s) the model never saw: {listed}; the run knows "
+                        f"{', '.join(class_names)}. Pass --ignore-unknown to evaluate on the "
+                        "known classes only")
+    if not mask.any():
+        raise UserError("no example of the data has a label the model knows; check "
+                        "--label-column")
+    return table[mask].reset_index(drop=True), unknown
+
+
+def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | None = None,
+             ignore_unknown: bool = False, kind: str | None = None, **columns: str | None
+             ) -> dict[str, Any]:
+    """Metrics of a run on labelled ``data``; writes ``RUN/reports/<name>/`` with the report.
+
+    ``kind`` (``image`` or ``textcnn``), if given, is the kind of run expected; ``columns``
+    override the recipe's ``path_column``, ``text_column``, ``label_column``, ``encoding``.
+
+    Example:
+        >>> evaluate("runs/shapes", "more_shapes/", name="more")["n"]  # doctest: +SKIP
+        42
+    """
+    from tlkit.evaluation.metrics import classification_metrics, predictions_table
+    from tlkit.evaluation.report import write_report
+
+    run = open_run(run, kind)
+    table, unknown = known_rows(read_labelled(run, data, columns), run.class_names,
+                                ignore_unknown)
+    probs, errors = probabilities(run, table["input"].tolist())
+    failed = np.array([error is not None for error in errors])
+    if failed.all():
+        raise UserError(f"none of the {len(table)} inputs could be read; check the data")
+    skipped = [{"input": item, "reason": error}
+               for item, error in zip(table["input"], errors, strict=True) if error]
+    table, probs = table[~failed].reset_index(drop=True), probs[~failed]
+    y_true = label_ids(table["label"], run.class_names)
+    metrics = classification_metrics(y_true, probs, run.class_names)
+    metrics.update(data=str(data), unknown_labels=unknown, skipped_inputs=skipped)
+    folder = run.path / REPORTS_FOLDER / (name or report_name(data))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "metrics.json", metrics)
+    predictions = predictions_table(table["input"], y_true, probs, run.class_names, "eval")
+    predictions.to_csv(folder / "predictions.csv", index=False)
+    write_report(folder, metrics, run.class_names, kind=run.kind, predictions=predictions,
+                 unknown=unknown, title=f"{run.path.name} on {data}",
+                 missing=["training curves (see the run's own report)"])
+    metrics["report"] = str(folder / "report.html")
+    return metrics
+
+
+def report_name(data: str | Path | list[str]) -> str:
+    """A folder name for an evaluation of ``data``: its file or folder name.
+
+    Example:
+        >>> report_name("trec/test.csv"), report_name(["a.pos", "a.neg"])
+        ('test', 'a')
+    """
+    first = Path(data[0] if isinstance(data, list) else data)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", first.stem or first.name) or "data"
+
+
+def metrics_summary(metrics: dict[str, Any]) -> str:
+    """One line: accuracy, macro F1 and count."""
+    return (f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
+            f"on {metrics['n']} examples")
