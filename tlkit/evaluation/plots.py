@@ -88,7 +88,7 @@ def roc_pr_figure(y_true: np.ndarray, probabilities: np.ndarray,
     indicator = np.eye(len(class_names), dtype=int)[y_true]
     auc = one_vs_rest_scores(y_true, probabilities, class_names, "roc_auc")
     precision = one_vs_rest_scores(y_true, probabilities, class_names, "average_precision")
-    figure = Figure(figsize=(11, 5), layout="constrained")
+    figure = Figure(figsize=(11, 4.8), layout="constrained")
     roc_axes, pr_axes = figure.subplots(1, 2)
     index = {name: i for i, name in enumerate(class_names)}
     prefix = "lowest: " if len(class_names) > CURVES_MAX else ""
@@ -163,7 +163,7 @@ def reliability_figure(reliability: dict[str, Any], ece: float | None = None) ->
     centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     accuracy = np.array([np.nan if a is None else a for a in reliability["accuracy"]])
     confidence = np.array([np.nan if c is None else c for c in reliability["confidence"]])
-    figure = Figure(figsize=(5.5, 6.5), layout="constrained")
+    figure = Figure(figsize=(5, 5.5), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.bar(centres, np.nan_to_num(accuracy), width=width, edgecolor="black",
             color="#4c72b0", label="accuracy")
@@ -173,10 +173,9 @@ def reliability_figure(reliability: dict[str, Any], ece: float | None = None) ->
             width=width, facecolor="none", edgecolor="#c44e52", hatch="//",
             label="gap to mean confidence")
     top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
-    top.set(ylim=(0, 1), ylabel="accuracy", title="Reliability diagram")
+    title = "Reliability diagram" + (f" (ECE {ece:.3f})" if ece is not None else "")
+    top.set(ylim=(0, 1), ylabel="accuracy", title=title)
     top.legend(loc="upper left", fontsize=8)
-    if ece is not None:
-        top.text(0.97, 0.05, f"ECE {ece:.3f}", ha="right", transform=top.transAxes)
     bottom.bar(centres, reliability["count"], width=width, color="grey", edgecolor="black")
     bottom.set(xlim=(0, 1), xlabel="confidence (top-class probability)", ylabel="examples")
     return figure
@@ -209,7 +208,9 @@ def training_curves_figure(history: pd.DataFrame) -> Figure:
             if name in history.columns:
                 axes.plot(epochs, history[name], style, marker="o", markersize=3,
                           label="validation" if name.startswith("val_") else "train")
-        axes.set(title=title, xlabel="epoch", ylabel=column)
+        axes.set(xlabel="epoch", ylabel=column)
+        # Stage names sit between the title and the plot, clear of the curves and legend.
+        axes.set_title(title, pad=18 if "stage" in history.columns else 6)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
         if "stage" in history.columns:
@@ -225,9 +226,8 @@ def _mark_stages(axes: Any, epochs: np.ndarray, stages: np.ndarray) -> None:
         if start > 0:
             axes.axvline((epochs[start - 1] + epochs[start]) / 2, color="grey", linestyle=":")
         middle = (epochs[start] + epochs[end - 1]) / 2
-        axes.text(middle, 0.98, stages[start], transform=on_top, ha="center", va="top",
-                  fontsize=9, color="dimgrey",
-                  bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7})
+        axes.text(middle, 1.01, stages[start], transform=on_top, ha="center", va="bottom",
+                  fontsize=9, color="dimgrey")
 
 
 def top_losses_figure(predictions: pd.DataFrame, class_names: list[str], n: int = 12,
@@ -255,9 +255,9 @@ def top_losses_figure(predictions: pd.DataFrame, class_names: list[str], n: int 
 
 
 def _thumbnails(rows: list[tuple[Any, ...]], root: str | Path | None) -> Figure:
-    columns = min(4, max(1, len(rows)))
+    columns = min(6, max(1, len(rows)))
     lines = max(1, math.ceil(len(rows) / columns))
-    figure = Figure(figsize=(3.2 * columns, 3.6 * lines), layout="constrained")
+    figure = Figure(figsize=(2.1 * columns, 2.7 * lines), layout="constrained")
     grid = np.atleast_1d(figure.subplots(lines, columns)).ravel()
     for axes in grid:
         axes.axis("off")
@@ -270,7 +270,8 @@ def _thumbnails(rows: list[tuple[Any, ...]], root: str | Path | None) -> Figure:
         else:
             axes.imshow(image)
         axes.set_title(f"true {_short(label)} ({p_true:.2f})\npred {_short(predicted)} "
-                       f"({confidence:.2f})\nloss {loss:.2f}", fontsize=9)
+                       f"({confidence:.2f})\nloss {loss:.2f}", fontsize=8,
+                       color="black" if predicted == label else "#b22222")
     figure.suptitle(f"Top {len(rows)} losses")
     return figure
 

@@ -31,7 +31,7 @@ from tlkit.evaluation.metrics import (
     probability_columns,
     read_predictions,
 )
-from tlkit.runs import CLASSES_FILE, RECIPE_FILE, check_run_folder, read_json, write_json
+from tlkit.runs import load_run, write_json
 
 SECTIONS = {
     "summary": "Summary",
@@ -45,6 +45,7 @@ SECTIONS = {
     "missing": "Missing",
 }
 TOP_LOSSES = 12
+PREDICTIONS_FILE = "predictions.csv"
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
        max-width: 1200px; padding: 1em 2em; color: #222; }
@@ -158,7 +159,8 @@ def _summary(metrics: dict[str, Any], extra: dict[str, Any], probe: float | None
 
 def _format(value: Any) -> str:
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}"
+        # Scores (0..1) to four decimals; other numbers (seconds, counts) as they read best.
+        return "nan" if math.isnan(value) else f"{value:.4f}" if abs(value) <= 1 else f"{value:g}"
     return str(value)
 
 
@@ -338,8 +340,8 @@ def build_run_report(run_folder: str | Path, out: str | Path | None = None, *,
                      predictions: str | Path | None = None, split: str | None = None) -> Path:
     """Build the report of a finished run from its folder; returns report.html's path.
 
-    Reads classes.json, metrics.json, recipe.yaml (the kind), history.csv and
-    predictions.csv (or the ``predictions`` file given) when present. With predictions,
+    Reads the run with ``load_run`` (classes, metrics.json, the recipe's kind, history.csv)
+    and predictions.csv (or the ``predictions`` file given) when present. With predictions,
     every number is recomputed from the rows of ``split`` (default: test, else val, else
     the first); without, the numbers of metrics.json's ``split`` are shown. Writes into
     ``out`` (default: the run folder), e.g. ``runs/<run>/reports/<name>/``.
@@ -348,10 +350,8 @@ def build_run_report(run_folder: str | Path, out: str | Path | None = None, *,
         >>> build_run_report("runs/demo", "runs/demo/reports/new-data")  # doctest: +SKIP
         PosixPath('runs/demo/reports/new-data/report.html')
     """
-    folder = check_run_folder(run_folder)
-    class_names = _read_run_file(folder, CLASSES_FILE)
-    saved = _read_run_file(folder, "metrics.json")
-    table_path = Path(predictions) if predictions else folder / "predictions.csv"
+    run = load_run(run_folder, model=False)
+    table_path = Path(predictions) if predictions else run.path / PREDICTIONS_FILE
     rows, unknown = None, None
     if table_path.is_file():
         table = read_predictions(table_path)
@@ -360,33 +360,17 @@ def build_run_report(run_folder: str | Path, out: str | Path | None = None, *,
         if rows.empty:
             raise UserError(f"'{table_path}' has no rows of split '{split}'; it has: "
                             f"{', '.join(table['split'].unique())}")
-        y_true, probabilities, unknown = prediction_arrays(rows, class_names)
-        metrics = classification_metrics(y_true, probabilities, class_names)
+        y_true, probabilities, unknown = prediction_arrays(rows, run.class_names)
+        metrics = classification_metrics(y_true, probabilities, run.class_names)
     else:
-        split = split or _default_split([key for key, value in saved.items()
+        split = split or _default_split([key for key, value in run.metrics.items()
                                          if isinstance(value, dict) and "accuracy" in value])
-        metrics = saved.get(split, {}) if split else {}
-    history_path = folder / "history.csv"
-    history = pd.read_csv(history_path) if history_path.is_file() else None
+        metrics = run.metrics.get(split, {}) if split else {}
     return write_report(
-        Path(out) if out else folder, metrics, class_names, kind=_run_kind(folder),
-        predictions=rows, history=history, extra=_extra_numbers(saved, split),
-        probe_accuracy=_probe_accuracy(saved, split), unknown=unknown,
-        title=f"{folder.resolve().name}: {split or 'no split'}", root=folder)
-
-
-def _read_run_file(folder: Path, name: str) -> Any:
-    if not (folder / name).is_file():
-        raise UserError(f"'{folder}' is an unfinished run: it has no {name}; train it again "
-                        "or pass a finished run folder")
-    return read_json(folder / name)
-
-
-def _run_kind(folder: Path) -> str:
-    import yaml
-
-    recipe = yaml.safe_load((folder / RECIPE_FILE).read_text(encoding="utf-8")) or {}
-    return str(recipe.get("kind", "image"))
+        Path(out) if out else run.path, metrics, run.class_names, kind=run.kind,
+        predictions=rows, history=run.history, extra=_extra_numbers(run.metrics, split),
+        probe_accuracy=_probe_accuracy(run.metrics, split), unknown=unknown,
+        title=f"{run.path.resolve().name}: {split or 'no split'}", root=run.path)
 
 
 def _default_split(splits: list[str]) -> str | None:
