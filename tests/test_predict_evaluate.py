@@ -1,0 +1,101 @@
+"""Predict and evaluate with finished image runs (text runs: tests/test_textcnn_run.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import assert_user_error, make_image_folder, run_cli, write_image
+
+from tlkit.evaluate import evaluate
+from tlkit.predict import predict
+from tlkit.recipes import ImageRecipe, Stage
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tlkit.train.image import finetune
+
+    root = tmp_path_factory.mktemp("image_run")
+    data = make_image_folder(root / "img", per_class=10, classes=("red", "green", "blue"))
+    recipe = ImageRecipe(backbone="tiny_cnn", data=str(data), weights="none", input_size=32,
+                         batch_size=8, early_stopping=None, augment=None,
+                         stages=[Stage(epochs=12, lr=0.03, train_from="all")])
+    return finetune(recipe, out=root / "runs", name="colours").path
+
+
+def test_predict_files_folders_and_csv_with_an_undecodable_image(image_run: Path,
+                                                                 tmp_path: Path) -> None:
+    red = write_image(tmp_path / "new" / "red.png", (220, 30, 30), size=40)
+    blue = write_image(tmp_path / "new" / "sub" / "blue.jpg", (30, 40, 220), size=28)
+    broken = tmp_path / "new" / "broken.png"
+    broken.write_bytes(b"not an image")
+    listing = tmp_path / "list.csv"
+    pd.DataFrame({"path": ["new/red.png"]}).to_csv(listing, index=False)
+    table = predict(image_run, [str(red), str(tmp_path / "new"), str(listing)], top_k=3)
+    assert len(table) == 5  # red, then the folder's broken/red/blue, then the CSV's red
+    assert list(table.columns) == ["input", "label_1", "prob_1", "label_2", "prob_2",
+                                   "label_3", "prob_3", "error"]
+    by_input = table.set_index("input")
+    assert by_input.loc[str(blue), "label_1"] == "blue"
+    assert (table[table["input"] == str(red)]["label_1"] == "red").all()
+    assert by_input.loc[str(broken), "error"] != "" and by_input.loc[str(broken), "label_1"] == ""
+    good = table[table["error"] == ""]
+    np.testing.assert_allclose(good[["prob_1", "prob_2", "prob_3"]].sum(axis=1), 1, atol=2e-4)
+
+
+def test_evaluate_matches_the_runs_own_test_numbers(image_run: Path) -> None:
+    split = pd.read_csv(image_run / "split.csv")
+    test_rows = split[split["split"] == "test"]
+    data = image_run.parent / "test.csv"
+    test_rows[["path", "label"]].to_csv(data, index=False)
+    metrics = evaluate(image_run, data, name="again")
+    saved = json.loads((image_run / "metrics.json").read_text())["test"]
+    assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
+    assert metrics["n"] == saved["n"] == len(test_rows)
+    for name in ("metrics.json", "predictions.csv", "report.html"):
+        assert (image_run / "reports" / "again" / name).is_file()
+
+
+def test_unknown_classes_are_named_or_ignored(image_run: Path, tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "eval", per_class=3, classes=("red", "green"))
+    write_image(data / "purple" / "0.png", (150, 0, 150))
+    write_image(data / "purple" / "1.png", (150, 0, 150), seed=1)
+    assert_user_error(lambda: evaluate(image_run, data), "'purple' (2)", "--ignore-unknown")
+    metrics = evaluate(image_run, data, ignore_unknown=True)
+    assert metrics["n"] == 6 and metrics["unknown_labels"] == {"purple": 2}
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["predict", "{run}", "a gripping film"], ["not an image file", "image run"]),
+    (["predict", "{run}", "{image}", "--top-k", "4"], ["--top-k 4", "between 1 and 3"]),
+    (["predict", "{run}"], ["nothing to predict"]),
+    (["predict", "{tmp}", "{image}"], ["not a finished tlkit run folder"]),
+    (["predict", "{tmp}/.colours.partial", "{image}"], ["unfinished run"]),
+    (["predict", "{run}", "{image}", "--output", "/no/such/dir/p.csv"], ["cannot write"]),
+    (["evaluate", "{run}", "--data", "{tmp}/none"], ["does not exist"]),
+    (["textcnn", "predict", "{run}", "words"], ["image run, not a textcnn run"]),
+])
+def test_bad_input_is_one_line(image_run: Path, tmp_path: Path, args: list[str],
+                               words: list[str]) -> None:
+    image = write_image(tmp_path / "one.png", (220, 30, 30))
+    (tmp_path / ".colours.partial").mkdir()
+    filled = [a.format(run=image_run, image=image, tmp=tmp_path) for a in args]
+    code, _, err = run_cli(filled)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, err
+
+
+def test_text_run_refuses_images(tmp_path: Path) -> None:
+    from tlkit.predict import gather_inputs
+    from tlkit.recipes import TextCNNRecipe
+    from tlkit.runs import Run
+
+    image = write_image(tmp_path / "x.jpg", (1, 2, 3))
+    run = Run(tmp_path, "textcnn", TextCNNRecipe(), ["a", "b"], {})
+    assert_user_error(lambda: gather_inputs(run, [str(image)]), "image file", "text run")
