@@ -90,3 +90,49 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
 def test_bad_override_syntax() -> None:
     with pytest.raises(UserError, match="key=value"):
         load_recipe_text("", ["batch_size"])
+
+
+def test_recipes_are_checked_on_construction_and_assignment() -> None:
+    from tlkit.recipes import TextCNNRecipe
+
+    with pytest.raises(UserError, match="batch_size must be int"):
+        ImageRecipe(batch_size="16")
+    with pytest.raises(UserError, match="batch_size must be at least 1"):
+        ImageRecipe(batch_size=0)
+    recipe = ImageRecipe()
+    with pytest.raises(UserError, match="epochs must be int"):
+        recipe.stages[0].epochs = "1"
+    with pytest.raises(UserError, match="epochs must be at least 1"):
+        recipe.stages[0].epochs = 0
+    with pytest.raises(UserError, match="unknown backbone"):
+        recipe.backbone = "vgg61"
+    recipe.stages[0].epochs = 7
+    assert recipe.stages[0].epochs == 7
+    with pytest.raises(UserError, match="unknown tokenizer"):
+        TextCNNRecipe(tokenizer="spacy")
+
+
+def test_monitor_defaults_text_keeps_best_dev_accuracy() -> None:
+    from tlkit.recipes import TextCNNRecipe
+
+    assert TextCNNRecipe().monitor == "val_accuracy"
+    assert ImageRecipe().monitor == "val_loss"
+    for variant in ("rand", "static", "non-static", "multichannel"):
+        assert load_recipe(f"recipes/kim2014-cnn-{variant}.yaml").monitor == "val_accuracy"
+    with pytest.raises(UserError, match="monitor 'accuracy'"):
+        ImageRecipe(monitor="accuracy")
+
+
+def test_resolve_recipe_merges_file_then_flags_then_set(tmp_path: Path) -> None:
+    from tlkit.recipes import resolve_recipe
+
+    file = tmp_path / "r.yaml"
+    file.write_text("kind: image\nbackbone: vgg16\nbatch_size: 8\nseed: 3\n")
+    recipe = resolve_recipe("image", file, {"batch_size": 16, "seed": None, "epochs": 2},
+                            ["seed=5"])
+    assert (recipe.backbone, recipe.batch_size, recipe.seed) == ("vgg16", 16, 5)
+    assert [stage.epochs for stage in recipe.stages] == [2, 2]
+    schedule = resolve_recipe("image", None, {"schedule": "feature-extraction"})
+    assert [stage.name for stage in schedule.stages] == ["head"]
+    with pytest.raises(UserError, match="kind 'image', not 'textcnn'"):
+        resolve_recipe("textcnn", file)
