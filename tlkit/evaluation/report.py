@@ -159,8 +159,8 @@ def _summary(metrics: dict[str, Any], extra: dict[str, Any], probe: float | None
 
 def _format(value: Any) -> str:
     if isinstance(value, float):
-        # Scores (0..1) to four decimals; other numbers (seconds, counts) as they read best.
-        return "nan" if math.isnan(value) else f"{value:.4f}" if abs(value) <= 1 else f"{value:g}"
+        # Scores and losses to four decimals; large numbers (seconds) as they read best.
+        return "nan" if math.isnan(value) else f"{value:.4f}" if abs(value) < 10 else f"{value:g}"
     return str(value)
 
 
