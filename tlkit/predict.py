@@ -156,9 +156,10 @@ def top_k_table(items: Sequence[str], probs: np.ndarray, errors: Sequence[str | 
     """``input``, then ``label_1, prob_1, ..., label_k, prob_k`` and ``error`` per input.
 
     Example:
-        >>> top_k_table(["x"], np.array([[0.2, 0.8]]), [None], ["a", "b"], 1)
-          input label_1  prob_1 error
-        0     x       b     0.8
+        >>> print(top_k_table(["x"], np.array([[0.2, 0.8]]), [None], ["a", "b"], 1).to_csv())
+        ,input,label_1,prob_1,error
+        0,x,b,0.8,
+        <BLANKLINE>
     """
     if not 1 <= top_k <= len(class_names):
         raise UserError(f"--top-k {top_k}: choose between 1 and {len(class_names)} (the run's "

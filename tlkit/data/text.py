@@ -122,6 +122,7 @@ def standardize(texts: tf.Tensor, tokenizer: str) -> tf.Tensor:
     This is the one implementation: ``tokenize`` and the exported string model both call it.
 
     Example:
+        >>> import tensorflow as tf
         >>> standardize(tf.constant(["It's (fine)!"]), "kim").numpy()
         array([b"it 's ( fine ) !"], dtype=object)
     """
@@ -167,8 +168,9 @@ def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
     the suffix is the class; the stem when all suffixes are the same).
 
     Example:
-        >>> read_text_table(["data/rt-polarity.pos", "data/rt-polarity.neg"]).label.unique()
-        array(['pos', 'neg'], dtype=object)
+        >>> read_text_table(["rt-polarity.pos", "rt-polarity.neg"])  # doctest: +SKIP
+        >>> read_text_table(pd.DataFrame({"text": ["a", "b"], "label": [1, 0]})).label.tolist()
+        ['1', '0']
     """
     if isinstance(source, pd.DataFrame):
         return _table_from_frame(source, text_column, label_column, "DataFrame")
@@ -270,8 +272,11 @@ class Vocabulary:
         """Read a vocabulary written by ``save``.
 
         Example:
-            >>> Vocabulary.load("runs/trec/vocabulary.json").tokenizer
-            'kim-cased'
+            >>> import os, tempfile
+            >>> path = os.path.join(tempfile.mkdtemp(), "vocabulary.json")
+            >>> build_vocabulary([["a", "b", "a"]], "kim-cased").save(path)
+            >>> Vocabulary.load(path).tokens, Vocabulary.load(path).tokenizer
+            (['', '[UNK]', 'a', 'b'], 'kim-cased')
         """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -354,9 +359,12 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
     error messages call them (e.g. the file names).
 
     Example:
-        >>> data = prepare_text_data(read_text_table("train.csv"), read_text_table("test.csv"))
-        >>> sorted(data.splits)
-        ['dev', 'test', 'train']
+        >>> table = pd.DataFrame({"text": ["good film", "bad film"] * 5,
+        ...                       "label": ["pos", "neg"] * 5})
+        >>> data = prepare_text_data(read_text_table(table), read_text_table(table[:2]),
+        ...                          dev_fraction=0.2)
+        >>> sorted(data.splits), len(data.splits["dev"].labels)
+        (['dev', 'test', 'train'], 2)
     """
     names = {"train": "training data", "dev": "dev data", "test": "test data", **(names or {})}
     tables = {"train": train, "dev": dev, "test": test}
@@ -454,9 +462,11 @@ def text_dataset(split: TextSplit, batch_size: int = 50, shuffle: bool = False,
     kept, for evaluation and prediction.
 
     Example:
-        >>> ids, labels = next(iter(text_dataset(data.splits["train"], shuffle=True)))
-        >>> ids.shape[0]
-        50
+        >>> table = pd.DataFrame({"text": ["a good film", "bad"] * 60, "label": ["p", "n"] * 60})
+        >>> data = prepare_text_data(read_text_table(table), dev_fraction=0)
+        >>> ids, labels = next(iter(text_dataset(data.splits["train"])))
+        >>> tuple(ids.shape)  # 50 texts, cut to the longest (3 tokens)
+        (50, 3)
     """
     import tensorflow as tf
 
