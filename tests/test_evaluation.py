@@ -220,3 +220,16 @@ def test_top_losses_gallery_of_images_and_table_of_sentences(tmp_path: Path) -> 
              for cell in text_figure.axes[0].tables[0].get_celld().values()]
     assert "a dull film" in cells and "meh" in cells and "not bad at all" not in cells
     _saved(text_figure, tmp_path / "sentences.png")
+
+
+def test_float32_probabilities_read_back_as_float64_need_no_warning() -> None:
+    import warnings
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(50, 7)).astype("float32")
+    softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics(rng.integers(0, 7, 50), softmax.astype(float),
+                                   [str(i) for i in range(7)])
+    assert 0 < m["loss"] < 10

@@ -83,7 +83,12 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray,
 def _checked(y_true: Any, probabilities: Any, class_names: list[str]
              ) -> tuple[np.ndarray, np.ndarray]:
     y_true = np.asarray(y_true, dtype=int).reshape(-1)
-    probabilities = np.asarray(probabilities)
+    probabilities = np.asarray(probabilities, dtype=float)
+    # float32 softmax rows read back as float64 (e.g. from predictions.csv) miss 1 by ~1e-7,
+    # beyond scikit-learn's float64 tolerance: put such rows back on the simplex.
+    sums = probabilities.sum(axis=1, keepdims=True) if probabilities.ndim == 2 else None
+    if sums is not None and np.all(np.abs(sums - 1) < 1e-4):
+        probabilities = probabilities / sums
     if len(y_true) == 0:
         raise UserError("no examples to evaluate; pass data with at least one labelled example")
     if probabilities.ndim != 2 or probabilities.shape != (len(y_true), len(class_names)):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 from tlkit.errors import UserError
@@ -183,7 +184,7 @@ def reliability_figure(reliability: dict[str, Any], ece: float | None = None) ->
 
 def training_curves_figure(history: pd.DataFrame) -> Figure:
     """Loss and accuracy per epoch, train and validation, from a Keras ``history.csv``;
-    with a ``stage`` column, a vertical line where each stage starts and its name on top.
+    with a ``stage`` column of several stages, a line where each starts and its name on top.
 
     Example:
         >>> h = pd.DataFrame({"epoch": [0, 1, 2], "stage": ["head", "head", "full"],
@@ -201,6 +202,8 @@ def training_curves_figure(history: pd.DataFrame) -> Figure:
     if not panels:
         raise UserError("history has no loss or accuracy column; expected a Keras CSVLogger "
                         f"file, got columns: {', '.join(map(str, history.columns))}")
+    # One stage has no boundary to mark.
+    stages = history["stage"].unique() if "stage" in history.columns else []
     figure = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
     for axes, (title, column) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels,
                                      strict=True):
@@ -209,11 +212,12 @@ def training_curves_figure(history: pd.DataFrame) -> Figure:
                 axes.plot(epochs, history[name], style, marker="o", markersize=3,
                           label="validation" if name.startswith("val_") else "train")
         axes.set(xlabel="epoch", ylabel=column)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         # Stage names sit between the title and the plot, clear of the curves and legend.
-        axes.set_title(title, pad=18 if "stage" in history.columns else 6)
+        axes.set_title(title, pad=18 if len(stages) > 1 else 6)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
-        if "stage" in history.columns:
+        if len(stages) > 1:
             _mark_stages(axes, epochs, history["stage"].astype(str).to_numpy())
     return figure
 
