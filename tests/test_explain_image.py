@@ -186,8 +186,7 @@ def test_cli_explain_prints_where_the_files_went(image_run: Path, tmp_path: Path
     (["IMAGE"], {"method": "ngrams"}, ["method 'ngrams' does not fit", "gradcam"]),
     (["IMAGE"], {"class_name": "purple"}, ["unknown --class 'purple'", "red, green, blue"]),
     ([], {}, ["no inputs to explain"]),
-    (["a gripping film"], {}, ["'a gripping film' is not an image file or folder"]),
-    (["missing.jpg"], {}, ["image file 'missing.jpg' does not exist"]),
+    (["a gripping film"], {}, ["'a gripping film' is not an image file", "image run"]),
     (["IMAGE"], {"data": "x.csv"}, ["--data", "text runs"]),
 ])
 def test_bad_input_to_an_image_run_is_one_clear_line(image_run: Path, tmp_path: Path, inputs,

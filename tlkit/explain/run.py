@@ -52,26 +52,21 @@ def explain_run(run_path: str | Path, inputs: Sequence[str], method: str | None 
     Example:
         >>> explain_run("runs/trec", ["How far is the moon ?"])  # doctest: +SKIP
     """
-    import dataclasses
-
     from tlkit.backbones import get_backbone
-    from tlkit.runs import MODEL_FILE, load_keras_file, load_run
+    from tlkit.predict import gather_inputs, open_run
+    from tlkit.runs import load_run
 
     run = load_run(run_path, model=False)
     method = _check_method(run.kind, method)
     class_index = None if class_name is None else _class_index(run.class_names, class_name)
+    _check_inputs(run.kind, inputs, data, method)
+    items = gather_inputs(run, inputs, data, encoding=getattr(run.recipe, "encoding", "utf-8"))
+    run = open_run(run)
     if run.kind == "image":
-        if data is not None:
-            raise UserError("--data (top n-grams over a dataset) is for text runs; give an "
-                            "image run image files or folders")
-        paths = image_paths(inputs)
-        return explain_images(load_keras_file(run.path / MODEL_FILE),
-                              get_backbone(run.recipe.backbone), paths, method, class_index,
-                              Path(out) if out else run.path / "explanations",
+        return explain_images(run.model, get_backbone(run.recipe.backbone), items, method,
+                              class_index, Path(out) if out else run.path / "explanations",
                               class_names=run.class_names)
-    texts = _texts(run.recipe, inputs, data, method)
-    run = dataclasses.replace(run, model=load_keras_file(run.path / MODEL_FILE))
-    table = _explain_texts(run, texts, method, class_index, data is not None, top)
+    table = _explain_texts(run, items, method, class_index, data is not None, top)
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
@@ -98,60 +93,21 @@ def _class_index(class_names: list[str], class_name: str) -> int:
     return class_names.index(class_name)
 
 
-def image_paths(inputs: Sequence[str]) -> list[Path]:
-    """Image files named in ``inputs``, folders searched recursively, in order.
-
-    Example:
-        >>> image_paths(["photos/", "cat.jpg"])  # doctest: +SKIP
-    """
-    from tlkit.data.images import IMAGE_EXTENSIONS
-
-    if not inputs:
-        raise UserError("no inputs to explain; give image files or folders")
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file()
-                           and p.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                raise UserError(f"folder '{path}' holds no images "
-                                f"({', '.join(IMAGE_EXTENSIONS)})")
-            paths += found
-        elif path.suffix.lower() in IMAGE_EXTENSIONS:
-            if not path.is_file():
-                raise UserError(f"image file '{path}' does not exist")
-            paths.append(path)
-        else:
-            raise UserError(f"'{item}' is not an image file or folder; an image run explains "
-                            f"images ({', '.join(IMAGE_EXTENSIONS)})")
-    return paths
-
-
-def _texts(recipe: Any, inputs: Sequence[str], data: str | Path | None, method: str
-           ) -> list[str]:
-    from tlkit.data.images import IMAGE_EXTENSIONS
-
-    for item in inputs:
-        if Path(item).suffix.lower() in IMAGE_EXTENSIONS or Path(item).is_dir():
-            raise UserError(f"'{item}' is an image or folder; a text run explains sentences "
-                            "(give them in quotes, or a CSV with --data)")
+def _check_inputs(kind: str, inputs: Sequence[str], data: str | Path | None, method: str
+                  ) -> None:
+    what = "image files or folders" if kind == "image" else "sentences in quotes, or --data FILE"
+    if not inputs and data is None:
+        raise UserError(f"no inputs to explain; give {what}")
     if data is None:
-        if not inputs:
-            raise UserError("no inputs to explain; give sentences in quotes, or --data FILE")
-        return list(inputs)
+        return
+    if kind == "image":
+        raise UserError("--data (top n-grams over a dataset) is for text runs; give an image "
+                        "run image files or folders")
     if inputs:
         raise UserError("give sentences or --data FILE, not both")
     if method != "ngrams":
         raise UserError("--data ranks n-grams per class over a dataset (method ngrams); "
                         f"explain single sentences with --method {method}")
-    from tlkit.predict import read_input_texts
-
-    texts = read_input_texts(data, recipe.text_column, recipe.encoding)
-    if not texts:
-        raise UserError(f"'{data}' holds no texts")
-    return texts
 
 
 def _explain_texts(run: Any, texts: list[str], method: str, class_index: int | None,
@@ -270,8 +226,9 @@ def overlay_figure(image: np.ndarray, heatmap: np.ndarray, title: str = "") -> F
     left.imshow(picture)
     left.set_title("input (as the model sees it)", fontsize=9)
     right.imshow(picture)
-    peak = float(heatmap.max()) or 1.0
-    right.imshow(heatmap / peak, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+    # Gradient maps are sparse: scaled to their maximum, one pixel would be all that shows.
+    peak = float(np.percentile(heatmap, 99)) or float(heatmap.max()) or 1.0
+    right.imshow(np.minimum(heatmap / peak, 1.0), cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
     right.set_title(title, fontsize=9)
     for axis in (left, right):
         axis.set_axis_off()
