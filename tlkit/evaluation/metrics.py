@@ -256,9 +256,9 @@ def predictions_table(inputs: Sequence[Any], labels: Sequence[Any], probabilitie
         "split": split, "input": [str(item) for item in inputs], "label": names,
         "predicted": [class_names[i] for i in probabilities.argmax(axis=1)],
         "confidence": probabilities.max(axis=1).astype(float), "loss": loss.astype(float)})
-    for i in range(len(class_names)):
-        table[f"p{i}"] = probabilities[:, i].astype(float)
-    return table
+    columns = pd.DataFrame(probabilities.astype(float),
+                           columns=[f"p{i}" for i in range(len(class_names))])
+    return pd.concat([table, columns], axis=1)
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:

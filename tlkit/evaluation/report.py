@@ -55,6 +55,10 @@ table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
+.zoom { overflow-x: auto; }
+.zoom input { display: none; }
+.zoom label { cursor: zoom-in; }
+.zoom input:checked + label img { max-width: none; cursor: zoom-out; }
 .note { color: #a33; }
 """
 
@@ -294,9 +298,7 @@ def _html(title: str, sections: list[Section]) -> str:
         body.append(f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>')
         for block in section.blocks:
             if isinstance(block, Png):
-                data = base64.b64encode(block.data).decode("ascii")
-                body.append(f'<img alt="{html.escape(block.name)}" '
-                            f'src="data:image/png;base64,{data}">')
+                body.append(_html_image(block))
             elif isinstance(block, pd.DataFrame):
                 body.append(block.to_html(index=False, border=0, escape=True))
             else:
@@ -308,6 +310,19 @@ def _html(title: str, sections: list[Section]) -> str:
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>"
             f"<h1>{html.escape(title)}</h1><nav>{nav}</nav>\n" + "\n".join(body)
             + "\n</body></html>\n")
+
+
+def _html_image(png: Png) -> str:
+    """The figure fitted to the page; a click shows it at full size (CSS only, no script),
+    which is what makes the labels of a 100-class confusion matrix readable."""
+    data = base64.b64encode(png.data).decode("ascii")
+    key = png.name.removesuffix(".png")
+    width = int.from_bytes(png.data[16:20], "big")  # the PNG header's IHDR width
+    hint = (f"<p>Shrunk to fit: click the figure for full size ({width} pixels wide).</p>"
+            if width > 1150 else "")
+    return (f'{hint}<div class="zoom"><input type="checkbox" id="zoom-{key}">'
+            f'<label for="zoom-{key}"><img alt="{html.escape(png.name)}" '
+            f'src="data:image/png;base64,{data}"></label></div>')
 
 
 def _markdown(title: str, sections: list[Section], folder: Path) -> str:
