@@ -55,7 +55,8 @@ def test_train_writes_a_text_run_that_takes_raw_strings(text_files, tmp_path: Pa
     run = train_textcnn(_recipe(train, test), out=tmp_path / "runs", name="t")
     folder = tmp_path / "runs" / "t"
     for name in ("recipe.yaml", "classes.json", "vocabulary.json", "model.keras",
-                 "history.csv", "metrics.json", "checkpoints/best.weights.h5"):
+                 "history.csv", "metrics.json", "checkpoints/best.weights.h5",
+                 "predictions.csv", "report.html"):
         assert (folder / name).is_file(), name
     vocabulary = json.loads((folder / "vocabulary.json").read_text())
     assert "zyzzyva" not in vocabulary["tokens"]  # built from training texts only
@@ -84,6 +85,8 @@ def test_cross_validation_reports_mean_and_folds(text_files, tmp_path: Path) -> 
     train, _ = text_files
     run = train_textcnn(_recipe(train, cv=3, epochs=4), out=tmp_path / "runs", name="cv")
     folds = pd.read_csv(tmp_path / "runs" / "cv" / "folds.csv")
+    held_out = pd.read_csv(tmp_path / "runs" / "cv" / "predictions.csv")
+    assert len(held_out) == 120 and (tmp_path / "runs" / "cv" / "report.html").is_file()
     assert list(folds["fold"]) == [0, 1, 2]
     assert folds["test"].sum() == 120
     assert run.metrics["cv"]["accuracy_mean"] == pytest.approx(folds["test_accuracy"].mean())

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,22 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
                  missing=["training curves (see the run's own report)"])
     metrics["report"] = str(folder / "report.html")
     return metrics
+
+
+def report_after_training(run_path: Path) -> Path | None:
+    """Write a finished run's report; a failure costs the report, never the trained run.
+
+    The run folder is already complete when this runs, so any problem drawing the report
+    becomes one warning line naming the command that retries it.
+    """
+    from tlkit.evaluation.report import build_run_report
+
+    try:
+        return build_run_report(run_path)
+    except Exception as error:  # noqa: BLE001 - the model and metrics are already saved
+        print(f"warning: the report was not written ({type(error).__name__}: {error}); "
+              f"retry with `tlkit report {run_path}`", file=sys.stderr, flush=True)
+        return None
 
 
 def report_name(data: str | Path | list[str]) -> str:

@@ -3,7 +3,8 @@
 A run is built in a hidden ``.NAME.partial`` folder next to its final place and renamed when
 everything is written; a failure removes the partial folder. Every kind writes::
 
-    recipe.yaml  classes.json  model.keras  history.csv  metrics.json
+    recipe.yaml  classes.json  model.keras  history.csv  metrics.json  predictions.csv
+    report.html  report.md  report.json  (and the report's figures)
     checkpoints/best.weights.h5  checkpoints/last.weights.h5  logs/ (TensorBoard)
 
 plus what is its own (image: ``split.csv``; text: ``vocabulary.json``, and ``folds.csv`` with
@@ -38,6 +39,7 @@ CLASSES_FILE = "classes.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 FOLDS_FILE = "folds.csv"
+PREDICTIONS_FILE = "predictions.csv"
 PARTIAL_SUFFIX = ".partial"
 
 

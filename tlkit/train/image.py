@@ -32,9 +32,10 @@ from tlkit.data.images import (
     read_recipe_table,
 )
 from tlkit.errors import UserError
-from tlkit.evaluation.metrics import classification_metrics
+from tlkit.evaluate import report_after_training
+from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import ImageRecipe, Stage
-from tlkit.runs import Run, RunWriter, check_destination, new_run_folder, run_name
+from tlkit.runs import PREDICTIONS_FILE, Run, RunWriter, check_destination, new_run_folder, run_name
 from tlkit.train.fit import fit_stages
 
 
@@ -97,16 +98,30 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
         writer.write_classes(images.class_names)
         writer.write_table("split.csv", images.table)
         history, seconds = _train(recipe, row, backbone, model, datasets, images, writer)
-        metrics = {split: classification_metrics(images.label_ids(images.split(split)),
-                                                 model.predict(datasets[split], verbose=0),
-                                                 images.class_names)
-                   for split in ("val", "test") if split in datasets}
+        metrics, predictions = _evaluate(model, datasets, images)
         metrics["train_seconds"] = round(seconds, 1)
         metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in images.skipped]
         writer.write_json("metrics.json", metrics)
+        writer.write_table(PREDICTIONS_FILE, predictions)
         writer.save_model(model)
+    report_after_training(writer.final)
     return Run(path=writer.final, kind="image", recipe=recipe, class_names=images.class_names,
                metrics=metrics, model=model, history=history)
+
+
+def _evaluate(model: Any, datasets: dict[str, Any], images: ImageData
+              ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics of the kept weights on val and test, and one prediction row per image."""
+    metrics, tables = {}, []
+    for split in ("val", "test"):
+        if split in datasets:
+            frame = images.split(split)
+            labels = images.label_ids(frame)
+            probabilities = model.predict(datasets[split], verbose=0)
+            metrics[split] = classification_metrics(labels, probabilities, images.class_names)
+            tables.append(predictions_table(frame["path"], labels, probabilities,
+                                            images.class_names, split))
+    return metrics, pd.concat(tables, ignore_index=True)
 
 
 def _check_stages(backbone: Any, row: Backbone, stages: list[Stage]) -> None:

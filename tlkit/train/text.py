@@ -22,16 +22,16 @@ import pandas as pd
 
 from tlkit.data.text import (
     TextData,
-    TextSplit,
     kfold_splits,
     prepare_text_data,
     read_text_table,
     text_dataset,
 )
 from tlkit.errors import UserError
-from tlkit.evaluation.metrics import classification_metrics
+from tlkit.evaluate import report_after_training
+from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import Stage, TextCNNRecipe
-from tlkit.runs import Run, RunWriter, check_destination, new_run_folder, run_name
+from tlkit.runs import PREDICTIONS_FILE, Run, RunWriter, check_destination, new_run_folder, run_name
 from tlkit.train.fit import fit_stages
 
 VOCABULARY_FILE = "vocabulary.json"
@@ -94,6 +94,8 @@ def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | N
         metrics = {**result["metrics"], "train_seconds": result["seconds"],
                    "skipped_empty_texts": data.skipped, "vector_coverage": result["coverage"]}
         writer.write_json("metrics.json", metrics)
+        writer.write_table(PREDICTIONS_FILE, result["predictions"])
+    report_after_training(writer.final)
     return Run(path=writer.final, kind="textcnn", recipe=recipe, class_names=data.class_names,
                metrics=metrics, model=model, history=result["history"])
 
@@ -129,11 +131,17 @@ def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str
         prepare=lambda s: compile_textcnn(model, kim_optimizer(learning_rate=s.lr)),
         monitor=recipe.monitor, early_stopping=recipe.early_stopping)
     seconds = round(time.perf_counter() - start, 1)
-    metrics = {("val" if split == "dev" else split): _split_metrics(model, data.splits[split],
-                                                                      data.class_names, recipe)
-               for split in ("dev", "test") if split in data.splits}
+    metrics, tables = {}, []
+    for split in ("dev", "test"):
+        if split in data.splits:
+            name = "val" if split == "dev" else split
+            part = data.splits[split]
+            probabilities = model.predict(text_dataset(part, recipe.batch_size), verbose=0)
+            metrics[name] = classification_metrics(part.labels, probabilities, data.class_names)
+            tables.append(predictions_table(part.texts, part.labels, probabilities,
+                                            data.class_names, name))
     return {"model": model, "history": history, "metrics": metrics, "seconds": seconds,
-            "coverage": coverage}
+            "coverage": coverage, "predictions": pd.concat(tables, ignore_index=True)}
 
 
 def _embeddings(recipe: TextCNNRecipe, data: TextData) -> tuple[np.ndarray | None,
@@ -149,12 +157,6 @@ def _embeddings(recipe: TextCNNRecipe, data: TextData) -> tuple[np.ndarray | Non
     print(f"word vectors: {vectors.found} of {vectors.words} vocabulary words found "
           f"({vectors.coverage:.1%})", flush=True)
     return vectors.matrix, coverage
-
-
-def _split_metrics(model: Any, split: TextSplit, class_names: list[str],
-                   recipe: TextCNNRecipe) -> dict[str, Any]:
-    probabilities = model.predict(text_dataset(split, recipe.batch_size), verbose=0)
-    return classification_metrics(split.labels, probabilities, class_names)
 
 
 def _write_run_files(recipe: TextCNNRecipe, data: TextData, writer: RunWriter, model: Any
@@ -175,7 +177,7 @@ def _cross_validate(recipe: TextCNNRecipe, table: pd.DataFrame, out: str | Path,
     """Stratified k-fold: each fold trains on k-1 parts (dev held out of them), tests on one."""
     table = table.reset_index(drop=True)
     folds = kfold_splits(table["label"].astype(str).tolist(), recipe.cv, recipe.seed)
-    rows = []
+    rows, predictions = [], []
     with new_run_folder(out, name) as writer:
         for k, (train_rows, test_rows) in enumerate(folds):
             fold_folder = writer.path / "folds" / str(k)
@@ -183,6 +185,8 @@ def _cross_validate(recipe: TextCNNRecipe, table: pd.DataFrame, out: str | Path,
             data = _prepare(recipe, table.iloc[train_rows], None, table.iloc[test_rows])
             result = _train_once(recipe, data, fold_folder)
             test = result["metrics"]["test"]
+            held_out = result["predictions"]
+            predictions.append(held_out[held_out["split"] == "test"])
             rows.append({"fold": k, "train": len(data.splits["train"].labels),
                          "dev": len(data.splits["dev"].labels) if "dev" in data.splits else 0,
                          "test": test["n"], "test_accuracy": test["accuracy"],
@@ -200,5 +204,8 @@ def _cross_validate(recipe: TextCNNRecipe, table: pd.DataFrame, out: str | Path,
                           "macro_f1_mean": float(frame["test_macro_f1"].mean())},
                    "train_seconds": float(frame["seconds"].sum())}
         writer.write_json("metrics.json", metrics)
+        # Every example once, predicted by the fold model that did not train on it.
+        writer.write_table(PREDICTIONS_FILE, pd.concat(predictions, ignore_index=True))
+    report_after_training(writer.final)
     return Run(path=writer.final, kind="textcnn", recipe=recipe, class_names=data.class_names,
                metrics=metrics, model=model, history=result["history"], folds=frame)
