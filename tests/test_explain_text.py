@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +137,7 @@ def test_cli_prints_the_ngram_tables(text_run: Path, tmp_path: Path,
 @pytest.mark.parametrize(("inputs", "options", "words"), [
     (["a walrus"], {"method": "gradcam"}, ["method 'gradcam' does not fit", "ngrams, saliency"]),
     (["IMAGE"], {}, ["is an image file", "text run"]),
+    (["missing/photo.png"], {}, ["'missing/photo.png' is an image file", "sentences"]),
     ([], {}, ["no inputs to explain"]),
     (["a walrus"], {"class_name": "east"}, ["unknown --class 'east'", "north, south"]),
     ([], {"data": "DATA", "method": "saliency"}, ["--data ranks n-grams"]),
@@ -147,6 +151,26 @@ def test_bad_input_to_a_text_run_is_one_clear_line(text_run: Path, tmp_path: Pat
     inputs = [image if item == "IMAGE" else item for item in inputs]
     options = {k: str(data) if v == "DATA" else v for k, v in options.items()}
     assert_user_error(lambda: explain_run(text_run, inputs, **options), *words)
+
+
+def test_mistakes_are_answered_without_loading_tensorflow(text_run: Path, tmp_path: Path) -> None:
+    cases = [[str(text_run), "x", "--method", "smoothgrad"], [str(text_run), "x", "--class", "Q"],
+             [str(text_run)], [str(text_run), "cat.jpg"], [str(tmp_path), "x"]]
+    script = (
+        "import json, sys\n"
+        "import tlkit.cli\n"
+        "tlkit.cli.COMMANDS.setdefault('explain', 'tlkit.cli.explain:explain')\n"
+        f"for args in json.loads({json.dumps(cases)!r}):\n"
+        "    try:\n"
+        "        tlkit.cli.main(['explain', *args])\n"
+        "    except SystemExit as exit_:\n"
+        "        assert exit_.code == 2, (args, exit_.code)\n"
+        "    assert 'tensorflow' not in sys.modules, args\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+    assert done.stderr.count("Error: ") == len(cases), done.stderr
 
 
 def test_an_image_model_is_not_a_text_cnn() -> None:

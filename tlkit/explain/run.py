@@ -80,10 +80,14 @@ def _check_method(kind: str, method: str | None) -> str:
         return choices[0]
     if method not in choices:
         other = next(k for k in METHODS if k != kind)
-        where = f" (a {other} method)" if method in METHODS[other] else ""
-        raise UserError(f"method '{method}' does not fit a{'n' if kind == 'image' else ''} "
-                        f"{kind} run{where}; choose one of: {', '.join(choices)}")
+        where = f" ({_a(other)} method)" if method in METHODS[other] else ""
+        raise UserError(f"method '{method}' does not fit {_a(kind)} run{where}; choose one "
+                        f"of: {', '.join(choices)}")
     return method
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _class_index(class_names: list[str], class_name: str) -> int:
@@ -98,6 +102,14 @@ def _check_inputs(kind: str, inputs: Sequence[str], data: str | Path | None, met
     what = "image files or folders" if kind == "image" else "sentences in quotes, or --data FILE"
     if not inputs and data is None:
         raise UserError(f"no inputs to explain; give {what}")
+    if kind == "textcnn":
+        from tlkit.data.images import IMAGE_EXTENSIONS
+
+        for item in inputs:
+            # Caught here even when the file is missing: a path is never meant as a sentence.
+            if Path(item).suffix.lower() in IMAGE_EXTENSIONS or Path(item).is_dir():
+                raise UserError(f"'{item}' is an image file or folder; a text run explains "
+                                "sentences (in quotes), or a file of them with --data")
     if data is None:
         return
     if kind == "image":
