@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-# A log grid wide enough for standardised features from 32 to 4096 dimensions and a few
-# hundred to a few thousand images; the best C on the image sets tried sat inside it.
+# Decades up to C=10: on flowers12's EfficientNet-Lite0 features val accuracy rose up to C=10
+# and stayed flat up to 1000, while each fit above 10 took several times longer.
 DEFAULT_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 

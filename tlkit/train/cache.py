@@ -131,7 +131,7 @@ def weights_fingerprint(model: keras.Model) -> str:
 
     All weights, not a sample: a fine-tuned stage may change only the top block or only
     BatchNorm statistics, and hashing is cheap next to one forward pass over the images
-    (VGG16's 59 MB of weights hash in about 0.1 s).
+    (VGG16's 56 MB of weights hash in 0.3 s, EfficientNet-Lite0's in 0.1 s).
 
     Example:
         >>> import keras
