@@ -204,7 +204,7 @@ def training_curves_figure(history: pd.DataFrame) -> Figure:
                         f"file, got columns: {', '.join(map(str, history.columns))}")
     # One stage has no boundary to mark.
     stages = history["stage"].unique() if "stage" in history.columns else []
-    figure = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
+    figure = Figure(figsize=(5.6 * len(panels), 4.5), layout="constrained")
     for axes, (title, column) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels,
                                      strict=True):
         for name, style in ((column, "-"), (f"val_{column}", "--")):
@@ -261,7 +261,7 @@ def top_losses_figure(predictions: pd.DataFrame, class_names: list[str], n: int 
 def _thumbnails(rows: list[tuple[Any, ...]], root: str | Path | None) -> Figure:
     columns = min(6, max(1, len(rows)))
     lines = max(1, math.ceil(len(rows) / columns))
-    figure = Figure(figsize=(2.1 * columns, 2.7 * lines), layout="constrained")
+    figure = Figure(figsize=(1.9 * columns, 2.5 * lines), layout="constrained")
     grid = np.atleast_1d(figure.subplots(lines, columns)).ravel()
     for axes in grid:
         axes.axis("off")

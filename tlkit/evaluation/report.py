@@ -319,7 +319,7 @@ def _html_image(png: Png) -> str:
     key = png.name.removesuffix(".png")
     width = int.from_bytes(png.data[16:20], "big")  # the PNG header's IHDR width
     hint = (f"<p>Shrunk to fit: click the figure for full size ({width} pixels wide).</p>"
-            if width > 1150 else "")
+            if width > 1200 else "")
     return (f'{hint}<div class="zoom"><input type="checkbox" id="zoom-{key}">'
             f'<label for="zoom-{key}"><img alt="{html.escape(png.name)}" '
             f'src="data:image/png;base64,{data}"></label></div>')
