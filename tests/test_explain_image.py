@@ -167,11 +167,7 @@ def test_explain_run_on_an_image_folder(image_run: Path, tmp_path: Path) -> None
     assert all(Path(p).parent == image_run / "explanations" for p in table["png"])
 
 
-def test_cli_explain_prints_where_the_files_went(image_run: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import tlkit.cli
-
-    monkeypatch.setitem(tlkit.cli.COMMANDS, "explain", "tlkit.cli.explain:explain")
+def test_cli_explain_prints_where_the_files_went(image_run: Path, tmp_path: Path) -> None:
     image = write_image(tmp_path / "red.png", (220, 30, 30))
     code, out, _ = run_cli(["explain", str(image_run), str(image), "--method", "saliency",
                             "--out", str(tmp_path / "expl")])

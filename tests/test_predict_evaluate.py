@@ -72,7 +72,7 @@ def test_unknown_classes_are_named_or_ignored(image_run: Path, tmp_path: Path) -
 @pytest.mark.parametrize(("args", "words"), [
     (["predict", "{run}", "a gripping film"], ["not an image file", "image run"]),
     (["predict", "{run}", "{image}", "--top-k", "4"], ["--top-k 4", "between 1 and 3"]),
-    (["predict", "{run}"], ["nothing to predict"]),
+    (["predict", "{run}"], ["no inputs given"]),
     (["predict", "{tmp}", "{image}"], ["not a finished tlkit run folder"]),
     (["predict", "{tmp}/.colours.partial", "{image}"], ["unfinished run"]),
     (["predict", "{run}", "{image}", "--output", "/no/such/dir/p.csv"], ["cannot write"]),

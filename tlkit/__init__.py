@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "TextCNNRecipe": "tlkit.recipes",
     "predict": "tlkit.predict",
     "evaluate": "tlkit.evaluate",
+    "explain_run": "tlkit.explain.run",
     "load_run": "tlkit.runs",
     "resolve_recipe": "tlkit.recipes",
     "ImageRecipe": "tlkit.recipes",

@@ -58,7 +58,7 @@ def gather_inputs(run: Run, inputs: Sequence[str], input_file: str | Path | None
     if input_file is not None:
         items += _file_inputs(run, Path(input_file), column, encoding)
     if not items:
-        raise UserError("nothing to predict: give inputs as arguments or --input FILE")
+        raise UserError("no inputs given: pass them as arguments or --input FILE")
     return items
 
 

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "textcnn": "tlkit.cli.textcnn:textcnn",
     "evaluate": "tlkit.cli.evaluate:evaluate",
     "predict": "tlkit.cli.predict:predict",
+    "explain": "tlkit.cli.explain:explain",
     "report": "tlkit.cli.report:report",
     "inspect": "tlkit.cli.inspect:inspect",
     "backbones": "tlkit.cli.backbones:backbones",
