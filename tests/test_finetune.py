@@ -167,3 +167,29 @@ def test_cli_weights_import_of_a_missing_file(tmp_path: Path,
     code, _, err = run_cli(["weights", "import", str(tmp_path / "nope.h5"), "--backbone", "vgg16"],
                         capsys)
     assert code == 2 and "does not exist" in err
+
+
+def test_head_stage_on_cached_features_saves_a_model_that_predicts_what_training_measured(
+        image_folder: Path, tmp_path: Path) -> None:
+    """Head-only stages train on cached features; the saved full model gives the same val
+    loss and accuracy the kept epoch logged, and every run carries its linear probe."""
+    recipe = _recipe(image_folder, stages=[Stage(name="head", epochs=4, lr=0.05)],
+                     augment=None)
+    run = finetune(recipe, out=tmp_path / "runs", name="cached")
+    history = pd.read_csv(run.path / "history.csv")
+    kept = history.loc[history["val_loss"].idxmin()]
+    assert run.metrics["val"]["loss"] == pytest.approx(kept["val_loss"], rel=1e-4)
+    assert run.metrics["val"]["accuracy"] == pytest.approx(kept["val_accuracy"])
+    assert set(run.metrics["probe"]) >= {"val", "test", "C"}
+    assert not (run.path / "cache").exists()  # the run's own cache is not kept
+
+
+def test_cache_dir_is_reused_across_runs(image_folder: Path, tmp_path: Path) -> None:
+    recipe = _recipe(image_folder, stages=[Stage(name="head", epochs=1, lr=0.05)],
+                     augment=None, cache_dir=str(tmp_path / "features"))
+    finetune(recipe, out=tmp_path / "runs", name="first")
+    files = sorted((tmp_path / "features").glob("*.npy"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    finetune(recipe, out=tmp_path / "runs", name="second")
+    assert files and sorted((tmp_path / "features").glob("*.npy")) == files
+    assert [f.stat().st_mtime_ns for f in files] == stamps

@@ -144,7 +144,13 @@ class ImageRecipe(Checked):
     batchnorm: str = "auto"  # auto: frozen with pretrained weights, trainable with none
     augment: Augment | None = field(default_factory=Augment)
     class_weight: str | None = None  # "balanced" or None
-    cache: bool = False
+    cache: bool = False  # keep decoded images in memory between epochs (tf.data cache)
+    # Stages that train only the head read the frozen backbone's features from a file made
+    # once per image (in the run folder, or cache_dir to reuse it across runs).
+    feature_cache: bool = True
+    augment_views: int = 1  # 1: features of the original images; K > 1: K augmented views
+    cache_dir: str | None = None
+    probe: bool = True  # a logistic-regression probe on the same features: the run's floor
     strict: bool = False
     early_stopping: int | None = 5  # patience in epochs, None: off
     monitor: str = "val_loss"  # what decides the kept epoch: val_loss (min) or val_accuracy (max)
@@ -266,6 +272,11 @@ def validate_image_recipe(recipe: ImageRecipe) -> None:
     _check(recipe.val_fraction + recipe.test_fraction < 1,
            "val_fraction + test_fraction must leave images to train on")
     _check(bool(recipe.stages), "a recipe needs at least one stage")
+    _check(recipe.augment_views >= 1, f"augment_views must be at least 1, got "
+           f"{recipe.augment_views}")
+    _check(recipe.augment_views == 1 or recipe.augment is not None,
+           f"augment_views: {recipe.augment_views} needs augmentation; set augment or "
+           "augment_views: 1")
     _check_common(recipe)
     for stage in recipe.stages:
         # A name may be a block or any layer: layers are checked once the backbone is

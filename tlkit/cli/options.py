@@ -91,4 +91,12 @@ def summary_line(run: Any) -> str:
     else:
         scores = ", ".join(f"{split} accuracy {metrics[split]['accuracy']:.3f}"
                            for split in ("val", "test") if split in metrics)
-    return f"run folder: {run.path} ({scores})"
+    lines = [f"run folder: {run.path} ({scores})"]
+    probe = metrics.get("probe") or {}
+    split = "test" if probe.get("test") is not None and "test" in metrics else "val"
+    if probe.get(split) is not None and split in metrics:
+        lines.append(f"linear probe on the same features: {split} accuracy {probe[split]:.3f}")
+        if metrics[split]["accuracy"] < probe[split]:
+            lines.append(f"note: this run ends below its linear probe on {split} "
+                         f"({metrics[split]['accuracy']:.3f} < {probe[split]:.3f})")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from tlkit.evaluate import report_after_training
 from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import ImageRecipe, Stage
 from tlkit.runs import PREDICTIONS_FILE, Run, RunWriter, check_destination, new_run_folder, run_name
-from tlkit.train.fit import fit_stages
+from tlkit.train.fit import StageFit, fit_stages
 
 
 @dataclass
@@ -97,8 +98,11 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
         writer.write_recipe(recipe)
         writer.write_classes(images.class_names)
         writer.write_table("split.csv", images.table)
-        history, seconds = _train(recipe, row, backbone, model, datasets, images, writer)
+        history, seconds, probe = _train(recipe, row, backbone, model, datasets, images,
+                                         writer)
         metrics, predictions = _evaluate(model, datasets, images)
+        if probe:
+            metrics["probe"] = probe
         metrics["train_seconds"] = round(seconds, 1)
         metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in images.skipped]
         writer.write_json("metrics.json", metrics)
@@ -137,26 +141,94 @@ def _check_stages(backbone: Any, row: Backbone, stages: list[Stage]) -> None:
             raise UserError(f"stage '{stage.name}': {error}") from error
 
 
+class FrozenFeatures:
+    """Each split's frozen-backbone features, read from the feature cache (made on first use).
+
+    The feature model and the head share the classifier's layers, so a head fitted on these
+    features is the classifier's head. The cache key includes the backbone's weights, so a
+    head stage after an unfrozen one computes fresh features.
+    """
+
+    def __init__(self, recipe: ImageRecipe, row: Backbone, model: Any, images: ImageData,
+                 cache_dir: Path) -> None:
+        from tlkit.train.cache import split_classifier
+
+        self.recipe, self.row, self.images, self.cache_dir = recipe, row, images, cache_dir
+        self.feature_model, self.head = split_classifier(model)
+
+    def cache(self, split: str, views: int = 1) -> Any:
+        """The features of one split (``views`` augmented views per image when above 1)."""
+        from tlkit.train.cache import build_feature_cache
+
+        recipe = self.recipe
+        return build_feature_cache(
+            self.feature_model, self.images.split(split)["path"].tolist(), recipe.batch_size,
+            self.cache_dir, {"backbone": self.row.name, "weights": recipe.weights,
+                             "preprocess": self.row.preprocess},
+            augment=recipe.augment if views > 1 else None, views=views, seed=recipe.seed)
+
+    def labels(self, split: str) -> Any:
+        """Class ids of one split, in the cache's row order."""
+        return self.images.label_ids(self.images.split(split))
+
+    def stage_fit(self) -> StageFit:
+        """The head and its cached train and val streams, for a head-only stage."""
+        from tlkit.train.cache import head_dataset
+
+        recipe = self.recipe
+        train = head_dataset(self.cache("train", recipe.augment_views), self.labels("train"),
+                             recipe.batch_size, shuffle=True, seed=recipe.seed)
+        has_val = not self.images.split("val").empty
+        val = (head_dataset(self.cache("val"), self.labels("val"), recipe.batch_size)
+               if has_val else None)
+        return StageFit(self.head, train, val)
+
+    def probe(self) -> dict[str, Any]:
+        """A logistic-regression probe on the train features, C chosen on val, scored on test."""
+        from tlkit.evaluation.probe import linear_probe
+
+        splits = [s for s in ("val", "test") if not self.images.split(s).empty]
+        if "val" not in splits:
+            return {}
+        x = {split: self.cache(split).view(0) for split in ["train", *splits]}
+        result = linear_probe(x["train"], self.labels("train"), x["val"], self.labels("val"),
+                              x.get("test"), self.labels("test") if "test" in x else None)
+        return {"val": result["val_accuracy"], "test": result["test_accuracy"],
+                "C": result["C"], "n_features": result["n_features"],
+                "fit_seconds": result["fit_seconds"]}
+
+
 def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
            datasets: dict[str, Any], images: ImageData, writer: RunWriter
-           ) -> tuple[pd.DataFrame, float]:
+           ) -> tuple[pd.DataFrame, float, dict[str, Any]]:
+    """Fit every stage (head-only stages on cached features); return history, time, probe."""
     from tlkit.train.stages import compile_for_stage, prepare_stage
 
     class_weight = (balanced_class_weight(images.label_ids(images.split("train")),
                                           len(images.class_names))
                     if recipe.class_weight == "balanced" else None)
+    start = time.perf_counter()
+    features = FrozenFeatures(recipe, row, model, images,
+                              Path(recipe.cache_dir or writer.path / "cache"))
+    probe = features.probe() if recipe.probe else {}
+    if probe:
+        print(f"linear probe on the frozen features: val accuracy {probe['val']:.3f} "
+              f"(C={probe['C']:g})", flush=True)
 
-    def prepare(stage: Stage) -> None:
+    def prepare(stage: Stage) -> StageFit | None:
         plan = prepare_stage(backbone, row, stage, recipe.batchnorm_policy,
                              recipe.batchnorm_momentum)
-        compile_for_stage(model, stage, plan)
-        _announce(stage, plan, row)
+        cached = plan.backbone_frozen and recipe.feature_cache
+        compile_for_stage(features.head if cached else model, stage, plan)
+        _announce(stage, plan, row, cached)
+        return features.stage_fit() if cached else None
 
-    start = time.perf_counter()
     history = fit_stages(model, recipe.stages, datasets, writer.path, prepare=prepare,
                          monitor=recipe.monitor, early_stopping=recipe.early_stopping,
                          class_weight=class_weight)
-    return history, time.perf_counter() - start
+    if not recipe.cache_dir:  # the run's own cache served its purpose; keep the folder small
+        shutil.rmtree(writer.path / "cache", ignore_errors=True)
+    return history, time.perf_counter() - start, probe
 
 
 def _datasets(recipe: ImageRecipe, images: ImageData) -> dict[str, Any]:
@@ -173,9 +245,10 @@ def _datasets(recipe: ImageRecipe, images: ImageData) -> dict[str, Any]:
     return datasets
 
 
-def _announce(stage: Stage, plan: Any, row: Backbone) -> None:
+def _announce(stage: Stage, plan: Any, row: Backbone, cached: bool) -> None:
     blocks = ("none (backbone frozen)" if plan.backbone_frozen
               else ", ".join(row.block_names[k] for k in plan.trainable_blocks))
     decay = f", lr_decay {stage.lr_decay} per block" if stage.lr_decay < 1 else ""
-    print(f"stage '{stage.name}': {stage.epochs} epochs at lr {stage.lr:g}{decay}; "
-          f"training backbone blocks: {blocks}", flush=True)
+    how = "; the head trains on cached features" if cached else ""
+    print(f"stage '{stage.name}': up to {stage.epochs} epochs at lr {stage.lr:g}{decay}; "
+          f"training backbone blocks: {blocks}{how}", flush=True)
