@@ -108,8 +108,7 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
     predictions = predictions_table(table["input"], y_true, probs, run.class_names, "eval")
     predictions.to_csv(folder / "predictions.csv", index=False)
     write_report(folder, metrics, run.class_names, kind=run.kind, predictions=predictions,
-                 unknown=unknown, title=f"{run.path.name} on {data}",
-                 missing=["training curves (see the run's own report)"])
+                 history=run.history, unknown=unknown, title=f"{run.path.name} on {data}")
     metrics["report"] = str(folder / "report.html")
     return metrics
 
