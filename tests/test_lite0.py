@@ -106,6 +106,39 @@ def test_weights_imagenet_uses_the_keras_home_cache(
     assert model.output_shape == (None, 1280)
 
 
+def test_read_only_keras_home_falls_back_to_tmp_like_keras(
+    pth_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests run as root, which writes anywhere: a file in the way is a home that cannot be
+    made. The conversion is stubbed and the cache name unique, so nothing lands in /tmp."""
+    from tlkit import lite0
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "file" / ".keras"))
+    name = f"tlkit-test-{os.getpid()}-{tmp_path.name}.weights.h5"
+    monkeypatch.setattr(lite0, "_CACHE_NAME", name)
+    targets: list[Path] = []
+
+    def convert(pth: Path, dest: Path) -> None:
+        targets.append(dest)
+        raise _Stop
+
+    monkeypatch.setattr(lite0, "_convert", convert)
+    with pytest.raises(_Stop):
+        load_lite0_imagenet(build_efficientnet_lite0())
+    assert targets == [Path("/tmp/.keras/models") / name]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_cache_folder_that_cannot_be_made_is_a_user_error(pth_path: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(UserError, match="cannot create the weights cache folder .*KERAS_HOME"):
+        load_lite0_imagenet(build_efficientnet_lite0(), cache_dir=tmp_path / "file" / "models")
+
+
 def test_parameter_count_matches_the_file(pth_path: Path) -> None:
     state = read_legacy_torch_state_dict(pth_path)
     assert len(state) == PTH_TENSORS

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,14 @@ M3_KEY = "small_224_1.0_float"  # mobilenet_v3.WEIGHTS_HASHES key of MobileNetV3
 
 @pytest.fixture(autouse=True)
 def keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh Keras cache per test: Keras read $KERAS_HOME once, at import, so patch that."""
-    from keras.src.backend import config
+    """A fresh Keras cache per test: tlkit reads $KERAS_HOME at each call and hands the folder
+    to Keras's get_file, so the variable is enough. Keras is imported first: at import it
+    writes keras.json into the home it sees."""
+    import keras  # noqa: F401
 
     home = tmp_path / "keras_home"
     home.mkdir()
-    monkeypatch.setattr(config, "_KERAS_DIR", str(home))
+    monkeypatch.setenv("KERAS_HOME", str(home))
     return home
 
 
@@ -60,7 +64,7 @@ def no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return real_getaddrinfo(host, *args, **kwargs)
 
     def urlretrieve(url: str, *args: Any, **kwargs: Any) -> Any:
-        if not url.startswith(("http://127.0.0.1:", "http://weights.example/")):
+        if not url.startswith(("http://127.0.0.1:", "http://weights.example/", "file://")):
             attempts.append(url)
             raise OSError(f"test guard: no download of {url}")
         return real_urlretrieve(url, *args, **kwargs)
@@ -149,12 +153,63 @@ def test_backbones_without_an_imagenet_file() -> None:
     assert_user_error(lambda: expected_weights_file("vgg61"), "unknown backbone 'vgg61'", "vgg16")
 
 
-def test_cache_dir_follows_keras_fallback_for_an_unwritable_home(
+def test_cache_dir_is_keras_home_read_at_each_call(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "new" / "home"))
+    assert tlkit_weights.keras_cache_dir() == tmp_path / "new" / "home" / "models"
+    assert (tmp_path / "new" / "home").is_dir()  # created, as Keras creates its home
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    (tmp_path / "user").mkdir()
+    assert tlkit_weights.keras_cache_dir() == tmp_path / "user" / ".keras" / "models"
+
+
+def test_cache_dir_follows_keras_fallback_for_a_home_that_cannot_be_created(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests run as root, which may write anywhere: a file in the way is what cannot be made.
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "file" / ".keras"))
+    assert tlkit_weights.keras_cache_dir() == Path("/tmp/.keras/models")
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "file"))
+    assert tlkit_weights.keras_cache_dir() == Path("/tmp/.keras/models")
+
+
+def test_cache_dir_agrees_with_keras_own_rule(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keras decides its home when its config module runs; run a fresh copy of it here."""
+    import importlib.util
+
     from keras.src.backend import config
 
-    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "absent" / ".keras"))
-    assert tlkit_weights.keras_cache_dir() == Path("/tmp/.keras/models")
+    def keras_home_now() -> Path:
+        spec = importlib.util.spec_from_file_location("keras_config_copy", config.__file__)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return Path(os.path.expanduser(module.keras_home()))
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert tlkit_weights.keras_cache_dir() == keras_home_now() / "models"
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    (tmp_path / "user").mkdir()
+    assert tlkit_weights.keras_cache_dir() == keras_home_now() / "models"
+
+
+def test_keras_falls_back_to_tmp_for_a_folder_it_cannot_create(tmp_path: Path) -> None:
+    """The fallback tlkit copies, observed in Keras's get_file (a local file, no network)."""
+    import keras
+
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"weights")
+    (tmp_path / "file").write_text("not a folder")
+    fname = f"tlkit-test-{os.getpid()}-{time.monotonic_ns()}.bin"
+    path = Path(keras.utils.get_file(fname, origin=source.as_uri(), cache_subdir="models",
+                                     cache_dir=str(tmp_path / "file" / ".keras")))
+    try:
+        assert path == Path("/tmp/.keras/models") / fname
+    finally:
+        path.unlink(missing_ok=True)
 
 
 # --- imagenet through Keras's cache -------------------------------------------------------
@@ -195,15 +250,14 @@ def test_imagenet_fails_fast_when_name_lookup_hangs(
         release.set()
 
 
-@pytest.fixture
-def wrong_file_server() -> Iterator[tuple[str, list[str]]]:
-    """A loopback HTTP server that answers every GET with bytes that are not the weights."""
+@contextmanager
+def loopback_server(body: bytes) -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server answering every GET with ``body``: its URL and the paths asked."""
     requested: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             requested.append(self.path)
-            body = b"<html>a captive portal, not an HDF5 file</html>" * 20
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -220,6 +274,13 @@ def wrong_file_server() -> Iterator[tuple[str, list[str]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def wrong_file_server() -> Iterator[tuple[str, list[str]]]:
+    """A loopback server that answers every GET with bytes that are not the weights."""
+    with loopback_server(b"<html>a captive portal, not an HDF5 file</html>" * 20) as served:
+        yield served
 
 
 def test_download_rejected_by_keras_checksum(wrong_file_server: tuple[str, list[str]],

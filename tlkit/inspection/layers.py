@@ -27,6 +27,12 @@ from typing import Any
 from tlkit.errors import UserError
 from tlkit.inspection import receptive_field as rf
 from tlkit.inspection.receptive_field import Field
+from tlkit.keras_internals import (
+    LayerCall,
+    functional_graph,
+    layer_calls,
+    variables_left_unallocated,
+)
 
 
 def _kinds(kind: str, *names: str) -> dict[str, str]:
@@ -125,20 +131,24 @@ def walk_model(model: Any, blocks: dict[str, str] | None = None,
         >>> len(walk_model(build_backbone("tiny_cnn", 32)))
         12
     """
-    graph = _graph_of(model)
+    import keras
+
+    graph = functional_graph(model)
     if graph is None:
         raise UserError(f"cannot inspect '{model.name}', a subclassed {type(model).__name__}: "
                         "inspection reads the layer graph; build it as a functional or "
                         "Sequential model")
+    input_layers = {id(layer.output): layer for layer in graph.layers
+                    if isinstance(layer, keras.layers.InputLayer)}
     steps: list[Step] = []
     inputs = []
     for tensor in graph.inputs:
-        name = tensor._keras_history.operation.name
-        spec = _sized(tensor, input_size, name)
+        layer = input_layers[id(tensor)]
+        spec = _sized(tensor, input_size, layer.name)
         field_ = rf.input_field(tuple(spec.shape), str(spec.dtype))
-        steps.append(Step(name, tensor._keras_history.operation, "input", [],
-                          [tuple(spec.shape)], [], field=field_))
-        inputs.append(_Tensor(spec, field_, name))
+        steps.append(Step(layer.name, layer, "input", [], [tuple(spec.shape)], [],
+                          field=field_))
+        inputs.append(_Tensor(spec, field_, layer.name))
     blocks = _blocks_of(model) if blocks is None else blocks
     _walk_graph(model, inputs, "", True, blocks, steps, set())
     return steps
@@ -162,40 +172,30 @@ def _sized(tensor: Any, input_size: int | None, name: str) -> Any:
     return keras.KerasTensor((shape[0], *sized), dtype=tensor.dtype)
 
 
-def _graph_of(layer: Any) -> Any:
-    """The functional graph behind a Functional or built Sequential model, else None."""
-    graph = getattr(layer, "_functional", None) or layer
-    return graph if hasattr(graph, "_nodes_by_depth") else None
-
-
 def _walk_graph(model: Any, inputs: list[_Tensor], prefix: str, trainable: bool,
                 blocks: dict[str, str], steps: list[Step], seen: set[int]) -> list[_Tensor]:
-    graph = _graph_of(model)
+    graph = functional_graph(model)
     tensors = {id(t): value for t, value in zip(graph.inputs, inputs, strict=True)}
-    order = {id(op): i for i, op in enumerate(graph._operations)}
     calls: dict[int, int] = {}
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        nodes = sorted(graph._nodes_by_depth[depth], key=lambda n: order.get(id(n.operation), 0))
-        for node in nodes:
-            if node.is_input:
-                continue
-            layer = node.operation
-            ins = [tensors[id(t)] for t in node.input_tensors]
-            name = prefix + layer.name
-            calls[id(layer)] = calls.get(id(layer), -1) + 1
-            if calls[id(layer)]:
-                name += f"#{calls[id(layer)]}"
-            if _graph_of(layer) is not None:
-                outs = _walk_graph(layer, ins[:len(_graph_of(layer).inputs)], name + "/",
-                                   trainable and layer.trainable, _blocks_of(layer), steps, seen)
-            else:
-                specs = _output_specs(node, ins)
-                step = _step(layer, name, ins, specs, trainable, seen)
-                step.block = blocks.get(layer.name, "")
-                steps.append(step)
-                outs = [_Tensor(spec, step.field, name) for spec in specs]
-            for tensor, value in zip(node.output_tensors, outs, strict=True):
-                tensors[id(tensor)] = value
+    for call in layer_calls(graph):
+        layer = call.layer
+        ins = [tensors[id(t)] for t in call.inputs]
+        name = prefix + layer.name
+        calls[id(layer)] = calls.get(id(layer), -1) + 1
+        if calls[id(layer)]:
+            name += f"#{calls[id(layer)]}"
+        nested = functional_graph(layer)
+        if nested is not None:
+            outs = _walk_graph(layer, ins[:len(nested.inputs)], name + "/",
+                               trainable and layer.trainable, _blocks_of(layer), steps, seen)
+        else:
+            specs = _output_specs(call, ins)
+            step = _step(layer, name, ins, specs, trainable, seen)
+            step.block = blocks.get(layer.name, "")
+            steps.append(step)
+            outs = [_Tensor(spec, step.field, name) for spec in specs]
+        for tensor, value in zip(call.outputs, outs, strict=True):
+            tensors[id(tensor)] = value
     return [tensors[id(t)] for t in graph.outputs]
 
 
@@ -250,15 +250,12 @@ def _spatial_sizes(shape: tuple[int | None, ...], layer: Any) -> tuple[int | Non
     return tuple(shape[1:-1])
 
 
-def _output_specs(node: Any, ins: list[_Tensor]) -> list[Any]:
-    """Output specs of a node for the propagated inputs; the graph's own when shapes match."""
-    pairs = list(zip(node.input_tensors, ins, strict=True))
-    if all(tuple(t.spec.shape) == tuple(x.shape) for x, t in pairs):
-        return list(node.output_tensors)
-    import keras
-
-    args, kwargs = node.arguments.fill_in({id(x): t.spec for x, t in pairs})
-    return keras.tree.flatten(node.operation.compute_output_spec(*args, **kwargs))
+def _output_specs(call: LayerCall, ins: list[_Tensor]) -> list[Any]:
+    """Output specs of a call for the propagated inputs; the graph's own when shapes match."""
+    if all(tuple(t.spec.shape) == tuple(x.shape)
+           for x, t in zip(call.inputs, ins, strict=True)):
+        return list(call.outputs)
+    return call.output_specs([t.spec for t in ins])
 
 
 def _itemsize(dtype: Any) -> int:
@@ -291,20 +288,11 @@ def block_names(model: Any, row: Any) -> dict[str, str]:
 def shapes_only() -> Iterator[None]:
     """Build Keras models inside without allocating their weights: inspection needs shapes only.
 
-    Keras defers the initialisation of variables created in a ``StatelessScope``; leaving it
-    with ``initialize_variables=False`` keeps them unallocated (VGG16 builds in milliseconds
-    instead of seconds and 2 GB). They are then dropped from Keras's pending list, so a later
-    scope does not allocate them behind the user's back. Models built here cannot run.
+    The variables are left unallocated (``tlkit.keras_internals.variables_left_unallocated``):
+    VGG16 builds in milliseconds instead of seconds and 2 GB. Models built here cannot run.
     """
-    import keras
-    from keras.src.backend.common import global_state
-
-    pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            yield
-    finally:
-        global_state.set_global_attribute("uninitialized_variables", pending)
+    with variables_left_unallocated():
+        yield
 
 
 @dataclass(frozen=True)

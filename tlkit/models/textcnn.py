@@ -27,6 +27,7 @@ from keras import ops
 
 from tlkit.data.text import Vocabulary, get_tokenizer, standardize
 from tlkit.errors import UserError
+from tlkit.keras_internals import adadelta_accumulators, optimizer_variable_index
 
 VARIANTS = ("rand", "static", "non-static", "multichannel")
 
@@ -69,8 +70,8 @@ class MaskedEmbedding(keras.layers.Embedding):
     """An Embedding whose padding id 0 always gives zeros, as Kim keeps that row at zero.
 
     Example:
-        >>> MaskedEmbedding(10, 4)(np.array([[3, 0]]))[0, 1].numpy().tolist()
-        [0.0, 0.0, 0.0, 0.0]
+        >>> MaskedEmbedding(10, 4)(np.array([[3, 0]]))[0, 1].numpy().tolist() == [0.0] * 4
+        True
     """
 
     def call(self, inputs: Any) -> Any:
@@ -136,12 +137,10 @@ class SparseAdadelta(keras.optimizers.Adadelta):
         if not isinstance(gradient, tf.IndexedSlices):
             super().update_step(gradient, variable, learning_rate)
             return
-        index = self._get_variable_index(variable)
         # Gathers go to the tf.Variables themselves (a sparse read): reading a whole Keras
         # variable first would make the scatters below copy the full table.
-        acc_grad = _tf_variable(self._accumulated_grads[index])
-        acc_delta = _tf_variable(self._accumulated_delta_vars[index])
-        last_step = _tf_variable(self._last_steps[index])
+        acc_grad, acc_delta = map(_tf_variable, adadelta_accumulators(self, variable))
+        last_step = _tf_variable(self._last_steps[optimizer_variable_index(self, variable)])
         rows, position = tf.unique(gradient.indices)
         # A row looked up several times in the batch gets the sum of its gradients.
         grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, variable.dtype), position,
@@ -211,6 +210,30 @@ def build_textcnn(vocab_size: int, num_classes: int, variant: str = "rand", *,
         >>> build_textcnn(50, 3, "multichannel", embeddings=vectors).count_params() > 0
         True
     """
+    embedding_dim = _checked_embedding_dim(vocab_size, num_classes, variant, embeddings,
+                                           embedding_dim, filter_widths)
+    ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    embedded = _embed(ids, vocab_size, variant, embeddings, embedding_dim,
+                      keras.initializers.RandomUniform(-rand_scale, rand_scale,
+                                                       seed=_offset(seed, 0)))
+    features = _max_pooled_features(embedded, filter_widths, feature_maps, activation, seed)
+    features = keras.layers.Dropout(dropout, seed=_offset(seed, 100), name="dropout")(features)
+    constraint = None if max_norm is None else keras.constraints.MaxNorm(max_norm, axis=0)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", kernel_constraint=constraint, name="output",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=_offset(seed, 101)))(features)
+    return keras.Model(ids, outputs, name=name)
+
+
+def _offset(seed: int | None, offset: int) -> int | None:
+    """One seed per initializer, all from the model's seed (None stays unseeded)."""
+    return None if seed is None else seed + offset
+
+
+def _checked_embedding_dim(vocab_size: int, num_classes: int, variant: str,
+                           embeddings: np.ndarray | None, embedding_dim: int,
+                           filter_widths: Sequence[int]) -> int:
+    """Refuse arguments that do not make a model; the embedding size, from the vectors if any."""
     if variant not in VARIANTS:
         raise UserError(f"unknown variant '{variant}'; choose one of: {', '.join(VARIANTS)}")
     if variant == "rand" and embeddings is not None:
@@ -228,43 +251,39 @@ def build_textcnn(vocab_size: int, num_classes: int, variant: str = "rand", *,
         raise UserError(f"filter widths must be positive integers, got {list(filter_widths)}")
     if num_classes < 2:
         raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
+    return embedding_dim
 
-    def seeded(offset: int) -> int | None:
-        return None if seed is None else seed + offset
 
-    ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+def _embed(ids: Any, vocab_size: int, variant: str, embeddings: np.ndarray | None,
+           embedding_dim: int, initializer: Any) -> Any:
+    """The variant's embedding of ``ids``: one table, or multichannel's two tables added."""
 
     def embedding(layer_name: str, trainable: bool) -> Any:
-        layer = MaskedEmbedding(
-            vocab_size, embedding_dim, name=layer_name, trainable=trainable,
-            embeddings_initializer=keras.initializers.RandomUniform(-rand_scale, rand_scale,
-                                                                    seed=seeded(0)))
+        layer = MaskedEmbedding(vocab_size, embedding_dim, name=layer_name, trainable=trainable,
+                                embeddings_initializer=initializer)
         output = layer(ids)
         if embeddings is not None:
             layer.embeddings.assign(embeddings.astype("float32"))
         return output
 
     if variant == "multichannel":
-        embedded = keras.layers.Add(name="channels")(
+        return keras.layers.Add(name="channels")(
             [embedding("embedding_static", False), embedding("embedding", True)])
-    else:
-        embedded = embedding("embedding", variant != "static")
+    return embedding("embedding", variant != "static")
+
+
+def _max_pooled_features(embedded: Any, filter_widths: Sequence[int], feature_maps: int,
+                         activation: str, seed: int | None) -> Any:
+    """Edge padding, one convolution per width, max over time, concatenated."""
     pooled = []
     for i, width in enumerate(filter_widths):
         padded = keras.layers.ZeroPadding1D((width - 1, width), name=f"edge_padding_{width}")(
             embedded)
         conv = keras.layers.Conv1D(
             feature_maps, width, activation=activation, name=f"conv_{width}",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=seeded(1 + i)))(padded)
+            kernel_initializer=keras.initializers.GlorotUniform(seed=_offset(seed, 1 + i)))(padded)
         pooled.append(keras.layers.GlobalMaxPooling1D(name=f"pool_{width}")(conv))
-    features = pooled[0] if len(pooled) == 1 else \
-        keras.layers.Concatenate(name="features")(pooled)
-    features = keras.layers.Dropout(dropout, seed=seeded(100), name="dropout")(features)
-    constraint = None if max_norm is None else keras.constraints.MaxNorm(max_norm, axis=0)
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax", kernel_constraint=constraint, name="output",
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seeded(101)))(features)
-    return keras.Model(ids, outputs, name=name)
+    return pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="features")(pooled)
 
 
 def compile_textcnn(model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None,
@@ -275,7 +294,10 @@ def compile_textcnn(model: keras.Model, optimizer: keras.optimizers.Optimizer | 
     (seconds each on CPU), which costs more than it saves.
 
     Example:
+        >>> model = build_textcnn(vocab_size=100, num_classes=2, embedding_dim=8)
         >>> compile_textcnn(model, kim_optimizer(learning_rate=0.5))
+        >>> model.optimizer.learning_rate.numpy().item()
+        0.5
     """
     model.compile(optimizer=optimizer or kim_optimizer(),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"],
@@ -291,8 +313,14 @@ def build_string_model(model: keras.Model, vocabulary: Vocabulary,
     ``max_length``. Loading the saved model needs ``import tlkit.models.textcnn``.
 
     Example:
+        >>> import pandas as pd
+        >>> from tlkit.data.text import prepare_text_data
+        >>> texts = pd.DataFrame({"text": ["a funny film", "a dull film"] * 4,
+        ...                       "label": ["pos", "neg"] * 4})
+        >>> data = prepare_text_data(texts, dev_fraction=0.0)
+        >>> model = build_textcnn(len(data.vocabulary), 2, embedding_dim=8, seed=0)
         >>> strings = build_string_model(model, data.vocabulary)
-        >>> strings.predict(np.array(["a gripping , funny film"])).shape
+        >>> strings.predict(tf.constant(["a gripping , funny film"]), verbose=0).shape
         (1, 2)
     """
     texts = keras.Input(shape=(), dtype="string", name="text")

@@ -1,15 +1,16 @@
 """One training stage: freeze and unfreeze by block, per-block learning rates, compile once.
 
 Freezing reads the backbone row's block boundaries (``tlkit.backbones.block_of_layers``), so
-"unfreeze from block4" means the same thing to training, Grad-CAM and inspection. BatchNorm
+"unfreeze from block4" means the same thing to training and to inspection. BatchNorm
 layers stay frozen (``trainable=False``, which in Keras 3 also runs them in inference mode)
 unless the recipe says ``batchnorm: trainable``: small fine-tuning batches would otherwise
 overwrite the ImageNet statistics.
 
 Example:
-    >>> from tlkit.recipes import Stage
-    >>> plan = prepare_stage(model, backbone, row, Stage(train_from=-1))  # doctest: +SKIP
-    >>> plan.trainable_blocks  # doctest: +SKIP
+    >>> from tlkit.backbones import build_backbone, get_backbone
+    >>> backbone = build_backbone("tiny_cnn", 32)
+    >>> plan = prepare_stage(backbone, get_backbone("tiny_cnn"), Stage(train_from=-1))
+    >>> plan.trainable_blocks
     [2]
 """
 
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tlkit.backbones import Backbone, block_of_layers
 from tlkit.errors import UserError
+from tlkit.keras_internals import optimizer_variable_index
 from tlkit.recipes import Stage
 
 if TYPE_CHECKING:
@@ -123,7 +125,7 @@ def layerwise_optimizer_class(base: type) -> type:
         self._lr_scales = [self.lr_multipliers.get(v.path, 1.0) for v in variables]
 
     def update_step(self: Any, gradient: Any, variable: Any, learning_rate: Any) -> Any:
-        scale = self._lr_scales[self._get_variable_index(variable)]
+        scale = self._lr_scales[optimizer_variable_index(self, variable)]
         return base.update_step(self, gradient, variable, learning_rate * scale)
 
     def get_config(self: Any) -> dict[str, Any]:
@@ -140,7 +142,7 @@ def make_optimizer(stage: Stage, lr_multipliers: dict[str, float] | None = None)
     """The stage's Keras optimizer, layerwise when some variables train at other rates.
 
     Example:
-        >>> make_optimizer(Stage(optimizer="sgd", lr=0.01)).__class__.__name__  # doctest: +SKIP
+        >>> make_optimizer(Stage(optimizer="sgd", lr=0.01)).__class__.__name__
         'SGD'
     """
     import keras
