@@ -206,7 +206,13 @@ def get_backbone(name: str) -> Backbone:
 
 
 def check_input_size(row: Backbone, input_size: int) -> None:
-    """Refuse an input size the backbone cannot take (its stride would shrink it to nothing)."""
+    """Refuse an input size the backbone cannot take (its stride would shrink it to nothing).
+
+    Example:
+        >>> check_input_size(get_backbone("inceptionv3"), 64)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: input size 64 is below inceptionv3's minimum of 75; ...
+    """
     if input_size < row.min_size:
         raise UserError(f"input size {input_size} is below {row.name}'s minimum of "
                         f"{row.min_size}; use --input-size {row.min_size} or more "

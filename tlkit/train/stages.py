@@ -79,6 +79,14 @@ def prepare_stage(backbone: keras.Model, row: Backbone, stage: Stage,
     ``lr * lr_decay ** (last_block - k)``: the top block at the stage's rate, earlier
     blocks slower (discriminative fine-tuning). ``batchnorm_momentum``, if given, replaces
     the momentum of the BatchNorm layers that train.
+
+    Example:
+        >>> from tlkit.backbones import build_backbone, get_backbone
+        >>> backbone = build_backbone("tiny_cnn", 32)
+        >>> plan = prepare_stage(backbone, get_backbone("tiny_cnn"),
+        ...                      Stage(train_from="all", lr_decay=0.5))
+        >>> plan.trainable_blocks, sorted(set(plan.lr_multipliers.values()))
+        ([0, 1, 2], [0.25, 0.5, 1.0])
     """
     import keras
 
@@ -110,6 +118,11 @@ def layerwise_optimizer_class(base: type) -> type:
 
     Keras 3 optimizers share one rate; this subclass scales it in ``update_step``, the one
     place every optimizer applies the rate to a variable, so Adam's moments stay exact.
+
+    Example:
+        >>> import keras
+        >>> layerwise_optimizer_class(keras.optimizers.Adam).__name__
+        'LayerwiseAdam'
     """
     name = f"Layerwise{base.__name__}"
     if name in _LAYERWISE_CLASSES:
@@ -164,6 +177,13 @@ def compile_for_stage(model: keras.Model, stage: Stage, plan: StagePlan) -> None
 
     Keras reads ``trainable`` at compile time, so changing what trains without recompiling
     silently trains the old set: that is why the library, not the user, recompiles.
+
+    Example:
+        >>> from tlkit.backbones import build_backbone
+        >>> model = build_backbone("tiny_cnn", 32)
+        >>> compile_for_stage(model, Stage(optimizer="sgd"), StagePlan([], {}))
+        >>> model.optimizer.__class__.__name__
+        'SGD'
     """
     import keras
 
