@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from tlkit.recipes import Augment, ImageRecipe
+    from tlkit.train.epochs import EpochClock
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val",
@@ -336,8 +337,12 @@ def augmentation_layers(augment: Augment, seed: int) -> list[Any]:
 
 def make_dataset(paths: list[str], labels: np.ndarray, image_size: int, batch_size: int, *,
                  training: bool = False, augment: Augment | None = None, cache: bool = False,
-                 seed: int = 0) -> tf.data.Dataset:
+                 seed: int = 0, clock: EpochClock | None = None) -> tf.data.Dataset:
     """A batched tf.data pipeline of (image, label): parallel decode, optional cache, prefetch.
+
+    With a ``clock`` (training), each epoch's order and augmentation draws are functions of
+    the seed and the epoch number (``tlkit.train.epochs``), so a resumed run sees what the
+    uninterrupted one saw.
 
     Example:
         >>> ds = make_dataset(["a.png"], np.array([0]), 32, 8)  # doctest: +SKIP
@@ -345,11 +350,15 @@ def make_dataset(paths: list[str], labels: np.ndarray, image_size: int, batch_si
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
-    dataset = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, "int32")))
-    if training and not cache:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(lambda p, y: (decode_image(p, image_size), y),
-                          num_parallel_calls=autotune, deterministic=not training)
+    layers = augmentation_layers(augment, seed) if training and augment is not None else []
+    if training and clock is not None and not cache:
+        dataset = _epoch_ordered(paths, labels, image_size, clock, layers)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, "int32")))
+        if training and not cache:
+            dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(lambda p, y: (decode_image(p, image_size), y),
+                              num_parallel_calls=autotune, deterministic=True)
     if cache:
         dataset = dataset.cache()
         if training:
@@ -357,16 +366,39 @@ def make_dataset(paths: list[str], labels: np.ndarray, image_size: int, batch_si
             # order in every epoch. The buffer shares the cached tensors, it does not copy them.
             dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    if training and augment is not None:
-        layers = augmentation_layers(augment, seed)
-        if layers:
-            def apply(images: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                for layer in layers:
-                    images = layer(images, training=True)
-                return images, y
+    if layers:
+        def apply(images: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            for layer in layers:
+                images = layer(images, training=True)
+            return images, y
 
-            dataset = dataset.map(apply, num_parallel_calls=autotune)
+        # One batch at a time: the layers' random draws then follow the batch order.
+        dataset = dataset.map(apply)
     return dataset.prefetch(autotune)
+
+
+def _epoch_ordered(paths: list[str], labels: np.ndarray, image_size: int, clock: EpochClock,
+                   layers: list[Any]) -> tf.data.Dataset:
+    """Decoded images in the clock's order for the current epoch (read when it starts)."""
+    import tensorflow as tf
+
+    from tlkit.train.epochs import reseed, seed_states
+
+    path_table = tf.constant(list(paths))
+    label_table = tf.constant(np.asarray(labels, "int32"))
+    states = seed_states([v for layer in layers for v in layer.variables])
+
+    def order() -> Any:
+        # A new iterator per epoch calls this after the clock moved to that epoch.
+        reseed(states, clock, "augment")
+        yield from clock.rng("order").permutation(len(paths))
+
+    indices = tf.data.Dataset.from_generator(
+        order, output_signature=tf.TensorSpec((), tf.int64))
+    indices = indices.apply(tf.data.experimental.assert_cardinality(len(paths)))
+    return indices.map(lambda i: (decode_image(tf.gather(path_table, i), image_size),
+                                  tf.gather(label_table, i)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def balanced_class_weight(labels: np.ndarray, n_classes: int) -> dict[int, float]:

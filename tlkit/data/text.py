@@ -42,7 +42,11 @@ from tlkit.data.tables import (
 from tlkit.errors import UserError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import tensorflow as tf
+
+    from tlkit.train.epochs import EpochClock
 
 PAD_TOKEN = ""
 OOV_TOKEN = "[UNK]"
@@ -452,14 +456,17 @@ def kfold_splits(labels: Sequence[str], folds: int = 10,
 
 
 def text_dataset(split: TextSplit, batch_size: int = 50, shuffle: bool = False,
-                 seed: int = 42, sort_window: int = 20) -> tf.data.Dataset:
+                 seed: int = 42, sort_window: int = 20, clock: EpochClock | None = None
+                 ) -> tf.data.Dataset:
     """A ``tf.data`` stream of ``(ids, labels)`` batches, each cut to its longest text.
 
     With ``shuffle`` (training), texts are reshuffled every epoch, then each window of
     ``sort_window`` batches is sorted by length, cut into batches and the batches shuffled:
     batches hold texts of similar length, so few are padded far (1 turns sorting off). The
     model gives the same outputs whatever the padding. Without ``shuffle`` the order is
-    kept, for evaluation and prediction.
+    kept, for evaluation and prediction. With a ``clock``, each epoch's batches are a function
+    of the seed and the epoch number (``tlkit.train.epochs``), so a resumed run sees what the
+    uninterrupted one saw.
 
     Example:
         >>> table = pd.DataFrame({"text": ["a good film", "bad"] * 60, "label": ["p", "n"] * 60})
@@ -470,6 +477,14 @@ def text_dataset(split: TextSplit, batch_size: int = 50, shuffle: bool = False,
     """
     import tensorflow as tf
 
+    batches = math.ceil(len(split.labels) / batch_size)
+    if shuffle and clock is not None:
+        stream = tf.data.Dataset.from_generator(
+            lambda: _epoch_batches(split, batch_size, sort_window, clock),
+            output_signature=(tf.TensorSpec((None, None), tf.int32),
+                              tf.TensorSpec((None,), tf.int32)))
+        return stream.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(
+            tf.data.AUTOTUNE)
     stream = tf.data.Dataset.from_tensor_slices((split.ids, split.lengths, split.labels))
     if shuffle:
         stream = stream.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
@@ -480,9 +495,30 @@ def text_dataset(split: TextSplit, batch_size: int = 50, shuffle: bool = False,
     if shuffle and sort_window > 1:
         stream = stream.shuffle(sort_window, seed=seed + 1, reshuffle_each_iteration=True)
     # Sorting hides the batch count from tf.data; Keras needs it to end epochs cleanly.
-    batches = math.ceil(len(split.labels) / batch_size)
     return stream.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(
         tf.data.AUTOTUNE)
+
+
+def _epoch_batches(split: TextSplit, batch_size: int, sort_window: int, clock: EpochClock
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of length-bucketed batches, drawn from the clock's generator for the epoch.
+
+    The same recipe as the tf.data path: shuffle, sort each window of ``sort_window`` batches
+    by length, cut into batches, shuffle the batches of each window.
+    """
+    rng = clock.rng("batches")
+    order = rng.permutation(len(split.labels))
+    lengths = split.lengths
+    window = batch_size * max(sort_window, 1)
+    for start in range(0, len(order), window):
+        rows = order[start:start + window]
+        if sort_window > 1:
+            rows = rows[np.argsort(lengths[rows], kind="stable")]
+        cuts = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        for k in rng.permutation(len(cuts)):
+            batch = cuts[k]
+            width = max(int(lengths[batch].max()), 1)
+            yield split.ids[batch, :width], split.labels[batch]
 
 
 def _sorted_by_length(ids: tf.Tensor, lengths: tf.Tensor,

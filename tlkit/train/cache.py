@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from tlkit.recipes import Augment
+    from tlkit.train.epochs import EpochClock
 
 # Bumped when the file layout or the meaning of a key part changes, so old files are not reused.
 CACHE_FORMAT = 1
@@ -260,15 +261,16 @@ def _write_features(path: Path, feature_model: keras.Model, paths: list[str], ba
 
 
 def head_dataset(cache: FeatureCache, labels: np.ndarray, batch_size: int, *,
-                 shuffle: bool = False, seed: int = 0, all_views: bool = False
-                 ) -> tf.data.Dataset:
+                 shuffle: bool = False, seed: int = 0, all_views: bool = False,
+                 clock: EpochClock | None = None) -> tf.data.Dataset:
     """(features, label) batches read from the cache's memory map, for ``head.fit``.
 
     Each epoch (each new iterator, which ``fit`` makes per epoch) draws one view per image
     at random, seeded by ``seed`` and the epoch number, so K views act like K-fold
     augmentation without making an epoch K times longer; ``all_views=True`` yields every view
     instead. Rows are read in sorted order within a batch, which keeps a memory map larger
-    than RAM reading forward.
+    than RAM reading forward. With a ``clock`` the epoch number comes from it, so a resumed
+    run draws what the uninterrupted one drew.
 
     Example:
         >>> head.fit(head_dataset(cache, labels, 32, shuffle=True), epochs=5)  # doctest: +SKIP
@@ -282,7 +284,7 @@ def head_dataset(cache: FeatureCache, labels: np.ndarray, batch_size: int, *,
     epochs = iter(range(1 << 62))
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        rng = np.random.default_rng([seed, next(epochs)])
+        rng = clock.rng("features") if clock else np.random.default_rng([seed, next(epochs)])
         rows = _epoch_rows(cache.n_images, cache.views, all_views, rng)
         if shuffle:
             rows = rng.permutation(rows)

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from tlkit.recipes import Stage
+from tlkit.train.epochs import EpochClock, epoch_seeds
 
 
 def progress_verbosity() -> int:
@@ -61,7 +62,7 @@ def _checkpoint_of(target: Any, *args: Any, **kwargs: Any) -> Any:
 def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder: Path, *,
                prepare: Callable[[Stage], StageFit | None], monitor: str = "val_loss",
                early_stopping: int | None = None, class_weight: dict[int, float] | None = None,
-               verbose: int | None = None) -> pd.DataFrame:
+               clock: EpochClock | None = None, verbose: int | None = None) -> pd.DataFrame:
     """Train ``model`` stage by stage; keep the best weights by ``monitor`` over all stages.
 
     ``prepare(stage)`` sets what trains and compiles: once per stage, because Keras reads
@@ -90,6 +91,8 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
             keras.callbacks.CSVLogger(folder / "history.csv", append=True),
             keras.callbacks.TensorBoard(folder / "logs"),
         ]
+        if clock is not None:
+            callbacks.insert(0, epoch_seeds(clock))
         if early_stopping:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=monitor, mode=mode, patience=early_stopping,

@@ -37,6 +37,7 @@ from tlkit.evaluate import report_after_training
 from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import ImageRecipe, Stage
 from tlkit.runs import PREDICTIONS_FILE, Run, RunWriter, check_destination, new_run_folder, run_name
+from tlkit.train.epochs import EpochClock, deterministic_ops
 from tlkit.train.fit import StageFit, fit_stages
 
 
@@ -90,16 +91,18 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
     recipe, row = checked.recipe, checked.row
     images = check_images(recipe, checked.table)
     keras.utils.set_random_seed(recipe.seed)
+    deterministic_ops()
     backbone = build_weighted_backbone(row.name, recipe.input_size, recipe.weights)
     _check_stages(backbone, row, recipe.stages)
     model = build_classifier(row, backbone, len(images.class_names), recipe.dropout)
-    datasets = _datasets(recipe, images)
+    clock = EpochClock(recipe.seed)
+    datasets = _datasets(recipe, images, clock)
     with new_run_folder(out, checked.name) as writer:
         writer.write_recipe(recipe)
         writer.write_classes(images.class_names)
         writer.write_table("split.csv", images.table)
         history, seconds, probe = _train(recipe, row, backbone, model, datasets, images,
-                                         writer)
+                                         writer, clock)
         metrics, predictions = _evaluate(model, datasets, images)
         if probe:
             metrics["probe"] = probe
@@ -150,10 +153,11 @@ class FrozenFeatures:
     """
 
     def __init__(self, recipe: ImageRecipe, row: Backbone, model: Any, images: ImageData,
-                 cache_dir: Path) -> None:
+                 cache_dir: Path, clock: EpochClock) -> None:
         from tlkit.train.cache import split_classifier
 
         self.recipe, self.row, self.images, self.cache_dir = recipe, row, images, cache_dir
+        self.clock = clock
         self.feature_model, self.head = split_classifier(model)
 
     def cache(self, split: str, views: int = 1) -> Any:
@@ -177,7 +181,8 @@ class FrozenFeatures:
 
         recipe = self.recipe
         train = head_dataset(self.cache("train", recipe.augment_views), self.labels("train"),
-                             recipe.batch_size, shuffle=True, seed=recipe.seed)
+                             recipe.batch_size, shuffle=True, seed=recipe.seed,
+                             clock=self.clock)
         has_val = not self.images.split("val").empty
         val = (head_dataset(self.cache("val"), self.labels("val"), recipe.batch_size)
                if has_val else None)
@@ -199,7 +204,7 @@ class FrozenFeatures:
 
 
 def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
-           datasets: dict[str, Any], images: ImageData, writer: RunWriter
+           datasets: dict[str, Any], images: ImageData, writer: RunWriter, clock: EpochClock
            ) -> tuple[pd.DataFrame, float, dict[str, Any]]:
     """Fit every stage (head-only stages on cached features); return history, time, probe."""
     from tlkit.train.stages import compile_for_stage, prepare_stage
@@ -209,7 +214,7 @@ def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
                     if recipe.class_weight == "balanced" else None)
     start = time.perf_counter()
     features = FrozenFeatures(recipe, row, model, images,
-                              Path(recipe.cache_dir or writer.path / "cache"))
+                              Path(recipe.cache_dir or writer.path / "cache"), clock)
     probe = features.probe() if recipe.probe else {}
     if probe:
         print(f"linear probe on the frozen features: val accuracy {probe['val']:.3f} "
@@ -225,13 +230,13 @@ def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
 
     history = fit_stages(model, recipe.stages, datasets, writer.path, prepare=prepare,
                          monitor=recipe.monitor, early_stopping=recipe.early_stopping,
-                         class_weight=class_weight)
+                         class_weight=class_weight, clock=clock)
     if not recipe.cache_dir:  # the run's own cache served its purpose; keep the folder small
         shutil.rmtree(writer.path / "cache", ignore_errors=True)
     return history, time.perf_counter() - start, probe
 
 
-def _datasets(recipe: ImageRecipe, images: ImageData) -> dict[str, Any]:
+def _datasets(recipe: ImageRecipe, images: ImageData, clock: EpochClock) -> dict[str, Any]:
     datasets = {}
     for split in ("train", "val", "test"):
         frame = images.split(split)
@@ -241,7 +246,7 @@ def _datasets(recipe: ImageRecipe, images: ImageData) -> dict[str, Any]:
         datasets[split] = make_dataset(
             frame["path"].tolist(), images.label_ids(frame), recipe.input_size,
             recipe.batch_size, training=training, augment=recipe.augment if training else None,
-            cache=recipe.cache, seed=recipe.seed)
+            cache=recipe.cache, seed=recipe.seed, clock=clock)
     return datasets
 
 

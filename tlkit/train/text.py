@@ -32,6 +32,7 @@ from tlkit.evaluate import report_after_training
 from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import Stage, TextCNNRecipe
 from tlkit.runs import PREDICTIONS_FILE, Run, RunWriter, check_destination, new_run_folder, run_name
+from tlkit.train.epochs import EpochClock, deterministic_ops
 from tlkit.train.fit import fit_stages
 
 VOCABULARY_FILE = "vocabulary.json"
@@ -114,6 +115,8 @@ def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str
     from tlkit.models.textcnn import build_textcnn, compile_textcnn, kim_optimizer
 
     keras.utils.set_random_seed(recipe.seed)
+    deterministic_ops()
+    clock = EpochClock(recipe.seed)
     embeddings, coverage = _embeddings(recipe, data)
     model = build_textcnn(
         len(data.vocabulary), len(data.class_names), recipe.variant, embeddings=embeddings,
@@ -121,7 +124,7 @@ def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str
         feature_maps=recipe.feature_maps, dropout=recipe.dropout, max_norm=recipe.max_norm,
         seed=recipe.seed)
     datasets = {split: text_dataset(data.splits[split], recipe.batch_size,
-                                    shuffle=split == "train", seed=recipe.seed)
+                                    shuffle=split == "train", seed=recipe.seed, clock=clock)
                 for split in ("train", "dev") if split in data.splits}
     datasets = {"val" if split == "dev" else split: ds for split, ds in datasets.items()}
     stage = Stage(name="train", epochs=recipe.epochs, lr=recipe.lr, optimizer="adadelta")
@@ -129,7 +132,7 @@ def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str
     history = fit_stages(
         model, [stage], datasets, folder,
         prepare=lambda s: compile_textcnn(model, kim_optimizer(learning_rate=s.lr)),
-        monitor=recipe.monitor, early_stopping=recipe.early_stopping)
+        monitor=recipe.monitor, early_stopping=recipe.early_stopping, clock=clock)
     seconds = round(time.perf_counter() - start, 1)
     metrics, tables = {}, []
     for split in ("dev", "test"):
