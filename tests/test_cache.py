@@ -150,6 +150,23 @@ def test_head_dataset_draws_one_view_per_image_each_epoch(tmp_path: Path) -> Non
     assert sorted(every) == list(range(40))
 
 
+def test_with_a_clock_each_epoch_reads_what_that_epoch_read_before(tmp_path: Path) -> None:
+    from tlkit.train.epochs import EpochClock
+
+    cache = _synthetic_cache(tmp_path, n_images=10, views=4)
+    labels = np.zeros(10)
+    clock = EpochClock(seed=3)
+    dataset = head_dataset(cache, labels, 4, shuffle=True, clock=clock)
+    epochs = []
+    for epoch in range(3):
+        clock.epoch = epoch
+        epochs.append(_epoch(dataset)[0])
+    assert len({tuple(rows) for rows in epochs}) == 3
+    clock.epoch = 2  # a run resumed at epoch 2, in a fresh pipeline
+    resumed, _ = _epoch(head_dataset(cache, labels, 4, shuffle=True, clock=clock))
+    np.testing.assert_array_equal(resumed, epochs[2])
+
+
 def test_head_trained_on_the_cache_is_the_full_models_head(tmp_path: Path) -> None:
     import keras
 
