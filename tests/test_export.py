@@ -1,0 +1,238 @@
+"""Exports of tiny image and text runs: each format, its parity check, its inputs, bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import assert_user_error, make_image_folder, run_cli
+
+import tlkit.export as export_module
+from tlkit.cli import COMMANDS
+from tlkit.export import ParityError, export_run, load_exported
+
+WORDS = {"pos": ["great", "superb", "gripping"], "neg": ["awful", "dull", "tedious"]}
+FILLER = ["the", "film", "was", "a", "story", "plot", "really", "quite"]
+
+
+def make_image_run(root: Path) -> Path:
+    """A tiny_cnn run on two colour classes (a few seconds)."""
+    from tlkit.recipes import ImageRecipe, Stage
+    from tlkit.train.image import finetune
+
+    data = make_image_folder(root / "images", per_class=8)
+    recipe = ImageRecipe(backbone="tiny_cnn", data=str(data), weights="none", input_size=32,
+                         batch_size=4, val_fraction=0.25, test_fraction=0.25,
+                         early_stopping=None, augment=None, probe=False,
+                         stages=[Stage(epochs=4, lr=0.03, train_from="all")])
+    return finetune(recipe, out=root / "runs", name="colours").path
+
+
+def sentences(n: int, seed: int) -> pd.DataFrame:
+    """Sentences whose one deciding word gives the label (pos / neg)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = rng.sample(FILLER, 4) + [rng.choice(WORDS[label])]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+def make_text_run(root: Path) -> Path:
+    """A small Kim CNN on ``sentences`` with a test file (a few seconds)."""
+    from tlkit.recipes import TextCNNRecipe
+    from tlkit.train.text import train_textcnn
+
+    root.mkdir(parents=True, exist_ok=True)
+    sentences(120, seed=0).to_csv(root / "train.csv", index=False)
+    sentences(30, seed=1).to_csv(root / "test.csv", index=False)
+    recipe = TextCNNRecipe(data=str(root / "train.csv"), test=str(root / "test.csv"),
+                           embedding_dim=16, feature_maps=8, epochs=6, batch_size=10, seed=1)
+    return train_textcnn(recipe, out=root / "runs", name="words").path
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_run(tmp_path_factory.mktemp("export_image"))
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_text_run(tmp_path_factory.mktemp("export_text"))
+
+
+@pytest.fixture
+def cli_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tlkit export`` and ``tlkit serve`` in the group, whether or not registered yet."""
+    monkeypatch.setitem(COMMANDS, "export", "tlkit.cli.export:export")
+    monkeypatch.setitem(COMMANDS, "serve", "tlkit.cli.serve:serve")
+
+
+def _test_images(run: Path) -> np.ndarray:
+    from tlkit.data.images import decode_image
+
+    split = pd.read_csv(run / "split.csv")
+    return np.stack([decode_image(p, 32).numpy() for p in split[split["split"] == "test"]["path"]])
+
+
+def test_image_savedmodel_takes_raw_images_and_matches(image_run: Path, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from tlkit.runs import load_keras_file
+
+    result = export_run(image_run, "savedmodel", out=tmp_path / "sm")
+    folder = tmp_path / "sm"
+    assert result["path"] == str(folder / "1") and (folder / "1" / "saved_model.pb").is_file()
+    assert json.loads((folder / "classes.json").read_text()) == ["green", "red"]
+    assert json.loads((folder / "export.json").read_text()) == result
+    assert result["size_bytes"] == sum(p.stat().st_size for p in (folder / "1").rglob("*")
+                                       if p.is_file())
+    assert result["parity"] <= 1e-5 and result["parity_split"] == "test"
+    assert result["parity_examples"] == 4 and result["inputs"] == "images"
+    assert not list(tmp_path.glob(".*partial"))
+
+    # What TF Serving calls: the serving_default signature, named input and output.
+    images = _test_images(image_run)
+    signature = tf.saved_model.load(result["path"]).signatures["serving_default"]
+    served = signature(image=tf.constant(images))["probabilities"].numpy()
+    expected = load_keras_file(image_run / "model.keras").predict(images, verbose=0)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_text_savedmodel_takes_raw_strings(text_run: Path) -> None:
+    result = export_run(text_run, "savedmodel")
+    assert Path(result["folder"]) == text_run / "exports" / "savedmodel"
+    assert result["inputs"] == "text" and result["input_shape"] == [None]
+    assert result["vocabulary"] is None and result["parity"] <= 1e-5
+    assert result["parity_examples"] == 30
+    run_export = load_exported("savedmodel", result["path"], "text")
+    probabilities = run_export(np.array(["a superb film", "a dull plot"], dtype=object))
+    assert probabilities.argmax(1).tolist() == [1, 0]  # classes: neg, pos
+
+
+def test_text_tflite_through_the_cli_takes_token_ids_with_the_vocabulary_beside(
+        text_run: Path, tmp_path: Path, cli_commands: None) -> None:
+    from tlkit.data.text import Vocabulary, tokenize
+    from tlkit.runs import load_keras_file
+
+    code, out, _ = run_cli(["export", str(text_run), "--format", "tflite",
+                            "--out", str(tmp_path / "lite")])
+    assert code == 0, out
+    assert "exported tflite:" in out and "token ids from vocabulary.json" in out
+    assert "limit 1e-03" in out
+    result = json.loads((tmp_path / "lite" / "export.json").read_text())
+    assert result["inputs"] == "token_ids" and result["parity"] <= 1e-3
+    assert result["tokenizer"]["name"] == "kim" and result["tokenizer"]["rules"]
+
+    vocabulary = Vocabulary.load(tmp_path / "lite" / "vocabulary.json")
+    texts = ["a gripping story", "the tedious plot was quite dull", "zyzzyva"]
+    ids = vocabulary.encode(tokenize(texts, vocabulary.tokenizer))
+    assert result["input_shape"] == [None, vocabulary.max_length]
+    lite = load_exported("tflite", tmp_path / "lite" / "model.tflite", "token_ids")(ids)
+    keras_model = load_keras_file(text_run / "model.keras")
+    expected = keras_model.predict(np.array(texts, dtype=object), verbose=0)
+    np.testing.assert_allclose(lite, expected, atol=1e-3)
+
+
+def test_dynamic_quantisation_reports_the_test_accuracy_change(image_run: Path) -> None:
+    result = export_run(image_run, "tflite", quantize="dynamic")
+    assert Path(result["folder"]).name == "tflite-dynamic"
+    assert result["tolerance"] is None and result["accuracy_examples"] == 4
+    assert result["accuracy_change"] == pytest.approx(
+        result["accuracy_exported"] - result["accuracy_keras"])
+    metrics = json.loads((image_run / "metrics.json").read_text())
+    assert result["accuracy_keras"] == pytest.approx(metrics["test"]["accuracy"])
+    assert 0 <= result["label_agreement"] <= 1
+
+
+@pytest.mark.parametrize("quantize", [None, "dynamic"])
+def test_onnx_image_and_text_exports(image_run: Path, text_run: Path, tmp_path: Path,
+                                     quantize: str | None) -> None:
+    pytest.importorskip("tf2onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    image = export_run(image_run, "onnx", out=tmp_path / "image", quantize=quantize)
+    text = export_run(text_run, "onnx", out=tmp_path / "text", quantize=quantize)
+    for result, name in ((image, "image"), (text, "token_ids")):
+        session = onnxruntime.InferenceSession(result["path"],
+                                               providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == [name]
+        assert [o.name for o in session.get_outputs()] == ["probabilities"]
+        assert result["parity"] <= (1e-3 if quantize is None else 0.1)
+        assert ("accuracy_change" in result) == (quantize is not None)
+    assert (tmp_path / "text" / "vocabulary.json").is_file()
+    assert not (tmp_path / "image" / "vocabulary.json").exists()
+    assert sorted(p.name for p in (tmp_path / "image").iterdir()) == [
+        "classes.json", "export.json", "model.onnx"]
+
+
+def test_a_parity_failure_leaves_nothing(image_run: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(export_module.TOLERANCES, "savedmodel", -1.0)
+    message = assert_user_error(lambda: export_run(image_run, "savedmodel",
+                                                   out=tmp_path / "bad"),
+                                "savedmodel export", "differs from model.keras",
+                                "nothing was written")
+    assert "limit" in message
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".*"))
+    with pytest.raises(ParityError):
+        export_run(image_run, "savedmodel", out=tmp_path / "bad")
+
+
+def test_unfinished_runs_are_refused_at_once(tmp_path: Path) -> None:
+    partial = tmp_path / ".run.partial"
+    partial.mkdir()
+    assert_user_error(lambda: export_run(partial, "savedmodel"), "unfinished run")
+    (tmp_path / "nomodel").mkdir()
+    (tmp_path / "nomodel" / "recipe.yaml").write_text("kind: image\n")
+    assert_user_error(lambda: export_run(tmp_path / "nomodel", "tflite"), "model.keras")
+
+
+def test_a_missing_converter_names_the_extra(text_run: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx -> ImportError
+    assert_user_error(lambda: export_run(text_run, "onnx"), "onnx export needs the 'tf2onnx'",
+                      "pip install 'tlkit[onnx]'")
+
+
+def test_bad_format_quantisation_and_destination(image_run: Path, tmp_path: Path,
+                                                 cli_commands: None) -> None:
+    code, out, err = run_cli(["export", str(image_run), "--format", "pb"])
+    assert code == 2 and "Invalid value for '--format'" in err and "savedmodel" in err
+    assert_user_error(lambda: export_run(image_run, "pb"), "unknown export format 'pb'")
+    assert_user_error(lambda: export_run(image_run, "savedmodel", quantize="dynamic"),
+                      "--quantize dynamic applies to tflite and onnx")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "file").write_text("x")
+    code, out, err = run_cli(["export", str(image_run), "--format", "tflite", "--out",
+                              str(taken)])
+    assert code == 2 and err.strip().startswith("Error: export folder") and "exists" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_moved_test_images_are_named(image_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(image_run, copy, ignore=shutil.ignore_patterns("exports"))
+    split = pd.read_csv(copy / "split.csv")
+    split["path"] = split["path"].str.replace(str(image_run.parent.parent), "/gone", regex=False)
+    split.to_csv(copy / "split.csv", index=False)
+    assert_user_error(lambda: export_run(copy, "savedmodel"), "test image(s) of the run are "
+                      "gone", "/gone/")
+
+
+def test_cli_is_light() -> None:
+    import subprocess
+
+    code = ("import sys, tlkit.cli.export, tlkit.cli.serve; "
+            "print(any(m.startswith(('tensorflow', 'keras')) for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

@@ -1,0 +1,42 @@
+"""``tlkit serve RUN``: options -> ``make_server`` -> serve until Ctrl-C."""
+
+from __future__ import annotations
+
+import click
+
+from tlkit.serve import MAX_BATCH, MAX_WAIT_MS
+
+
+@click.command(short_help="Serve a run over HTTP: POST /predict, GET /health (JSON).")
+@click.argument("run", type=click.Path())
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the default takes requests from this machine only.")
+@click.option("--max-batch", default=MAX_BATCH, show_default=True, type=int,
+              help="Most inputs joined into one model call across concurrent requests.")
+@click.option("--max-wait-ms", default=MAX_WAIT_MS, show_default=True, type=float,
+              help="How long the first waiting request waits for others to join its batch.")
+def serve(run: str, port: int, host: str, max_batch: int, max_wait_ms: float) -> None:
+    """Serve a finished RUN's predictions as JSON until Ctrl-C.
+
+    POST /predict with {"inputs": [...], "top_k": 2}: image files on this machine or base64
+    images for image runs, sentences for text runs. GET /health says what is served.
+
+    Example:
+
+      tlkit serve runs/trec --port 8080
+
+      curl -s localhost:8080/predict -d '{"inputs": ["How far is the moon ?"], "top_k": 2}'
+    """
+    from tlkit.serve import make_server
+
+    server = make_server(run, host, port, max_batch, max_wait_ms)
+    click.echo(f"serving {server.run.path} ({server.run.kind}) on {server.url}: "
+               "POST /predict, GET /health; Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()

@@ -1,0 +1,409 @@
+"""Export a finished run as a SavedModel, a TFLite or an ONNX file, checked against the run.
+
+Each export takes what the run's ``model.keras`` takes: raw RGB 0-255 float images of the
+recipe's size, or for text runs raw strings. TFLite's built-in operators and ONNX's standard
+ones have no regex rewrites and no string splitting, so they cannot carry the tokenizer:
+text runs exported to those formats take token ids (``int32``, ``(batch, max_length)``,
+0 = padding, 1 = unknown), and the run's ``vocabulary.json`` is written beside the model.
+``tlkit.data.text.Vocabulary.load(path).encode(tokenize(texts, vocab.tokenizer))`` makes
+them. Every export then runs the run's test split (else its validation split) through both
+models: the largest probability difference on a batch must stay within ``TOLERANCES``, or
+nothing is written. Dynamic-range quantisation (int8 weights) reports instead how test
+accuracy changes over the whole split.
+
+An export folder (default ``RUN/exports/FORMAT``, ``FORMAT-dynamic`` when quantised) holds::
+
+    1/ (SavedModel, TF Serving's version folder) | model.tflite | model.onnx
+    classes.json  export.json  [vocabulary.json]
+
+Example:
+    >>> export_run("runs/trec", "onnx")["parity"]  # doctest: +SKIP
+    2.384185791015625e-07
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tlkit.errors import UserError
+from tlkit.predict import open_run
+from tlkit.runs import (
+    CLASSES_FILE,
+    PREDICTIONS_FILE,
+    Run,
+    check_run_folder,
+    load_run,
+    partial_path,
+    write_json,
+)
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+QUANTIZATIONS = ("dynamic",)
+# Largest allowed difference of any probability between the export and model.keras.
+TOLERANCES = {"savedmodel": 1e-5, "tflite": 1e-3, "onnx": 1e-3}
+# What each format needs beyond TensorFlow, and the tlkit extra that installs it.
+CONVERTERS = {"onnx": ("tf2onnx", "onnxruntime")}
+EXTRAS = {"onnx": "onnx"}
+PARITY_BATCH = 64
+CHUNK = 64
+EXPORTS_FOLDER = "exports"
+EXPORT_FILE = "export.json"
+SAVEDMODEL_VERSION = "1"
+MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
+OUTPUT_NAME = "probabilities"
+SPLIT_FILE = "split.csv"
+VOCABULARY_FILE = "vocabulary.json"
+
+
+class ParityError(UserError):
+    """The exported model's probabilities differ from the run's model beyond the tolerance."""
+
+
+def check_export(fmt: str, quantize: str | None = None) -> None:
+    """Refuse an unknown format or quantisation, or a converter that is not installed.
+
+    Example:
+        >>> check_export("savedmodel", "dynamic")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: --quantize dynamic applies to tflite and onnx; ...
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise UserError(f"unknown quantisation '{quantize}'; choose one of: "
+                        f"{', '.join(QUANTIZATIONS)}")
+    if quantize and fmt == "savedmodel":
+        raise UserError(f"--quantize {quantize} applies to tflite and onnx; a SavedModel keeps "
+                        "float weights (drop --quantize or pick --format tflite)")
+    for module in CONVERTERS.get(fmt, ()):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise UserError(f"{fmt} export needs the '{module}' package ({error}); install it "
+                            f"with: pip install 'tlkit[{EXTRAS[fmt]}]'") from error
+
+
+def export_destination(run_folder: Path, fmt: str, quantize: str | None = None,
+                       out: str | Path | None = None) -> Path:
+    """The export folder: ``out``, or ``RUN/exports/FORMAT[-QUANTIZE]``; it must not exist.
+
+    Example:
+        >>> export_destination(Path("runs/trec"), "tflite", "dynamic").as_posix()
+        'runs/trec/exports/tflite-dynamic'
+    """
+    name = f"{fmt}-{quantize}" if quantize else fmt
+    folder = Path(out).absolute() if out is not None else run_folder / EXPORTS_FOLDER / name
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError(f"export folder '{folder}' exists already; delete it or pass another "
+                        "--out")
+    return folder
+
+
+def export_run(run_path: str | Path, fmt: str, out: str | Path | None = None,
+               quantize: str | None = None) -> dict[str, Any]:
+    """Export a finished run as ``fmt`` (savedmodel, tflite, onnx) and check it against the run.
+
+    ``quantize="dynamic"`` (tflite, onnx) stores int8 weights. Returns what was written and
+    measured: ``path`` (the model file, or the SavedModel folder), ``size_bytes``, ``inputs``,
+    ``parity`` (largest probability difference on up to ``PARITY_BATCH`` test inputs),
+    ``tolerance`` and, when quantised, the test accuracy before and after. The same dict is
+    saved as ``export.json`` in the export folder. A ParityError leaves nothing behind.
+
+    Example:
+        >>> result = export_run("runs/flowers", "tflite", quantize="dynamic")  # doctest: +SKIP
+        >>> result["accuracy_change"]  # doctest: +SKIP
+        -0.0068
+    """
+    check_export(fmt, quantize)
+    folder = export_destination(check_run_folder(run_path), fmt, quantize, out)
+    run = load_run(run_path, model=False)
+    reference = reference_inputs(run)  # before the model loads: a missing input fails fast
+    run = open_run(run)
+    partial = partial_path(folder)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        result = _export(run, fmt, quantize, partial)
+        result.update(_check(run, result, *reference))
+        final_model = folder / Path(result["path"]).relative_to(partial)
+        result.update(path=str(final_model), folder=str(folder), run=str(run.path))
+        write_json(partial / EXPORT_FILE, result)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.replace(folder)  # POSIX rename replaces an empty folder given as --out
+    return result
+
+
+def reference_inputs(run: Run) -> tuple[list[str], list[str], str]:
+    """Inputs and labels of the run's test split (else its validation split), and its name.
+
+    Image runs read ``split.csv``; text runs the rows of ``predictions.csv``.
+    """
+    source = run.path / (SPLIT_FILE if run.kind == "image" else PREDICTIONS_FILE)
+    if not source.is_file():
+        raise UserError(f"'{run.path}' has no {source.name}, so there are no held-out inputs "
+                        "to check an export against; train the run again with this tlkit")
+    table = pd.read_csv(source, keep_default_na=False, dtype=str)
+    column = "path" if run.kind == "image" else "input"
+    for split in ("test", "val"):
+        rows = table[table["split"] == split]
+        if len(rows):
+            break
+    else:
+        raise UserError(f"{source} has no test or val rows to check an export against")
+    items = rows[column].tolist()
+    if run.kind == "image":
+        missing = [p for p in items if not Path(p).is_file()]
+        if missing:
+            raise UserError(f"{len(missing)} {split} image(s) of the run are gone (first: "
+                            f"'{missing[0]}'); the export check reads them where the run "
+                            "found them")
+    return items, rows["label"].tolist(), split
+
+
+def _export(run: Run, fmt: str, quantize: str | None, folder: Path) -> dict[str, Any]:
+    """Write the model file(s) and the side files; the result's format-specific part."""
+    model, spec, takes = exported_model(run, fmt)
+    write_json(folder / CLASSES_FILE, run.class_names)
+    result: dict[str, Any] = {"format": fmt, "quantize": quantize, "kind": run.kind,
+                              "input_name": spec.name, "input_dtype": spec.dtype.name,
+                              "input_shape": list(spec.shape), "output_name": OUTPUT_NAME,
+                              "inputs": takes, "vocabulary": None}
+    if takes == "token_ids":
+        shutil.copyfile(run.path / VOCABULARY_FILE, folder / VOCABULARY_FILE)
+        result.update(vocabulary=VOCABULARY_FILE, tokenizer=tokenizer_spec(run))
+    path = folder / (SAVEDMODEL_VERSION if fmt == "savedmodel" else MODEL_FILES[fmt])
+    with _quiet_converters():
+        if fmt == "savedmodel":
+            _write_savedmodel(model, spec, path)
+        elif fmt == "tflite":
+            _write_tflite(model, spec, path, quantize, folder)
+        else:
+            _write_onnx(model, spec, path, quantize)
+    result.update(path=str(path), size_bytes=_size(path))
+    return result
+
+
+def exported_model(run: Run, fmt: str) -> tuple[Any, Any, str]:
+    """The Keras model to export, its input signature and what it takes.
+
+    ``takes`` is ``images``, ``text`` or ``token_ids``: a text run's string model for a
+    SavedModel, its inner token-id model for the formats that cannot carry the tokenizer.
+    """
+    import keras
+    import tensorflow as tf
+
+    model = run.model
+    if run.kind == "image":
+        size = model.inputs[0].shape[1]
+        return model, tf.TensorSpec((None, size, size, 3), tf.float32, name="image"), "images"
+    if fmt == "savedmodel":
+        return model, tf.TensorSpec((None,), tf.string, name="text"), "text"
+    from tlkit.data.text import Vocabulary
+
+    vocabulary = Vocabulary.load(run.path / VOCABULARY_FILE)
+    (ids_model,) = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    spec = tf.TensorSpec((None, vocabulary.max_length), tf.int32, name="token_ids")
+    return ids_model, spec, "token_ids"
+
+
+def tokenizer_spec(run: Run) -> dict[str, Any]:
+    """How a text run cuts strings into tokens, for runtimes that must do it themselves.
+
+    Apply ``rules`` (RE2 / Python ``re`` patterns; the ``lower`` tokenizer's ``\\pL`` classes
+    need the ``regex`` package in Python) in order, lower-case as ``lower`` says (``ascii``
+    after the rules, ``unicode`` before them), strip, split on spaces, then look tokens up
+    in ``vocabulary.json`` (unknown: 1), cut to ``max_length`` and pad with 0.
+    """
+    from tlkit.data.text import Vocabulary, get_tokenizer
+
+    vocabulary = Vocabulary.load(run.path / VOCABULARY_FILE)
+    row = get_tokenizer(vocabulary.tokenizer)
+    return {"name": row.name, "rules": [list(rule) for rule in row.rules], "lower": row.lower,
+            "max_length": vocabulary.max_length}
+
+
+def _named_output(model: Any) -> Callable[[Any], dict[str, Any]]:
+    def probabilities(inputs: Any) -> dict[str, Any]:
+        return {OUTPUT_NAME: model(inputs, training=False)}
+
+    return probabilities
+
+
+def _serving_archive(model: Any, spec: Any) -> Any:
+    """A Keras ExportArchive whose one endpoint (``serving_default``) names its output."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    # The endpoint tracks the variables it uses. Tracking the whole model would store every
+    # weight twice (track() copies them into new variables); only weightless layers are
+    # tracked, for the lookup tables (TextVectorization) that the endpoint needs too.
+    for layer in model.layers:
+        if not layer.weights:
+            archive.track(layer)
+    archive.add_endpoint(name="serve", fn=_named_output(model), input_signature=[spec])
+    return archive
+
+
+def _write_savedmodel(model: Any, spec: Any, path: Path) -> None:
+    _serving_archive(model, spec).write_out(str(path), verbose=False)
+
+
+def _write_tflite(model: Any, spec: Any, path: Path, quantize: str | None,
+                  workdir: Path) -> None:
+    """Convert through a SavedModel: TFLite's converter reads that most reliably."""
+    import tensorflow as tf
+
+    staging = workdir / "savedmodel.tmp"
+    _write_savedmodel(model, spec, staging)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(staging))
+    if quantize == "dynamic":
+        # No representative dataset: weights become int8, activations stay float.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    path.write_bytes(converter.convert())
+    shutil.rmtree(staging)
+
+
+def _write_onnx(model: Any, spec: Any, path: Path, quantize: str | None) -> None:
+    """tf2onnx on a traced function (Keras's own ONNX export calls it too, but names the
+    output ``Identity:0``); onnxruntime's dynamic quantisation for int8 weights."""
+    import tensorflow as tf
+    import tf2onnx
+
+    function = tf.function(_named_output(model), input_signature=[spec])
+    float_path = path.with_suffix(".float.onnx") if quantize else path
+    tf2onnx.convert.from_function(function, input_signature=[spec],
+                                  output_path=str(float_path))
+    if quantize == "dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8)
+        float_path.unlink()
+
+
+@contextmanager
+def _quiet_converters() -> Iterator[None]:
+    """Silence the converters' Python log warnings (unserialisable table collections,
+    onnxruntime's pre-processing advice): they are about internals and safe to ignore."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, ("tensorflow", "tf2onnx"))]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def load_exported(fmt: str, path: str | Path, input_name: str) -> Callable[[np.ndarray],
+                                                                            np.ndarray]:
+    """A function ``inputs -> probabilities`` running an exported model in its own runtime.
+
+    Example:
+        >>> run_export = load_exported("onnx", "runs/trec/exports/onnx/model.onnx",
+        ...                            "token_ids")  # doctest: +SKIP
+    """
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda x: signature(**{input_name: tf.constant(x)})[OUTPUT_NAME].numpy()
+    if fmt == "tflite":
+        import tensorflow as tf
+
+        with warnings.catch_warnings():
+            # TensorFlow 2.21 still ships this interpreter; it points to LiteRT's successor.
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_path=str(path))
+        runner = interpreter.get_signature_runner()
+        return lambda x: runner(**{input_name: x})[OUTPUT_NAME]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run([OUTPUT_NAME], {input_name: x})[0]
+
+
+def _check(run: Run, result: dict[str, Any], items: list[str], labels: list[str], split: str
+           ) -> dict[str, Any]:
+    """Parity (and, when quantised, accuracy on the whole split) of the export vs the run."""
+    fmt, quantize = result["format"], result["quantize"]
+    exported = load_exported(fmt, result["path"], result["input_name"])
+    shown = items if quantize else items[:PARITY_BATCH]
+    expected, got = [], []
+    for keras_inputs, export_inputs in _input_chunks(run, shown, result):
+        expected.append(run.model.predict(keras_inputs, verbose=0))
+        got.append(np.asarray(exported(export_inputs)))
+    expected_all, got_all = np.concatenate(expected), np.concatenate(got)
+    batch = min(len(shown), PARITY_BATCH)
+    parity = float(np.abs(expected_all[:batch] - got_all[:batch]).max())
+    checked = {"parity": parity, "parity_split": split, "parity_examples": batch,
+               "tolerance": None if quantize else TOLERANCES[fmt]}
+    if quantize:
+        return {**checked, **_accuracy_change(run, labels, expected_all, got_all)}
+    if parity > TOLERANCES[fmt]:
+        raise ParityError(f"{fmt} export of '{run.path}' differs from model.keras by "
+                          f"{parity:.2e} (limit {TOLERANCES[fmt]:.0e}) on {batch} {split} "
+                          "inputs; nothing was written")
+    return checked
+
+
+def _accuracy_change(run: Run, labels: list[str], expected: np.ndarray, got: np.ndarray
+                     ) -> dict[str, Any]:
+    index = {name: i for i, name in enumerate(run.class_names)}
+    ids = np.array([index.get(label, -1) for label in labels])
+    before = float((expected.argmax(1) == ids).mean())
+    after = float((got.argmax(1) == ids).mean())
+    return {"accuracy_examples": len(ids), "accuracy_keras": before,
+            "accuracy_exported": after, "accuracy_change": after - before,
+            "label_agreement": float((expected.argmax(1) == got.argmax(1)).mean())}
+
+
+def _input_chunks(run: Run, items: list[str], result: dict[str, Any]
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(model.keras input, export input) per chunk: decoded images, strings or token ids."""
+    import tensorflow as tf
+
+    takes = result["inputs"]
+    if takes == "images":
+        from tlkit.data.images import decode_image
+
+        size = result["input_shape"][1]
+        images = tf.data.Dataset.from_tensor_slices(items).map(
+            partial(decode_image, image_size=size)).batch(CHUNK)
+        for batch in images:
+            array = batch.numpy()
+            yield array, array
+        return
+    vocabulary = None
+    if takes == "token_ids":
+        from tlkit.data.text import Vocabulary
+
+        vocabulary = Vocabulary.load(run.path / VOCABULARY_FILE)
+    for start in range(0, len(items), CHUNK):
+        texts = np.array(items[start:start + CHUNK], dtype=object)
+        yield texts, texts if vocabulary is None else _token_ids(vocabulary, texts)
+
+
+def _token_ids(vocabulary: Any, texts: np.ndarray) -> np.ndarray:
+    from tlkit.data.text import tokenize
+
+    return vocabulary.encode(tokenize([str(t) for t in texts], vocabulary.tokenizer))
