@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,8 +82,8 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def check_destination(out: str | Path, name: str) -> Path:
-    """The final path ``out/name`` of a new run, checked before any work starts.
+def check_destination(out: str | Path, name: str, resume: bool = False) -> Path:
+    """The final path ``out/name`` of a new (or resumed) run, checked before any work starts.
 
     Example:
         >>> check_destination("/proc/version", "x")  # doctest: +ELLIPSIS
@@ -95,6 +96,14 @@ def check_destination(out: str | Path, name: str) -> Path:
         raise UserError(f"--out '{out}' is a file; pass a folder to hold run folders")
     if final.exists():
         raise UserError(f"run folder '{final}' exists already; choose another --name or --out")
+    partial = partial_path(final)
+    if resume and not partial.is_dir():
+        raise UserError(f"there is no unfinished run '{name}' in '{out}' to resume (no "
+                        f"{partial.name}); `tlkit runs {out}` lists them")
+    if not resume and partial.exists():
+        raise UserError(f"an unfinished run named '{name}' is in '{partial}'; continue it with "
+                        f"--resume {final}, or remove it with `tlkit runs {out} "
+                        "--remove-unfinished`")
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write run folders under '{out}' ('{existing}' is not a "
@@ -141,24 +150,107 @@ class RunWriter:
 
 
 @contextmanager
-def new_run_folder(out: str | Path, name: str) -> Iterator[RunWriter]:
-    """Yield a writer into a partial folder; publish it as ``out/name`` only on success."""
-    final = check_destination(out, name)
+def new_run_folder(out: str | Path, name: str, kind: str = "image", resume: bool = False
+                   ) -> Iterator[RunWriter]:
+    """Yield a writer into a partial folder; publish it as ``out/name`` only on success.
+
+    An interrupt (Ctrl-C, or SIGTERM through the CLI) keeps the partial folder so that
+    ``--resume`` can continue it; any other failure removes it. With ``resume`` the partial
+    folder of an earlier, killed run is written into again.
+    """
+    from tlkit.recipes import KIND_COMMANDS
+
+    final = check_destination(out, name, resume)
     partial = partial_path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    partial.mkdir(exist_ok=resume)
     try:
         yield RunWriter(partial, final)
+    except KeyboardInterrupt:
+        print(f"interrupted: the unfinished run is kept in {partial}; continue it with "
+              f"`{KIND_COMMANDS[kind]} --resume {final}`", file=sys.stderr, flush=True)
+        raise
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     os.replace(partial, final)
 
 
+def unfinished_run(path: str | Path, kind: str) -> tuple[Any, Path, str]:
+    """(recipe, out, name) of the unfinished run at ``path`` (``out/NAME`` or its partial).
+
+    Example:
+        >>> unfinished_run("runs/none-such", "image")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: there is no unfinished run 'none-such' in 'runs' to resume ...
+    """
+    from tlkit.recipes import KIND_COMMANDS, kind_of, load_recipe
+
+    path = Path(path)
+    name = path.name
+    if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
+        name = name[1:-len(PARTIAL_SUFFIX)]
+    check_destination(path.parent, name, resume=True)
+    recipe_file = partial_path(path.parent / name) / RECIPE_FILE
+    if not recipe_file.is_file():
+        raise UserError(f"the unfinished run '{name}' stopped before it wrote its recipe; "
+                        f"remove it with `tlkit runs {path.parent} --remove-unfinished` and "
+                        "start again")
+    recipe = load_recipe(recipe_file)
+    if kind_of(recipe) != kind:
+        raise UserError(f"'{path}' is an unfinished {kind_of(recipe)} run; resume it with "
+                        f"`{KIND_COMMANDS[kind_of(recipe)]} --resume {path}`")
+    return recipe, path.parent, name
+
+
+def list_runs(folder: str | Path) -> pd.DataFrame:
+    """One row per run folder under ``folder``: name, status, kind, accuracies, path.
+
+    Example:
+        >>> list_runs("no/such/folder").empty
+        True
+    """
+    rows = []
+    base = Path(folder)
+    for path in sorted(base.iterdir()) if base.is_dir() else []:
+        unfinished = path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX)
+        if not path.is_dir() or not (unfinished or (path / RECIPE_FILE).is_file()):
+            continue
+        metrics_file = path / METRICS_FILE
+        metrics = read_json(metrics_file) if metrics_file.is_file() and not unfinished else {}
+        rows.append({"name": path.name[1:-len(PARTIAL_SUFFIX)] if unfinished else path.name,
+                     "status": "unfinished" if unfinished else "finished",
+                     "kind": _kind_in(path),
+                     "val_accuracy": metrics.get("val", {}).get("accuracy"),
+                     "test_accuracy": metrics.get("test", {}).get("accuracy"),
+                     "path": str(path)})
+    return pd.DataFrame(rows, columns=["name", "status", "kind", "val_accuracy",
+                                       "test_accuracy", "path"])
+
+
+def _kind_in(path: Path) -> str:
+    import yaml
+
+    recipe = path / RECIPE_FILE
+    if not recipe.is_file():
+        return "?"
+    data = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
+    return str(data.get("kind", "image")) if isinstance(data, dict) else "?"
+
+
+def remove_unfinished(folder: str | Path) -> list[Path]:
+    """Delete every unfinished run folder under ``folder``; returns what was removed."""
+    removed = [Path(p) for p in list_runs(folder).query("status == 'unfinished'")["path"]]
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON."""
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    """Write ``data`` as indented JSON, beside ``path`` first and then renamed into place."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 def read_json(path: Path) -> Any:

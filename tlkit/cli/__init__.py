@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 from typing import Any
 
 import click
@@ -24,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "predict": "tlkit.cli.predict:predict",
     "explain": "tlkit.cli.explain:explain",
     "report": "tlkit.cli.report:report",
+    "runs": "tlkit.cli.runs:runs",
     "inspect": "tlkit.cli.inspect:inspect",
     "backbones": "tlkit.cli.backbones:backbones",
     "weights": "tlkit.cli.weights:weights",
@@ -64,8 +66,14 @@ def cli() -> None:
     """tlkit: transfer learning on images and Kim (2014) text CNNs, with Keras 3."""
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tlkit`` console script."""
     # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is noise on a command line.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # SIGTERM (kill, job schedulers) stops a run like Ctrl-C: its folder is kept to resume.
+    signal.signal(signal.SIGTERM, _interrupt)
     cli.main(args=argv, prog_name="tlkit")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tlkit.cli.options import recipe_option, run_options, summary_line
+from tlkit.cli.options import recipe_option, run_options, run_recipe, summary_line
 from tlkit.recipes import SCHEDULES
 
 
@@ -23,7 +23,7 @@ from tlkit.recipes import SCHEDULES
               help="Stop on unreadable images instead of skipping them.")
 @run_options("image")
 def finetune(recipe_path: str | None, overrides: tuple[str, ...], out: str, name: str | None,
-             **flags: object) -> None:
+             resume: str | None, **flags: object) -> None:
     """Fine-tune an image backbone on labelled images.
 
     Trains a new head on a pretrained backbone with the recipe's stage schedule and writes
@@ -31,9 +31,7 @@ def finetune(recipe_path: str | None, overrides: tuple[str, ...], out: str, name
 
     Example: tlkit finetune --backbone efficientnet_lite0 --data datasets/shapes --epochs 3
     """
-    from tlkit.recipes import resolve_recipe
-
-    recipe = resolve_recipe("image", recipe_path, flags, list(overrides))
+    recipe, out, name = run_recipe("image", recipe_path, flags, overrides, out, name, resume)
     from tlkit.train.image import finetune as run_finetune
 
-    click.echo(summary_line(run_finetune(recipe, out=out, name=name)))
+    click.echo(summary_line(run_finetune(recipe, out=out, name=name, resume=bool(resume))))

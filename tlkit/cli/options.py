@@ -71,6 +71,9 @@ def run_options(kind: str) -> Callable[[F], F]:
         click.option("--out", default="runs", show_default=True, type=click.Path(),
                      help="Folder that receives the run folder."),
         click.option("--name", help="Run folder name under --out (default: KIND-DATE-TIME)."),
+        click.option("--resume", type=click.Path(),
+                     help="Continue the unfinished run OUT/NAME (killed or interrupted) from "
+                          "its last completed epoch, with its own recipe."),
     ]
 
     def apply(function: F) -> F:
@@ -79,6 +82,25 @@ def run_options(kind: str) -> Callable[[F], F]:
         return function
 
     return apply
+
+
+def run_recipe(kind: str, recipe_path: str | None, flags: dict[str, Any],
+               overrides: tuple[str, ...], out: str, name: str | None, resume: str | None
+               ) -> tuple[Any, str, str | None]:
+    """(recipe, out, name) of a training command: resolved from the options, or read back
+    from the unfinished run that ``--resume`` names."""
+    from tlkit.errors import UserError
+    from tlkit.recipes import resolve_recipe
+    from tlkit.runs import unfinished_run
+
+    if not resume:
+        return resolve_recipe(kind, recipe_path, flags, list(overrides)), out, name
+    given = [key for key, value in flags.items() if value not in (None, (), [])]
+    if recipe_path or overrides or given or name:
+        raise UserError("--resume continues a run with the recipe it started with; leave out "
+                        f"the other options ({', '.join(given) or 'recipe, set, name'})")
+    recipe, folder, run = unfinished_run(resume, kind)
+    return recipe, str(folder), run
 
 
 def summary_line(run: Any) -> str:

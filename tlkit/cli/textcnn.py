@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tlkit.cli.evaluate import evaluate_options, run_evaluate
-from tlkit.cli.options import recipe_option, run_options, summary_line
+from tlkit.cli.options import recipe_option, run_options, run_recipe, summary_line
 from tlkit.cli.predict import predict_options, run_predict
 from tlkit.data.text import TOKENIZERS
 from tlkit.recipes import TEXTCNN_VARIANTS
@@ -36,21 +36,19 @@ def textcnn() -> None:
                help="K-fold cross-validation on --data instead of a test file.")
 @run_options("textcnn")
 def train(recipe_path: str | None, data: tuple[str, ...], overrides: tuple[str, ...], out: str,
-          name: str | None, **flags: object) -> None:
+          name: str | None, resume: str | None, **flags: object) -> None:
     """Train a Kim CNN (or cross-validate it with --cv).
 
     Writes a run folder whose model takes raw strings.
 
     Example: tlkit textcnn train --data trec/train.csv --test trec/test.csv --epochs 10
     """
-    from tlkit.recipes import resolve_recipe
-
     if data:
         flags["data"] = data[0] if len(data) == 1 else list(data)
-    recipe = resolve_recipe("textcnn", recipe_path, flags, list(overrides))
+    recipe, out, name = run_recipe("textcnn", recipe_path, flags, overrides, out, name, resume)
     from tlkit.train.text import train_textcnn
 
-    click.echo(summary_line(train_textcnn(recipe, out=out, name=name)))
+    click.echo(summary_line(train_textcnn(recipe, out=out, name=name, resume=bool(resume))))
 
 
 @textcnn.command("evaluate")

@@ -20,6 +20,14 @@ from typing import Any
 import pandas as pd
 
 from tlkit.recipes import Stage
+from tlkit.train.checkpoints import (
+    HISTORY_FILE,
+    ResumePoint,
+    epoch_callbacks,
+    record_stage,
+    restore,
+    save_weights,
+)
 from tlkit.train.epochs import EpochClock, epoch_seeds
 
 
@@ -48,15 +56,53 @@ class StageFit:
     val: Any = None
 
 
-def _checkpoint_of(target: Any, *args: Any, **kwargs: Any) -> Any:
-    """A ``ModelCheckpoint`` that saves ``target``'s weights whatever model ``fit`` trains."""
+def _callbacks(model: Any, folder: Path, stage: Stage, index: int, monitor: str, mode: str,
+               log: pd.DataFrame, first_epoch: int, early_stopping: int | None,
+               clock: EpochClock | None) -> list[Any]:
+    """The stage's callbacks: seeds first, the kill-safe per-epoch writers last."""
     import keras
 
-    class Checkpoint(keras.callbacks.ModelCheckpoint):
-        def set_model(self, model: Any) -> None:
-            super().set_model(target)
+    callbacks: list[Any] = [epoch_seeds(clock)] if clock is not None else []
+    callbacks.append(keras.callbacks.TensorBoard(folder / "logs"))
+    if early_stopping:
+        earlier = log.loc[log["epoch"] >= first_epoch, monitor].tolist() if len(log) else []
+        callbacks.append(_early_stopping(monitor, mode, early_stopping, earlier))
+    best = _best(log, monitor, mode)
+    return callbacks + epoch_callbacks(model, folder, stage.name, index, monitor, mode, best)
 
-    return Checkpoint(*args, **kwargs)
+
+def _early_stopping(monitor: str, mode: str, patience: int, earlier: list[float]) -> Any:
+    """Keras's EarlyStopping, carrying the patience already used by this stage's epochs."""
+    import keras
+
+    class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            super().on_train_begin(logs)
+            for value in earlier:  # replays on_epoch_end's counting for the logged epochs
+                self.wait += 1
+                if self.best is None or (value < self.best if mode == "min"
+                                         else value > self.best):
+                    self.best, self.wait = value, 0
+
+    return ResumedEarlyStopping(monitor=monitor, mode=mode, patience=patience)
+
+
+def _best(log: pd.DataFrame, monitor: str, mode: str) -> float | None:
+    if log.empty or monitor not in log:
+        return None
+    return float(log[monitor].min() if mode == "min" else log[monitor].max())
+
+
+def _stage_start(model: Any, folder: Path, index: int) -> None:
+    """Each stage starts from the best weights so far, kept so a resumed stage starts alike."""
+    start = folder / "checkpoints" / f"stage-{index}-start.weights.h5"
+    if start.is_file():
+        model.load_weights(start)
+        return
+    best = folder / "checkpoints" / "best.weights.h5"
+    if index and best.is_file():
+        model.load_weights(best)
+    save_weights(model, start)
 
 
 def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder: Path, *,
@@ -67,48 +113,31 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
 
     ``prepare(stage)`` sets what trains and compiles: once per stage, because Keras reads
     ``trainable`` at compile time. It returns what the stage fits, or None for ``model`` on
-    ``datasets["train"]`` and ``datasets["val"]``. Writes
-    ``checkpoints/best.weights.h5``, ``checkpoints/last.weights.h5``, ``history.csv`` (one
-    row per epoch, with its ``stage``) and TensorBoard ``logs/`` into ``folder``.
+    ``datasets["train"]`` and ``datasets["val"]``. Each stage starts from the best weights
+    so far. Writes ``checkpoints/`` (best and last weights), ``history.csv`` (one row per
+    epoch, with its ``stage``) and TensorBoard ``logs/`` into ``folder``. A folder left by a
+    killed run continues where it stopped (``tlkit.train.checkpoints``): finished stages are
+    skipped, and the current one restarts from its last epoch's weights and optimizer state.
     """
-    import keras
-
     monitor, mode = monitored(monitor, "val" in datasets)
-    checkpoints = folder / "checkpoints"
-    checkpoints.mkdir(exist_ok=True)
-    best_path = checkpoints / "best.weights.h5"
-    best: float | None = None
-    epoch = 0
-    frames = []
-    for stage in stages:
+    (folder / "checkpoints").mkdir(exist_ok=True)
+    point = ResumePoint.read(folder)
+    log, first, epoch = point.log(folder), point.stage_first_epoch, point.epoch
+    for index, stage in enumerate(stages[point.stages_done:], start=point.stages_done):
+        _stage_start(model, folder, index)
         fitting = prepare(stage) or StageFit(model, datasets["train"], datasets.get("val"))
-        best_checkpoint = _checkpoint_of(
-            model, best_path, monitor=monitor, mode=mode, save_best_only=True,
-            save_weights_only=True, initial_value_threshold=best)
-        callbacks = [
-            best_checkpoint,
-            _checkpoint_of(model, checkpoints / "last.weights.h5", save_weights_only=True),
-            keras.callbacks.CSVLogger(folder / "history.csv", append=True),
-            keras.callbacks.TensorBoard(folder / "logs"),
-        ]
-        if clock is not None:
-            callbacks.insert(0, epoch_seeds(clock))
-        if early_stopping:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=monitor, mode=mode, patience=early_stopping,
-                restore_best_weights=True))
-        fitted = fitting.model.fit(fitting.train, validation_data=fitting.val,
-                           initial_epoch=epoch, epochs=epoch + stage.epochs,
-                           class_weight=class_weight, callbacks=callbacks, shuffle=False,
-                           verbose=progress_verbosity() if verbose is None else verbose)
-        frame = pd.DataFrame(fitted.history)
-        frame.insert(0, "epoch", fitted.epoch)
-        frame.insert(1, "stage", stage.name)
-        frames.append(frame)
-        epoch += len(fitted.epoch)
-        best = best_checkpoint.best
-    model.load_weights(best_path)
-    history = pd.concat(frames, ignore_index=True)
-    history.to_csv(folder / "history.csv", index=False)  # the epoch log, with stages
-    return history
-
+        if point.backup is not None and index == point.stages_done:
+            restore(fitting.model, point.backup)
+        fitting.model.fit(
+            fitting.train, validation_data=fitting.val, initial_epoch=epoch,
+            epochs=first + stage.epochs, class_weight=class_weight,
+            callbacks=_callbacks(model, folder, stage, index, monitor, mode, log, first,
+                                 early_stopping, clock),
+            shuffle=False, verbose=progress_verbosity() if verbose is None else verbose)
+        log = pd.read_csv(folder / HISTORY_FILE)
+        first = epoch = int(log["epoch"].max()) + 1
+        record_stage(folder, index + 1, epoch)
+    model.load_weights(folder / "checkpoints" / "best.weights.h5")
+    for start in (folder / "checkpoints").glob("stage-*-start.weights.h5"):
+        start.unlink()
+    return log

@@ -30,13 +30,22 @@ from tlkit.data.images import (
     balanced_class_weight,
     check_images,
     make_dataset,
+    read_image_table,
     read_recipe_table,
 )
 from tlkit.errors import UserError
 from tlkit.evaluate import report_after_training
 from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import ImageRecipe, Stage
-from tlkit.runs import PREDICTIONS_FILE, Run, RunWriter, check_destination, new_run_folder, run_name
+from tlkit.runs import (
+    PREDICTIONS_FILE,
+    Run,
+    RunWriter,
+    check_destination,
+    new_run_folder,
+    partial_path,
+    run_name,
+)
 from tlkit.train.epochs import EpochClock, deterministic_ops
 from tlkit.train.fit import StageFit, fit_stages
 
@@ -52,8 +61,10 @@ class CheckedImageRun:
 
 
 def check_image_run(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = None,
-                    data: Any = None) -> CheckedImageRun:
+                    data: Any = None, resume: bool = False) -> CheckedImageRun:
     """Every check that needs no model, in about a second and without TensorFlow.
+
+    A resumed run reads its images and splits back from its own ``split.csv``.
 
     Example:
         >>> check_image_run(ImageRecipe(data="no/such/folder"))  # doctest: +ELLIPSIS
@@ -65,24 +76,29 @@ def check_image_run(recipe: ImageRecipe, out: str | Path = "runs", name: str | N
     if recipe.weights not in ("imagenet", "none") and not Path(recipe.weights).is_file():
         raise UserError(f"weights file '{recipe.weights}' does not exist; pass imagenet, none "
                         "or a path to a weights file")
-    table = read_recipe_table(recipe, data)
     name = name or run_name(row.name)
-    check_destination(out, name)
+    final = check_destination(out, name, resume)
+    if resume:
+        split = pd.read_csv(partial_path(final) / "split.csv", dtype=str, keep_default_na=False)
+        table = read_image_table(split, "path", "label")
+    else:
+        table = read_recipe_table(recipe, data)
     return CheckedImageRun(recipe, row, table, name)
 
 
 def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = None,
-             data: Any = None) -> Run:
+             data: Any = None, resume: bool = False) -> Run:
     """Fine-tune ``recipe.backbone`` on ``recipe.data`` (or ``data``) and write a run folder.
 
     Stages run in order, each compiled once after freezing what it does not train. The
     epoch that is best by ``recipe.monitor`` over all stages is kept, evaluated on val and
-    test, and saved with preprocessing inside ``model.keras``.
+    test, and saved with preprocessing inside ``model.keras``. With ``resume``, the unfinished
+    run ``out/name`` (killed or interrupted) continues from its last completed epoch.
 
     Example:
         >>> run = finetune(ImageRecipe(data="datasets/shapes"), out="runs")  # doctest: +SKIP
     """
-    checked = check_image_run(recipe, out, name, data)
+    checked = check_image_run(recipe, out, name, data, resume)
     import keras
 
     from tlkit.models.image import build_classifier
@@ -97,7 +113,7 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
     model = build_classifier(row, backbone, len(images.class_names), recipe.dropout)
     clock = EpochClock(recipe.seed)
     datasets = _datasets(recipe, images, clock)
-    with new_run_folder(out, checked.name) as writer:
+    with new_run_folder(out, checked.name, "image", resume) as writer:
         writer.write_recipe(recipe)
         writer.write_classes(images.class_names)
         writer.write_table("split.csv", images.table)

@@ -53,8 +53,8 @@ def read_recipe_tables(recipe: TextCNNRecipe) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | None = None
-                   ) -> tuple[dict[str, pd.DataFrame], str]:
+def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | None = None,
+                   resume: bool = False) -> tuple[dict[str, pd.DataFrame], str]:
     """Every check that needs no model: variant and vectors, tables, destination.
 
     Example:
@@ -72,24 +72,27 @@ def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | 
         raise UserError(f"vectors file '{recipe.vectors}' does not exist; check the path")
     suffix = f"-cv{recipe.cv}" if recipe.cv else ""
     name = name or run_name(f"textcnn-{recipe.variant}{suffix}")
-    check_destination(out, name)
+    check_destination(out, name, resume)
     return read_recipe_tables(recipe), name
 
 
-def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | None = None
-                  ) -> Run:
+def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | None = None,
+                  resume: bool = False) -> Run:
     """Train the recipe's text CNN and write a run folder; with ``recipe.cv``, cross-validate.
 
-    The returned run's ``model`` is the saved one: it takes raw strings.
+    The returned run's ``model`` is the saved one: it takes raw strings. With ``resume``,
+    the unfinished run ``out/name`` continues: finished folds and epochs are read back from
+    its folder (the data is read and split again, which the seed makes identical).
 
     Example:
         >>> run = train_textcnn(TextCNNRecipe(data="reviews.csv"), out="runs")  # doctest: +SKIP
     """
-    tables, name = check_text_run(recipe, out, name)
+    tables, name = check_text_run(recipe, out, name, resume)
     if recipe.cv:
-        return _cross_validate(recipe, tables["train"], out, name)
+        return _cross_validate(recipe, tables["train"], out, name, resume)
     data = _prepare(recipe, tables["train"], tables.get("dev"), tables.get("test"))
-    with new_run_folder(out, name) as writer:
+    with new_run_folder(out, name, "textcnn", resume) as writer:
+        writer.write_recipe(recipe)  # first: a killed run resumes from it
         result = _train_once(recipe, data, writer.path)
         model = _write_run_files(recipe, data, writer, result["model"])
         metrics = {**result["metrics"], "train_seconds": result["seconds"],
@@ -167,7 +170,6 @@ def _write_run_files(recipe: TextCNNRecipe, data: TextData, writer: RunWriter, m
     """Recipe, classes, vocabulary and the string-in model; returns that model."""
     from tlkit.models.textcnn import build_string_model
 
-    writer.write_recipe(recipe)
     writer.write_classes(data.class_names)
     data.vocabulary.save(writer.path / VOCABULARY_FILE)
     string_model = build_string_model(model, data.vocabulary)
@@ -175,16 +177,21 @@ def _write_run_files(recipe: TextCNNRecipe, data: TextData, writer: RunWriter, m
     return string_model
 
 
-def _cross_validate(recipe: TextCNNRecipe, table: pd.DataFrame, out: str | Path, name: str
-                    ) -> Run:
-    """Stratified k-fold: each fold trains on k-1 parts (dev held out of them), tests on one."""
+def _cross_validate(recipe: TextCNNRecipe, table: pd.DataFrame, out: str | Path, name: str,
+                    resume: bool) -> Run:
+    """Stratified k-fold: each fold trains on k-1 parts (dev held out of them), tests on one.
+
+    A fold whose folder says it is finished is only rebuilt from its best weights and
+    scored again, so a resumed run continues at the fold that was cut short.
+    """
     table = table.reset_index(drop=True)
     folds = kfold_splits(table["label"].astype(str).tolist(), recipe.cv, recipe.seed)
     rows, predictions = [], []
-    with new_run_folder(out, name) as writer:
+    with new_run_folder(out, name, "textcnn", resume) as writer:
+        writer.write_recipe(recipe)  # first: a killed run resumes from it
         for k, (train_rows, test_rows) in enumerate(folds):
             fold_folder = writer.path / "folds" / str(k)
-            fold_folder.mkdir(parents=True)
+            fold_folder.mkdir(parents=True, exist_ok=True)
             data = _prepare(recipe, table.iloc[train_rows], None, table.iloc[test_rows])
             result = _train_once(recipe, data, fold_folder)
             test = result["metrics"]["test"]

@@ -1,0 +1,135 @@
+"""What a run keeps on disk while it trains, written so that a kill at any moment is safe.
+
+Every file is written beside its final name and renamed into place, so a run killed
+mid-write (SIGKILL, power loss) finds the previous complete file, never a torn one. Per
+epoch, in this order:
+
+1. ``history.csv`` gets the epoch's row (with its stage);
+2. ``checkpoints/last.weights.h5`` and, when the monitor improved, ``best.weights.h5``;
+3. ``backup/epoch-<e>/`` (weights with the optimizer's state), then ``backup/latest``
+   names it.
+
+A resumed run starts after the epoch that ``backup/latest`` names and drops log rows past
+it, so every epoch is counted once.
+
+Example:
+    >>> import tempfile
+    >>> ResumePoint.read(Path(tempfile.mkdtemp()))
+    ResumePoint(stages_done=0, stage_first_epoch=0, epoch=0, backup=None)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tlkit.runs import read_json, write_json
+
+HISTORY_FILE = "history.csv"
+PROGRESS_FILE = "progress.json"
+BACKUP_FOLDER = "backup"
+
+
+def save_weights(model: Any, path: Path) -> None:
+    """``model.save_weights(path)``, written beside ``path`` and renamed into place."""
+    partial = path.with_name(f".{path.name.removesuffix('.weights.h5')}.partial.weights.h5")
+    model.save_weights(partial)
+    os.replace(partial, path)
+
+
+@dataclass
+class ResumePoint:
+    """Where a run folder's training stands: stages done, epochs, the backup to load."""
+
+    stages_done: int
+    stage_first_epoch: int
+    epoch: int
+    backup: Path | None
+
+    @classmethod
+    def read(cls, folder: Path) -> ResumePoint:
+        """The point ``folder`` reached; a new folder starts at stage 0, epoch 0."""
+        progress_file = folder / PROGRESS_FILE
+        progress = read_json(progress_file) if progress_file.is_file() else {}
+        done, first = progress.get("stages_done", 0), progress.get("epoch", 0)
+        latest = folder / BACKUP_FOLDER / "latest"
+        if latest.is_file():
+            state = folder / BACKUP_FOLDER / latest.read_text().strip()
+            saved = read_json(state / "state.json")
+            if saved["stage_index"] == done:  # else: the finished stage's, not yet removed
+                return cls(done, first, int(saved["epoch"]), state)
+        return cls(done, first, first, None)
+
+    def log(self, folder: Path) -> pd.DataFrame:
+        """The epochs logged before this point (a torn or repeated last row is dropped)."""
+        path = folder / HISTORY_FILE
+        if not path.is_file():
+            return pd.DataFrame(columns=["epoch", "stage"])
+        log = pd.read_csv(path, on_bad_lines="skip").dropna(subset=["epoch"])
+        log = log[log["epoch"] < self.epoch].astype({"epoch": int})
+        log.to_csv(path, index=False)
+        return log
+
+
+def record_stage(folder: Path, stages_done: int, epoch: int) -> None:
+    """Note that ``stages_done`` stages are finished at ``epoch``; drop the stage's backup."""
+    write_json(folder / PROGRESS_FILE, {"stages_done": stages_done, "epoch": epoch})
+    shutil.rmtree(folder / BACKUP_FOLDER, ignore_errors=True)
+
+
+def restore(model: Any, backup: Path) -> None:
+    """Load the weights and optimizer state of a backup into a compiled ``model``."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(backup / "state.weights.h5")
+
+
+def epoch_callbacks(target: Any, folder: Path, stage: str, stage_index: int, monitor: str,
+                    mode: str, best: float | None) -> list[Any]:
+    """The per-epoch writers, in the order the module docstring gives.
+
+    ``target`` is the run's model: its weights are the checkpoints even when ``fit`` trains
+    a head that shares its layers. The backup holds the fitted model with its optimizer.
+    """
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            row = {"epoch": epoch, "stage": stage,
+                   **{key: float(value) for key, value in (logs or {}).items()}}
+            path = folder / HISTORY_FILE
+            pd.DataFrame([row]).to_csv(path, mode="a", header=not path.is_file(), index=False)
+
+    class Checkpoints(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = best
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            value = float((logs or {})[monitor])
+            save_weights(target, folder / "checkpoints" / "last.weights.h5")
+            if self.best is None or (value < self.best if mode == "min" else value > self.best):
+                self.best = value
+                save_weights(target, folder / "checkpoints" / "best.weights.h5")
+
+    class EpochBackup(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            backups = folder / BACKUP_FOLDER
+            state = backups / f"epoch-{epoch + 1}"
+            shutil.rmtree(state, ignore_errors=True)
+            state.mkdir(parents=True)
+            self.model.save_weights(state / "state.weights.h5")
+            write_json(state / "state.json",
+                       {"epoch": epoch + 1, "stage": stage, "stage_index": stage_index})
+            (backups / ".latest").write_text(state.name)
+            os.replace(backups / ".latest", backups / "latest")
+            for old in backups.glob("epoch-*"):
+                if old != state:
+                    shutil.rmtree(old, ignore_errors=True)
+
+    return [EpochLog(), Checkpoints(), EpochBackup()]
