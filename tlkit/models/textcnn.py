@@ -221,6 +221,7 @@ def build_textcnn(vocab_size: int, num_classes: int, variant: str = "rand", *,
     constraint = None if max_norm is None else keras.constraints.MaxNorm(max_norm, axis=0)
     outputs = keras.layers.Dense(
         num_classes, activation="softmax", kernel_constraint=constraint, name="output",
+        dtype="float32",  # probabilities in float32 under a mixed-precision policy
         kernel_initializer=keras.initializers.GlorotUniform(seed=_offset(seed, 101)))(features)
     return keras.Model(ids, outputs, name=name)
 
