@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,14 +60,18 @@ def make_text_run(root: Path) -> Path:
     return train_textcnn(recipe, out=root / "runs", name="words").path
 
 
-@pytest.fixture(scope="module")
-def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_image_run(tmp_path_factory.mktemp("export_image"))
+def module_run(make: Callable[[Path], Path], name: str) -> Any:
+    """A module fixture that trains one run with ``make`` in a fresh folder ``name``."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return make(tmp_path_factory.mktemp(name))
+
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_text_run(tmp_path_factory.mktemp("export_text"))
+image_run = module_run(make_image_run, "export_image")
+text_run = module_run(make_text_run, "export_text")
 
 
 @pytest.fixture

@@ -21,22 +21,15 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import assert_user_error, run_cli, write_image
-from test_export import make_image_run, make_text_run
+from test_export import make_image_run, make_text_run, module_run
 
 from tlkit.cli import COMMANDS
 from tlkit.serve import Batcher, PredictionServer, make_server
 
 TIMEOUT = 60  # seconds per request: generous for a loaded CI machine, but bounded
 
-
-@pytest.fixture(scope="module")
-def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_image_run(tmp_path_factory.mktemp("serve_image"))
-
-
-@pytest.fixture(scope="module")
-def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_text_run(tmp_path_factory.mktemp("serve_text"))
+image_run = module_run(make_image_run, "serve_image")
+text_run = module_run(make_text_run, "serve_text")
 
 
 def _serving(run: Path, **options: Any) -> Iterator[PredictionServer]:
