@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,8 @@ assert_user_error_ci = functools.partial(assert_user_error, ignore_case=True)
 def _recipe(data: object = None, **overrides: object) -> ImageRecipe:
     values = {"backbone": "tiny_cnn", "weights": "none", "val_fraction": 0.25,
               "test_fraction": 0.25, "seed": 0, **overrides}
-    return ImageRecipe(data=data, **values)
+    # Recipes hold data as text (they round-trip through YAML); tests make Paths.
+    return ImageRecipe(data=str(data) if isinstance(data, Path) else data, **values)
 
 
 def _batches(dataset: object) -> tuple[np.ndarray, np.ndarray]:
@@ -391,13 +391,13 @@ def _broken_files(folder: Path) -> dict[str, Path]:
     return {"zero": zero, "truncated": truncated, "text": text}
 
 
-def test_broken_files_are_listed_in_one_warning_and_skipped(image_folder: Path) -> None:
+def test_broken_files_are_listed_in_one_warning_and_skipped(
+        image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = _broken_files(image_folder)
-    with pytest.warns(UserWarning) as caught:
-        data = load_image_data(_recipe(image_folder))
-    messages = [str(w.message) for w in caught if "unreadable" in str(w.message)]
+    data = load_image_data(_recipe(image_folder))
+    messages = capsys.readouterr().err.splitlines()
     assert len(messages) == 1
-    assert "skipping 3 unreadable image(s)" in messages[0]
+    assert messages[0].startswith("warning: skipping 3 unreadable image(s)")
     assert all(str(path) in messages[0] for path in broken.values())
     assert "truncated" in messages[0]  # the reason, not only the path
     assert {p for p, _ in data.skipped} == {str(p) for p in broken.values()}
@@ -405,14 +405,51 @@ def test_broken_files_are_listed_in_one_warning_and_skipped(image_folder: Path) 
     assert not set(data.table["path"]) & {str(p) for p in broken.values()}
 
 
-def test_broken_files_with_strict_are_an_error(image_folder: Path) -> None:
+def test_broken_files_with_strict_are_an_error(
+        image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = _broken_files(image_folder)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        message = assert_user_error_ci(lambda: load_image_data(_recipe(image_folder, strict=True)),
-                              "3 unreadable image(s)", "--strict")
+    message = assert_user_error_ci(lambda: load_image_data(_recipe(image_folder, strict=True)),
+                                   "3 unreadable image(s)", "--strict")
     assert all(str(path) in message for path in broken.values())
-    assert not [w for w in caught if "unreadable" in str(w.message)]  # an error, not a warning
+    assert "unreadable" not in capsys.readouterr().err  # an error, not a warning
+
+
+def _links(folder: Path) -> dict[str, Path]:
+    """A dangling link, two links pointing at each other and one pointing at itself."""
+    dangling = folder / "red" / "moved.jpg"
+    dangling.symlink_to(folder / "red" / "no-longer-here.jpg")
+    loop_a, loop_b = folder / "green" / "a.png", folder / "green" / "b.png"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    itself = folder / "red" / "itself.gif"
+    itself.symlink_to(itself)
+    return {"dangling": dangling, "loop_a": loop_a, "loop_b": loop_b, "itself": itself}
+
+
+def test_dangling_symlinks_and_loops_are_skipped_with_a_reason(
+        image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    links = _links(image_folder)
+    good = image_folder / "red" / "linked.png"
+    good.symlink_to(image_folder / "red" / "0.png")  # a working link is an image like any
+    data = load_image_data(_recipe(image_folder))
+    reasons = dict(data.skipped)
+    assert set(reasons) == {str(p) for p in links.values()}
+    assert reasons[str(links["dangling"])] == (
+        f"broken symbolic link: its target '{image_folder}/red/no-longer-here.jpg' does not exist")
+    for name in ("loop_a", "loop_b", "itself"):
+        assert reasons[str(links[name])].startswith("symbolic link loop")
+    assert str(good) in set(data.table["path"]) and len(data.table) == 17
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: skipping 4 unreadable image(s)")
+    assert warning.count("\n") == 1
+
+
+def test_dangling_symlinks_and_loops_with_strict_are_an_error(image_folder: Path) -> None:
+    links = _links(image_folder)
+    message = assert_user_error_ci(lambda: load_image_data(_recipe(image_folder, strict=True)),
+                                   "4 unreadable image(s)", "broken symbolic link",
+                                   "symbolic link loop", "--strict")
+    assert all(str(path) in message for path in links.values())
 
 
 def test_images_pillow_reads_but_tensorflow_cannot_are_found_by_the_scan(
@@ -432,5 +469,4 @@ def test_class_whose_images_are_all_unreadable(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "d", per_class=4, classes=("red", "green", "blue"))
     for path in (root / "blue").iterdir():
         path.write_bytes(b"")
-    with pytest.warns(UserWarning, match="unreadable"):
-        assert_user_error_ci(lambda: load_image_data(_recipe(root)), "class 'blue'", "no readable")
+    assert_user_error_ci(lambda: load_image_data(_recipe(root)), "class 'blue'", "no readable")

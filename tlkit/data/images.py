@@ -11,6 +11,9 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tlkit.data.tables import as_labels, class_order, label_ids, read_table, stratified_holdout
+from tlkit.data.tables import (
+    as_labels,
+    class_order,
+    label_ids,
+    read_table,
+    shown,
+    stratified_holdout,
+)
 from tlkit.errors import UserError
 
 if TYPE_CHECKING:
@@ -89,7 +99,7 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
     missing = [c for c in (path_column, label_column) if c not in frame.columns]
     if missing:
         raise UserError(f"{source} has no column '{missing[0]}' (columns: "
-                        f"{', '.join(map(str, frame.columns))}); name the right one with "
+                        f"{', '.join(map(shown, frame.columns))}); name the right one with "
                         f"--{'path' if missing[0] == path_column else 'label'}-column")
     for column in (path_column, label_column):
         empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
@@ -127,9 +137,14 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def images_in(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (any depth), hidden files and folders left out."""
+    """Image files under ``folder`` (any depth), hidden files and folders left out.
+
+    Symbolic links named as images are kept even when broken or looping, so that the scan
+    (``find_unreadable``) reports them instead of their vanishing without a word.
+    """
     return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  if (p.is_file() or p.is_symlink() and not p.is_dir())
+                  and p.suffix.lower() in IMAGE_EXTENSIONS
                   and not any(_hidden(part) for part in p.relative_to(folder).parts))
 
 
@@ -192,6 +207,9 @@ def find_unreadable(paths: list[str], workers: int = 8) -> list[tuple[str, str]]
     from PIL import Image
 
     def problem(path: str) -> str | None:
+        unreachable = _unreachable(path)
+        if unreachable:
+            return unreachable
         try:
             with Image.open(path) as image:
                 image.load()
@@ -207,6 +225,21 @@ def find_unreadable(paths: list[str], workers: int = 8) -> list[tuple[str, str]]
     with ThreadPoolExecutor(workers) as pool:
         reasons = list(pool.map(problem, paths))
     return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
+
+
+def _unreachable(path: str) -> str | None:
+    """Why ``path`` leads to no image file (a broken link, a link loop, a FIFO), or None."""
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop: following it never reaches a file"
+        if os.path.islink(path):
+            return (f"broken symbolic link: its target '{shown(os.readlink(path))}' does not "
+                    "exist")
+        return f"cannot be opened: {error.strerror or error}"
+    # A FIFO named .jpg would block the decoder for ever.
+    return None if regular else "not a regular file"
 
 
 def _first_line(error: BaseException) -> str:
@@ -282,7 +315,7 @@ def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
     source = table.attrs.get("source", "the data")
     skipped = find_unreadable(table["path"].tolist())
     if skipped:
-        listing = "; ".join(f"{path} ({reason})" for path, reason in skipped)
+        listing = "; ".join(f"{shown(path)} ({reason})" for path, reason in skipped)
         if recipe.strict:
             raise UserError(f"{len(skipped)} unreadable image(s): {listing}; fix or remove them, "
                             "or leave out --strict to skip them")

@@ -67,6 +67,16 @@ def existing_path(path: str | Path) -> Path:
     return path
 
 
+def shown(value: object) -> str:
+    """``value`` as text for a one-line message: line breaks and other controls escaped.
+
+    Example:
+        >>> print(shown("two\\nlines\\t"))
+        two\\nlines\\t
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
 def is_table_file(path: str | Path) -> bool:
     """True for the suffixes read as tables (``.csv``, ``.tsv``, ``.tab``)."""
     return Path(path).suffix.lower() in SEPARATORS
@@ -111,7 +121,7 @@ def require_columns(frame: pd.DataFrame, columns: dict[str, str], source: str) -
     for column, flag in columns.items():
         if column not in frame.columns:
             raise UserError(f"{source} has no column '{column}' (columns: "
-                            f"{', '.join(map(str, frame.columns))}); name the right one with "
+                            f"{', '.join(map(shown, frame.columns))}); name the right one with "
                             f"{flag}")
 
 
