@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tlkit.data.text import (
+    DEFAULT_MAX_LENGTH,
     TOKENIZERS,
     Vocabulary,
     build_vocabulary,
@@ -134,20 +135,30 @@ def test_single_kim_file_or_unknown_suffix_is_a_user_error(tmp_path) -> None:
 # ------------------------------------------------------------------------ preparing, splits
 
 
-def test_empty_texts_are_skipped_with_a_count() -> None:
+def test_empty_texts_are_skipped_with_a_count(capsys) -> None:
     table = corpus()
     table.loc[len(table)] = ["", "pos"]
     table.loc[len(table)] = ["   ", "neg"]
     table.loc[len(table)] = ["é", "neg"]  # nothing is left of it after Kim's rules
-    with pytest.warns(UserWarning, match="skipped 3 empty"):
-        data = prepare_text_data(table, dev_fraction=0.0)
+    data = prepare_text_data(table, dev_fraction=0.0)
+    assert capsys.readouterr().err == "warning: skipped 3 empty text(s) in training data\n"
     assert data.skipped == {"train": 3}
     assert len(data.splits["train"].labels) == len(table) - 3
 
 
 def test_all_texts_empty_is_a_user_error() -> None:
-    with pytest.warns(UserWarning), pytest.raises(UserError, match="all 2 texts"):
+    with pytest.raises(UserError, match="all 2 texts"):
         prepare_text_data(frame(["", " "], ["a", "b"]))
+
+
+def test_no_texts_at_all_is_a_user_error_that_says_so(tmp_path) -> None:
+    with pytest.raises(UserError, match="^training data has no texts"):
+        prepare_text_data(frame([], []))
+    (tmp_path / "rt.pos").write_text("")
+    (tmp_path / "rt.neg").write_text("")
+    table = read_text_table([tmp_path / "rt.pos", tmp_path / "rt.neg"])
+    with pytest.raises(UserError, match="^training data has no texts"):
+        prepare_text_data(table)
 
 
 def test_single_label_is_a_user_error() -> None:
@@ -216,6 +227,27 @@ def test_vocabulary_order_max_length_and_json_round_trip(tmp_path) -> None:
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="not a tlkit vocabulary"):
         Vocabulary.load(tmp_path / "bad.json")
+
+
+def test_default_max_length_caps_a_runaway_text_with_one_warning(capsys) -> None:
+    table = corpus()
+    table.loc[len(table)] = [" ".join(["word"] * 20_000), "pos"]  # a whole file on one line
+    data = prepare_text_data(table, dev_fraction=0.0)
+    assert data.vocabulary.max_length == DEFAULT_MAX_LENGTH == 400
+    assert data.splits["train"].ids.shape == (len(table), 400)
+    assert capsys.readouterr().err == (
+        "warning: cut 1 of 31 text(s) in training data to 400 tokens, the default max_length "
+        "(the longest has 20000); to choose another cap, set max_length "
+        "(--set max_length=N)\n")
+
+
+def test_default_max_length_is_the_longest_text_below_the_cap(capsys) -> None:
+    data = prepare_text_data(corpus(), dev_fraction=0.0)
+    assert data.vocabulary.max_length == 5 and capsys.readouterr().err == ""
+    table = corpus()
+    table.loc[len(table)] = [" ".join(["word"] * 500), "pos"]
+    data = prepare_text_data(table, dev_fraction=0.0, max_length=600)  # chosen: no warning
+    assert data.vocabulary.max_length == 600 and capsys.readouterr().err == ""
 
 
 def test_training_batches_cover_each_text_once_and_are_cut_to_their_longest() -> None:

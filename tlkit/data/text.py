@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 PAD_TOKEN = ""
 OOV_TOKEN = "[UNK]"
 DEV_FRACTION = 0.1
+# The default cap on tokens per text. Kim's sentence datasets stay far below it (the longest
+# text is 37 to 120 tokens); one runaway line (a whole file on one line) would otherwise set
+# every batch it joins, and the exported model's input, to its length.
+DEFAULT_MAX_LENGTH = 400
 
 
 @dataclass(frozen=True)
@@ -302,8 +306,8 @@ def build_vocabulary(tokenized: Sequence[Sequence[str]], tokenizer: str,
                      max_size: int | None = None) -> Vocabulary:
     """The vocabulary of the training token lists: most frequent first, ties alphabetical.
 
-    ``max_length`` None takes the longest training text; ``max_size`` counts the two special
-    tokens.
+    ``max_length`` None takes the longest training text, up to ``DEFAULT_MAX_LENGTH``
+    tokens; ``max_size`` counts the two special tokens.
 
     Example:
         >>> build_vocabulary([["b", "a", "b"]], "lower", max_length=5).tokens
@@ -319,7 +323,8 @@ def build_vocabulary(tokenized: Sequence[Sequence[str]], tokenizer: str,
     longest = max((len(t) for t in tokenized), default=1)
     if max_length is not None and max_length < 1:
         raise UserError(f"max length must be at least 1 token, got {max_length}")
-    return Vocabulary([PAD_TOKEN, OOV_TOKEN, *words], tokenizer, max_length or max(longest, 1))
+    return Vocabulary([PAD_TOKEN, OOV_TOKEN, *words], tokenizer,
+                      max_length or min(max(longest, 1), DEFAULT_MAX_LENGTH))
 
 
 # --------------------------------------------------------------------------------- datasets
@@ -359,8 +364,9 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
 
     Tables are ``read_text_table`` results. Without ``dev``, a stratified ``dev_fraction``
     of ``train`` is held out (0 holds out nothing). The vocabulary and the default
-    ``max_length`` come from the training split alone. ``names`` maps split names to what
-    error messages call them (e.g. the file names).
+    ``max_length`` come from the training split alone; training texts longer than
+    ``DEFAULT_MAX_LENGTH`` tokens are then cut, with a warning. ``names`` maps split names to
+    what messages call them (e.g. the file names).
 
     Example:
         >>> table = pd.DataFrame({"text": ["good film", "bad film"] * 5,
@@ -377,9 +383,11 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
     for split, table in tables.items():
         if table is None:
             continue
+        if table.empty:
+            raise UserError(f"{names[split]} has no texts; it needs labelled sentences")
         kept, kept_tokens, empty = _drop_empty(table, tokenizer)
         if empty:
-            warnings.warn(f"skipped {empty} empty text(s) in {names[split]}", stacklevel=2)
+            _warn(f"skipped {empty} empty text(s) in {names[split]}")
         if kept.empty:
             raise UserError(f"all {len(table)} texts in {names[split]} are empty after "
                             f"tokenising with '{tokenizer}'; check --text-column")
@@ -403,6 +411,8 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         tokens["train"] = (table.iloc[train_rows], [train_tokens[i] for i in train_rows])
     vocabulary = build_vocabulary(tokens["train"][1], tokenizer, max_length, min_count,
                                   max_vocabulary)
+    if max_length is None:
+        _warn_if_cut(tokens["train"][1], vocabulary.max_length, names["train"])
     splits = {
         split: TextSplit(texts=table["text"].tolist(), tokens=toks,
                          labels=label_ids(table["label"], class_names),
@@ -410,6 +420,20 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         for split, (table, toks) in tokens.items()
     }
     return TextData(class_names, vocabulary, splits, skipped)
+
+
+def _warn(message: str) -> None:
+    """Tell the user something on one line of stderr (a Python warning adds its source line)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _warn_if_cut(tokenized: Sequence[Sequence[str]], max_length: int, name: str) -> None:
+    lengths = [len(tokens) for tokens in tokenized]
+    cut = sum(length > max_length for length in lengths)
+    if cut:
+        _warn(f"cut {cut} of {len(lengths)} text(s) in {name} to {max_length} tokens, the "
+             f"default max_length (the longest has {max(lengths)}); to choose another cap, set "
+             "max_length (--set max_length=N)")
 
 
 def _drop_empty(table: pd.DataFrame, tokenizer: str) -> tuple[pd.DataFrame, list[list[str]],
