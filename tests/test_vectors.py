@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_user_error
 
 from tlkit.errors import UserError
 from tlkit.vectors import load_vectors
@@ -139,5 +140,85 @@ def test_truncated_binary_and_non_binary_are_user_errors(tmp_path) -> None:
     with pytest.raises(UserError, match="truncated"):
         load_vectors(tmp_path / "cut.bin", ["", "the", "Film"])
     write(tmp_path / "text.bin", False)
-    with pytest.raises(UserError, match="not a word2vec binary"):
+    with pytest.raises(UserError, match="not the header of a word2vec binary file"):
         load_vectors(tmp_path / "text.bin", VOCAB)
+
+
+@pytest.mark.parametrize("header", ["3 x", "x 3", "-3 300", "3 0", "3 -2"])
+@pytest.mark.parametrize("embedding_dim", [None, 3, 300])
+def test_bad_header_is_one_error_naming_file_line_and_the_header_form(
+        tmp_path, header, embedding_dim) -> None:
+    # Once, "3 x" read as a vector row of one value: the message said --embedding-dim 1,
+    # and with that set, the next line failed with a second, different error.
+    path = tmp_path / "vectors.txt"
+    path.write_text(header + "\n" + text_lines(False), encoding="utf-8")
+    message = assert_user_error(lambda: load_vectors(path, VOCAB, embedding_dim),
+                                f"{path}, line 1: '{header}'",
+                                "a header is '<number of words> <dimension>', such as "
+                                "'400000 300'", "fix that line or remove it")
+    assert "--embedding-dim" not in message
+
+
+def test_header_disagreeing_with_the_rows_names_the_header(tmp_path) -> None:
+    path = tmp_path / "vectors.vec"
+    path.write_text("4 300\n" + text_lines(False), encoding="utf-8")
+    assert_user_error(lambda: load_vectors(path, VOCAB), f"{path}, line 2: 3 values where the "
+                      "header (line 1) says 300", "(or its header) is damaged")
+
+
+def test_bad_binary_header_names_the_line_and_the_header_form(tmp_path) -> None:
+    path = tmp_path / "vectors.bin"
+    path.write_bytes(b"3 x\nfilm " + np.zeros(3, "<f4").tobytes() + b"\n")
+    assert_user_error(lambda: load_vectors(path, VOCAB), f"{path}, line 1: '3 x' is not the "
+                      "header of a word2vec binary file", "'400000 300'")
+    path.write_bytes(b"0 3\n")
+    assert_user_error(lambda: load_vectors(path, VOCAB), "line 1: '0 3'", "promising no vectors")
+
+
+def test_header_without_vectors_and_empty_files(tmp_path) -> None:
+    path = tmp_path / "v.txt"
+    path.write_text("3 300\n\n", encoding="utf-8")
+    assert_user_error(lambda: load_vectors(path, VOCAB, 300), "has a header but no vectors")
+    path.write_text("", encoding="utf-8")
+    assert_user_error(lambda: load_vectors(path, VOCAB), "is empty")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e39"])
+def test_values_that_are_not_finite_numbers_are_a_user_error(tmp_path, value) -> None:
+    path = tmp_path / "v.txt"
+    path.write_text(f"film 1 {value} 2\nmovie 1 2 3\n", encoding="utf-8")
+    assert_user_error(lambda: load_vectors(path, VOCAB), "line 1: a vector value is not a "
+                      "(finite) number")
+    if value == "1e39":
+        return  # no such float32 to write in a binary file
+    data = b"2 3\nfilm " + np.array([1, float(value), 2], "<f4").tobytes() + b"\n"
+    (tmp_path / "v.bin").write_bytes(data)
+    assert_user_error(lambda: load_vectors(tmp_path / "v.bin", VOCAB), "vector 1 ('film')",
+                      "not a finite number")
+
+
+def test_huge_finite_values_still_give_a_finite_matrix(tmp_path) -> None:
+    path = tmp_path / "v.txt"
+    path.write_text("film 3e38 -3e38\nmovie -3e38 3e38\n", encoding="utf-8")
+    assert np.isfinite(load_vectors(path, VOCAB).matrix).all()
+
+
+@pytest.mark.parametrize("content", [b"\x1f\x8b", b"\x1f\x8b\x08\x00garbage", b"truncated"],
+                         ids=["magic-only", "garbage", "cut"])
+def test_damaged_gzip_is_a_user_error(tmp_path, content) -> None:
+    path = tmp_path / "vectors.txt.gz"
+    if content == b"truncated":
+        content = gzip.compress(text_lines(True).encode())[:-12]
+    path.write_bytes(content)
+    assert_user_error(lambda: load_vectors(path, VOCAB), f"'{path}' is damaged gzip data",
+                      "fetch the file again")
+
+
+def test_binary_whose_header_promises_more_rows_than_it_holds(tmp_path) -> None:
+    # The last, unwanted row is skipped by seeking: past the end is still noticed.
+    write_bin(tmp_path / "v.bin")
+    data = (tmp_path / "v.bin").read_bytes().replace(b"4 3\n", b"4 30\n", 1)
+    (tmp_path / "v.bin").write_bytes(data)
+    assert_user_error(lambda: load_vectors(tmp_path / "v.bin", ["", "zebra"]), "truncated")
+    (tmp_path / "big.bin").write_bytes(b"1 1000000000\nfilm \x00\x00")
+    assert_user_error(lambda: load_vectors(tmp_path / "big.bin", ["", "film"]), "truncated")

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import warnings
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
@@ -83,10 +86,8 @@ def load_vectors(path: str | Path, vocabulary: Sequence[str], embedding_dim: int
     for i, word in enumerate(vocabulary):
         if word:
             wanted.setdefault(word.encode("utf-8"), []).append(i)
-    with _open(path) as stream:
-        binary = fmt == "word2vec-bin" or (fmt is None and _base_suffix(path) == ".bin")
-        reader = _read_binary if binary else _read_text
-        dim, rows = reader(stream, path, wanted, embedding_dim, fmt)
+    binary = fmt == "word2vec-bin" or (fmt is None and _base_suffix(path) == ".bin")
+    dim, rows = _read(path, wanted, embedding_dim, fmt, binary)
     matrix = np.zeros((len(vocabulary), dim), dtype="float32")
     for key, vector in rows.items():
         matrix[wanted[key]] = vector
@@ -94,7 +95,9 @@ def load_vectors(path: str | Path, vocabulary: Sequence[str], embedding_dim: int
     found = sum(len(wanted[key]) for key in rows)
     missing = [i for key, ids in wanted.items() if key not in rows for i in ids]
     if rows:
-        scale = float(np.sqrt(3.0 * np.var(np.stack(list(rows.values())))))
+        variance = np.var(np.stack(list(rows.values())).astype("float64"))
+        # Capped so that absurd (but finite) values cannot draw infinities in float32.
+        scale = min(float(np.sqrt(3.0 * variance)), float(np.finfo("float32").max))
     else:
         scale = DEFAULT_SCALE
         message = (f"word vectors '{path}' cover none of the {words} vocabulary words; all "
@@ -113,62 +116,124 @@ def _base_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _open(path: Path) -> BinaryIO:
+def _read(path: Path, wanted: dict[bytes, list[int]], embedding_dim: int | None,
+          fmt: str | None, binary: bool) -> tuple[int, dict[bytes, np.ndarray]]:
     with path.open("rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[return-value]
+    reader = _read_binary if binary else _read_text
+    try:
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as stream:
+            return reader(stream, path, wanted, embedding_dim, fmt)  # type: ignore[arg-type]
+    except (OSError, EOFError, zlib.error) as error:
+        if gzipped:
+            raise UserError(f"'{path}' is damaged gzip data ({_reason(error)}); the download "
+                            "may be incomplete: fetch the file again") from error
+        raise UserError(f"cannot read vectors file '{path}': {_reason(error)}") from error
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join((getattr(error, "strerror", None) or str(error) or
+                     type(error).__name__).split())[:200]
+
+
+def _show(data: bytes) -> str:
+    """Bytes from the file, quoted in a one-line message."""
+    text = data[:60].decode("utf-8", errors="replace")
+    return "".join(c if c.isprintable() else "?" for c in text) + ("..." if len(data) > 60
+                                                                    else "")
 
 
 def _check_dim(dim: int, embedding_dim: int | None, path: Path, line: int) -> None:
-    if dim < 1:
-        raise UserError(f"{path}, line {line}: no vector values; is this a word-vector file?")
     if embedding_dim is not None and dim != embedding_dim:
         raise UserError(f"{path}, line {line}: vectors have {dim} dimensions but the embedding "
                         f"dim is {embedding_dim}; set --embedding-dim {dim} or use other vectors")
 
 
 def _header(line: bytes) -> tuple[int, int] | None:
+    """The (words, dim) of a header line, which can be damaged (negative, zero dim)."""
     parts = line.split()
-    if len(parts) == 2 and all(p.isdigit() for p in parts):
+    if len(parts) != 2:
+        return None
+    try:
         return int(parts[0]), int(parts[1])
-    return None
+    except ValueError:
+        return None
+
+
+HEADER_FORM = "a header is '<number of words> <dimension>', such as '400000 300'"
+
+
+def _bad_line_1(path: Path, line: bytes, what: str, fix: str) -> UserError:
+    return UserError(f"{path}, line 1: '{_show(line)}' {what}; {HEADER_FORM}: {fix}")
+
+
+def _first_line(line: bytes, after: bytes | None, path: Path, fmt: str | None
+                ) -> tuple[int, bool]:
+    """The dimension line 1 sets, and whether it is a header (True) or a vector row.
+
+    ``after`` is the next non-empty line: a damaged header such as ``x 3`` also reads as a
+    row of one value, and only the rows after it show that it is not one.
+    """
+    header = _header(line) if fmt != "glove" else None
+    if header is not None:
+        if header[0] < 0 or header[1] < 1:
+            raise _bad_line_1(path, line, "is a header with a negative word count or a "
+                              "dimension below 1", "fix that line or remove it")
+        return header[1], True
+    values = line.split(b" ")[1:]
+    if values and all(_is_number(v) for v in values) and (
+            len(values) > 1 or after is None or after.count(b" ") == 1):
+        return len(values), False
+    raise _bad_line_1(path, line, "is neither a header nor a vector row "
+                      "('<word> <number> ... <number>') like the lines after it",
+                      "fix that line or remove it")
+
+
+def _non_empty_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    for number, raw in enumerate(stream, start=1):
+        line = raw.rstrip()
+        if line:
+            yield number, line
 
 
 def _read_text(stream: BinaryIO, path: Path, wanted: dict[bytes, list[int]],
                embedding_dim: int | None, fmt: str | None) -> tuple[int, dict[bytes, np.ndarray]]:
+    lines = _non_empty_lines(stream)
+    first = next(lines, None)
+    if first is None:
+        raise UserError(f"vectors file '{path}' is empty")
+    second = next(lines, None)
+    dim, is_header = _first_line(first[1], second and second[1], path, fmt)
+    _check_dim(dim, embedding_dim, path, 1)
+    source = "the header (line 1) says" if is_header else "earlier lines have"
     rows: dict[bytes, np.ndarray] = {}
-    dim = 0
-    first = True
-    for number, raw in enumerate(stream, start=1):
-        line = raw.rstrip()
-        if not line:
-            continue
-        if first:
-            first = False
-            header = _header(line) if fmt != "glove" else None
-            if header is not None:
-                dim = header[1]
-                _check_dim(dim, embedding_dim, path, number)
-                continue
-            dim = line.count(b" ")
-            _check_dim(dim, embedding_dim, path, number)
+    vectors = 0
+    for number, line in chain([] if is_header else [first], [second] if second else [], lines):
+        vectors += 1
         fields = line.count(b" ")
         # GloVe 840B has a few tokens with spaces in them (". . ."): more fields than the dim
         # are fine when what follows the first field is not a number.
         if fields != dim and (fields < dim or _is_number(line.split(b" ", 2)[1])):
-            raise UserError(f"{path}, line {number}: {fields} values where earlier lines "
-                            f"have {dim}; the file's dimension varies, so it is damaged")
+            raise UserError(f"{path}, line {number}: {fields} values where {source} {dim}; "
+                            "every row needs as many, so the file (or its header) is damaged")
         # Slicing off the word is cheap; splitting the numbers is done for wanted rows only.
         word = line[: line.index(b" ")] if fields == dim else line.rsplit(b" ", dim)[0]
         if word in wanted and word not in rows:
             try:
-                rows[word] = np.array(line.rsplit(b" ", dim)[1:], dtype="float32")
+                rows[word] = _float32(np.array(line.rsplit(b" ", dim)[1:], dtype="float64"))
             except ValueError as error:
-                raise UserError(f"{path}, line {number}: a vector value is not a number") \
-                    from error
-    if first:
-        raise UserError(f"vectors file '{path}' is empty")
+                raise UserError(f"{path}, line {number}: a vector value is not a (finite) "
+                                "number; the file is damaged") from error
+    if not vectors:
+        raise UserError(f"vectors file '{path}' has a header but no vectors")
     return dim, rows
+
+
+def _float32(vector: np.ndarray) -> np.ndarray:
+    # Parsed as float64 first, so that "1e39" is refused rather than cast to infinity.
+    if not (np.abs(vector) <= np.finfo("float32").max).all():  # False for NaN too
+        raise ValueError("not a finite float32")
+    return vector.astype("float32")
 
 
 def _is_number(field: bytes) -> bool:
@@ -181,33 +246,59 @@ def _is_number(field: bytes) -> bool:
 
 def _read_binary(stream: BinaryIO, path: Path, wanted: dict[bytes, list[int]],
                  embedding_dim: int | None, fmt: str | None) -> tuple[int, dict[bytes, np.ndarray]]:
-    header = _header(stream.readline())
+    line = stream.readline(1024).rstrip(b"\r\n")
+    header = _header(line)
     if header is None:
-        raise UserError(f"{path}, line 1: no '<words> <dim>' header, so it is not a word2vec "
-                        "binary file; for text vectors name the file .txt or .vec")
+        raise _bad_line_1(path, line, "is not the header of a word2vec binary file",
+                          "fix it, or name a text vectors file .txt or .vec")
+    if header[0] < 1 or header[1] < 1:
+        raise _bad_line_1(path, line, "is a header promising no vectors, or vectors of no "
+                          "dimension", "fix it")
     count, dim = header
     _check_dim(dim, embedding_dim, path, 1)
     row_bytes = 4 * dim
+    truncated = f"{path}: ends before the {count} vectors its header promises; the file is " \
+                "truncated (or the header is wrong)"
     compressed = isinstance(stream, gzip.GzipFile)
     rows: dict[bytes, np.ndarray] = {}
-    for number in range(2, count + 2):
+    for number in range(1, count + 1):
         word = _read_word(stream)
         if word is None:
-            raise UserError(f"{path}: ends after {number - 2} of the {count} vectors its "
-                            "header promises; the file is truncated")
+            raise UserError(truncated)
         if word in wanted and word not in rows:
-            data = stream.read(row_bytes)
+            data = _read_at_most(stream, row_bytes)
             if len(data) < row_bytes:
-                raise UserError(f"{path}: vector {number - 1} ('{word.decode(errors='replace')}')"
-                                " is cut short; the file is truncated")
-            rows[word] = np.frombuffer(data, dtype="<f4").astype("float32")
+                raise UserError(truncated)
+            vector = np.frombuffer(data, dtype="<f4")
+            if not np.isfinite(vector).all():
+                raise UserError(f"{path}: vector {number} ('{_show(word)}') holds a value that "
+                                "is not a finite number; the file is damaged")
+            rows[word] = vector.astype("float32")
         elif compressed:
             # gzip cannot jump: decompressing and dropping the row directly is about twice
             # as fast as GzipFile.seek, which does the same in smaller steps.
-            stream.read(row_bytes)
+            if len(_read_at_most(stream, row_bytes)) < row_bytes:
+                raise UserError(truncated)
         else:
             stream.seek(row_bytes, 1)  # unwanted rows are never read
+    # A seek past the end is not an error by itself; the last row may have been one.
+    if not compressed and stream.tell() > os.fstat(stream.fileno()).st_size:
+        raise UserError(truncated)
     return dim, rows
+
+
+def _read_at_most(stream: BinaryIO, size: int) -> bytes:
+    # In pieces: a damaged header can promise rows of gigabytes that the file does not hold.
+    if size <= _PIECE:
+        return stream.read(size)
+    pieces = []
+    while size > 0 and (piece := stream.read(min(size, _PIECE))):
+        pieces.append(piece)
+        size -= len(piece)
+    return b"".join(pieces)
+
+
+_PIECE = 1 << 20
 
 
 def _read_word(stream: BinaryIO) -> bytes | None:
