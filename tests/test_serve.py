@@ -179,7 +179,7 @@ def test_the_batcher_splits_results_and_survives_a_failure() -> None:
     assert batcher.calls == 2 and batcher.inputs == 4
 
 
-def test_the_cli_serves_until_interrupted(text_run: Path) -> None:
+def test_the_cli_serves_until_stopped(text_run: Path) -> None:
     # A real process, as a user runs it; the group gets `serve` even before it is registered.
     code = ("import sys; from tlkit.cli import COMMANDS, main; "
             "COMMANDS.setdefault('serve', 'tlkit.cli.serve:serve'); main(sys.argv[1:])")
@@ -192,7 +192,7 @@ def test_the_cli_serves_until_interrupted(text_run: Path) -> None:
         base = re.search(r" on (http://127\.0\.0\.1:\d+): ", line).group(1)  # type: ignore
         status, body = _request(f"{base}/predict", b'{"inputs": ["a superb film"]}')
         assert status == 200 and body["predictions"][0]["labels"] == ["pos"]
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # as docker stop and Kubernetes do
         out, _ = process.communicate(timeout=TIMEOUT)
         assert process.returncode == 0 and "stopped" in out
     finally:

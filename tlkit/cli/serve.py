@@ -29,14 +29,22 @@ def serve(run: str, port: int, host: str, max_batch: int, max_wait_ms: float) ->
 
       curl -s localhost:8080/predict -d '{"inputs": ["How far is the moon ?"], "top_k": 2}'
     """
+    import signal
+
     from tlkit.serve import make_server
 
     server = make_server(run, host, port, max_batch, max_wait_ms)
     click.echo(f"serving {server.run.path} ({server.run.kind}) on {server.url}: "
                "POST /predict, GET /health; Ctrl-C stops")
+    # Service managers (docker stop, Kubernetes, systemd) stop with SIGTERM: end as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         click.echo("stopped")
     finally:
         server.server_close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
