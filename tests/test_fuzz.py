@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
+import pickle
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,8 +30,14 @@ from conftest import write_image
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from tlkit.data.images import check_images, find_unreadable, images_in, read_image_table
-from tlkit.data.text import prepare_text_data, read_text_table
+from tlkit.data.images import (
+    check_images,
+    find_unreadable,
+    images_in,
+    read_image_table,
+    split_table,
+)
+from tlkit.data.text import Vocabulary, kfold_splits, prepare_text_data, read_text_table
 from tlkit.errors import UserError
 from tlkit.predict import gather_inputs
 from tlkit.recipes import ImageRecipe
@@ -226,6 +234,61 @@ def check_line_files(files: list[tuple[str, bytes]], kim_layout: bool, encoding:
 test_line_files, test_line_files_many = fuzz(
     check_line_files, line_files(), st.booleans(), st.sampled_from(["utf-8"] * 3 + READ_ENCODINGS),
     st.sampled_from([0.0, 0.1, 0.5]))
+
+
+frame_values = st.one_of(labels, st.none(), st.integers(-3, 3), st.floats())
+split_values = st.sampled_from(["", "train", "val", "test", "Valid", "tr\nain", " ", None])
+
+
+def check_frames(rows: list[tuple[Any, Any, Any]], dev_fraction: float, folds: int) -> None:
+    """DataFrames from Python: any cell types, labels with line breaks, odd split values."""
+    frame = pd.DataFrame(rows, columns=["text", "label", "split"], dtype=object)
+    table = outcome(read_text_table, frame)
+    if table is not None:
+        check_text_table(table)
+        check_text_data(table, dev_fraction)
+        folded = outcome(kfold_splits, table["label"].tolist(), folds)
+        assert folded is None or sorted(np.concatenate([test for _, test in folded]).tolist()) \
+            == list(range(len(table)))
+    with folder() as root:
+        image = write_image(root / "one.png", (0, 200, 0), size=8)
+        images = outcome(read_image_table, frame.assign(path=str(image)))
+    if images is not None:
+        split = outcome(split_table, images, 0.2, 0.2, 0)
+        assert split is None or set(split["split"]) <= {"train", "val", "test"}
+
+
+test_data_frames, test_data_frames_many = fuzz(
+    check_frames, st.lists(st.tuples(st.one_of(cells, st.none()), frame_values, split_values),
+                           max_size=12),
+    st.sampled_from([0.0, 0.1, 0.5]), st.integers(1, 4),
+    examples=(([("good film", "a\nb", ""), ("bad film", "a\nb", "")], 0.0, 2),  # 2-line message
+              ([], 0.0, 2)))  # no rows: min() of nothing in kfold_splits
+
+
+def check_vocabulary_file(content: bytes) -> None:
+    """A run's vocabulary.json, damaged or replaced (by a pickle, say)."""
+    with folder() as root:
+        path = root / "vocabulary.json"
+        path.write_bytes(content)
+        vocabulary = outcome(Vocabulary.load, path)
+    if vocabulary is not None:
+        assert vocabulary.tokens[:2] == ["", "[UNK]"] and vocabulary.max_length >= 1
+        assert vocabulary.encode([["a", "b"]]).shape == (1, vocabulary.max_length)
+
+
+vocabulary_json = st.fixed_dictionaries({
+    "tokens": st.one_of(st.just(["", "[UNK]", "a"]), st.integers(),
+                        st.lists(st.one_of(st.sampled_from(["", "[UNK]"]), st.text(TRICKY),
+                                           st.integers()), max_size=4)),
+    "tokenizer": st.sampled_from(["kim", "lower", "ki\nm", 3, None]),
+    "max_length": st.sampled_from([1, 3, 400, 0, -1, "x", "3", 2.5, None])}).map(
+        lambda data: json.dumps(data).encode())
+test_vocabulary_files, test_vocabulary_files_many = fuzz(
+    check_vocabulary_file,
+    st.one_of(vocabulary_json, st.binary(max_size=100), st.just(pickle.dumps({"tokens": []}))),
+    examples=((pickle.dumps({"tokens": []}),),  # not UTF-8: UnicodeDecodeError escaped
+              (b'{"tokens": ["", "[UNK]"], "tokenizer": "kim", "max_length": "x"}',)))
 
 
 # ------------------------------------------------------------------------- word vectors

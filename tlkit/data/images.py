@@ -112,7 +112,7 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
     absent = [p for p in paths if not Path(p).is_file()]
     if absent:
         raise UserError(f"{len(absent)} of {len(paths)} image paths in {source} do not exist, "
-                        f"e.g. '{absent[0]}' (relative paths are read from {base_name})")
+                        f"e.g. '{shown(absent[0])}' (relative paths are read from {base_name})")
     split: Any = None
     if "split" in frame.columns:
         split = [None if pd.isna(s) or not str(s).strip() else SPLIT_FOLDERS.get(str(s).lower())
@@ -120,8 +120,8 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
         unknown = sorted({str(s) for s, v in zip(frame["split"], split, strict=True)
                           if v is None and not pd.isna(s) and str(s).strip()})
         if unknown:
-            raise UserError(f"{source} has unknown split value '{unknown[0]}'; use train, val "
-                            "or test (or leave it empty to split automatically)")
+            raise UserError(f"{source} has unknown split value '{shown(unknown[0])}'; use "
+                            "train, val or test (or leave it empty to split automatically)")
     table = pd.DataFrame({"path": paths, "label": as_labels(frame[label_column]),
                           "split": split})
     return _check_classes(table, source)
@@ -185,8 +185,8 @@ def _check_classes(table: pd.DataFrame, source: str) -> pd.DataFrame:
         raise UserError(f"{source} holds no images")
     labels = table["label"].unique()
     if len(labels) < 2:
-        raise UserError(f"{source} has a single class ('{labels[0]}'); a classifier needs at "
-                        "least two")
+        raise UserError(f"{source} has a single class ('{shown(labels[0])}'); a classifier "
+                        "needs at least two")
     return table
 
 
@@ -324,14 +324,15 @@ def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
         kept = table[~table["path"].isin({p for p, _ in skipped})].reset_index(drop=True)
         lost = sorted(set(table["label"]) - set(kept["label"]))
         if lost:
-            raise UserError(f"class '{lost[0]}' has no readable images (all were skipped as "
+            raise UserError(f"class '{shown(lost[0])}' has no readable images (all were skipped as "
                             "unreadable); add readable images or remove the class")
         table = _check_classes(kept, source)
     table = split_table(table, recipe.val_fraction, recipe.test_fraction, recipe.seed)
     class_names = class_order(table.loc[table["split"] == "train", "label"])
     unseen = sorted(set(table["label"]) - set(class_names))
     if unseen:
-        raise UserError(f"class '{unseen[0]}' appears in val/test but has no training images")
+        raise UserError(f"class '{shown(unseen[0])}' appears in val/test but has no training "
+                        "images")
     if len(class_names) < 2:
         raise UserError("the training split has a single class; a classifier needs two")
     return ImageData(table.reset_index(drop=True), class_names, skipped)

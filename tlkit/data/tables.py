@@ -159,10 +159,10 @@ def label_ids(labels: Sequence[str] | np.ndarray | pd.Series,
     index = {name: i for i, name in enumerate(class_names)}
     unknown = Counter(str(label) for label in labels if str(label) not in index)
     if unknown:
-        listed = ", ".join(f"'{name}' ({count} example(s))"
+        listed = ", ".join(f"'{shown(name)}' ({count} example(s))"
                            for name, count in unknown.most_common(5))
         raise UserError(f"label(s) the model does not know: {listed}; its classes are "
-                        f"{', '.join(class_names)}")
+                        f"{', '.join(map(shown, class_names))}")
     return np.array([index[str(label)] for label in labels], dtype="int32")
 
 
@@ -198,7 +198,7 @@ def stratified_holdout(labels: Sequence[str], fraction: float, seed: int,
     held = f"a stratified {fraction:.0%} of {len(labels)} {what} in {len(counts)} classes"
     if fewest < 2:
         raise UserError(f"cannot hold out {held}: stratifying needs at least 2 per class and "
-                        f"class '{rarest}' has {fewest}; {fix}")
+                        f"class '{shown(rarest)}' has {fewest}; {fix}")
     if len(labels) - n_held < len(counts):
         raise UserError(f"cannot hold out {held}: too few would be left to train on; {fix}")
     positions = np.arange(len(labels))

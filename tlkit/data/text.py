@@ -37,6 +37,7 @@ from tlkit.data.tables import (
     label_ids,
     read_table,
     require_columns,
+    shown,
     stratified_holdout,
 )
 from tlkit.errors import UserError
@@ -120,7 +121,8 @@ def get_tokenizer(name: str) -> Tokenizer:
         'ascii'
     """
     if name not in TOKENIZERS:
-        raise UserError(f"unknown tokenizer '{name}'; choose one of: {', '.join(TOKENIZERS)}")
+        raise UserError(f"unknown tokenizer '{shown(name)}'; choose one of: "
+                        f"{', '.join(TOKENIZERS)}")
     return TOKENIZERS[name]
 
 
@@ -292,11 +294,19 @@ class Vocabulary:
                         max_length=int(data["max_length"]))
         except FileNotFoundError as error:
             raise UserError(f"vocabulary file '{path}' does not exist") from error
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise UserError(f"'{path}' is not a tlkit vocabulary file ({error})") from error
-        if vocab.tokens[:2] != [PAD_TOKEN, OOV_TOKEN]:
-            raise UserError(f"vocabulary '{path}' must start with the padding and "
-                            f"'{OOV_TOKEN}' tokens")
+        except OSError as error:
+            raise UserError(f"cannot read vocabulary file '{path}': {error.strerror}") from error
+        # ValueError covers bytes that are not UTF-8 (a pickle, say) and bad JSON.
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserError(f"'{path}' is not a tlkit vocabulary file "
+                            f"({shown(error)[:200]})") from error
+        if vocab.tokens[:2] != [PAD_TOKEN, OOV_TOKEN] or not all(
+                isinstance(token, str) for token in vocab.tokens):
+            raise UserError(f"vocabulary '{path}' must be a list of strings starting with the "
+                            f"padding and '{OOV_TOKEN}' tokens")
+        if vocab.max_length < 1:
+            raise UserError(f"vocabulary '{path}' has max_length {vocab.max_length}; it must be "
+                            "at least 1")
         get_tokenizer(vocab.tokenizer)
         return vocab
 
@@ -395,15 +405,15 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         tokens[split] = (kept, kept_tokens)
     class_names = class_order(tokens["train"][0]["label"].tolist())
     if len(class_names) < 2:
-        raise UserError(f"{names['train']} has a single label '{class_names[0]}'; a classifier "
-                        "needs at least two classes: check --label-column")
+        raise UserError(f"{names['train']} has a single label '{shown(class_names[0])}'; a "
+                        "classifier needs at least two classes: check --label-column")
     for split in ("dev", "test"):
         if split in tokens:
             unseen = sorted(set(tokens[split][0]["label"]) - set(class_names))
             if unseen:
                 raise UserError(f"{names[split]} has label(s) never seen in training: "
                                 f"{', '.join(map(repr, unseen[:5]))}; training labels are "
-                                f"{', '.join(class_names)}")
+                                f"{', '.join(map(shown, class_names))}")
     if "dev" not in tokens and dev_fraction > 0:
         table, train_tokens = tokens["train"]
         train_rows, dev_rows = dev_split(table["label"].tolist(), dev_fraction, seed)
@@ -471,10 +481,13 @@ def kfold_splits(labels: Sequence[str], folds: int = 10,
         raise UserError(f"--cv {folds}: cross-validation needs at least 2 folds (the paper "
                         "uses 10)")
     counts = Counter(labels)
+    if not counts:
+        raise UserError(f"--cv {folds}: there are no texts to split into folds; check the data")
     rarest, fewest = min(counts.items(), key=lambda kv: kv[1])
     if fewest < folds:
-        raise UserError(f"--cv {folds}: class '{rarest}' has only {fewest} example(s), fewer "
-                        f"than the folds; use --cv {max(fewest, 2)} or fewer, or add examples")
+        raise UserError(f"--cv {folds}: class '{shown(rarest)}' has only {fewest} example(s), "
+                        f"fewer than the folds; use --cv {max(fewest, 2)} or fewer, or add "
+                        "examples")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(labels)), list(labels)))
 
