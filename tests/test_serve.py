@@ -104,14 +104,16 @@ def test_images_as_base64_or_paths_with_errors_per_input(image_server: Predictio
     green = write_image(tmp_path / "green.jpg", (30, 200, 40), size=28)
     encoded = base64.b64encode(green.read_bytes()).decode()
     broken = base64.b64encode(b"not an image").decode()
-    inputs = [str(red), encoded, f"data:image/jpeg;base64,{encoded}", broken, "/no/such.png"]
+    inputs = [str(red), encoded, f"data:image/jpeg;base64,{encoded}", broken, "/no/such.png",
+              ""]
     code, body = _predict(image_server, {"inputs": inputs, "top_k": 2})
     assert code == 200
-    red_row, green_row, data_url_row, broken_row, missing_row = body["predictions"]
+    red_row, green_row, data_url_row, broken_row, missing_row, empty_row = body["predictions"]
     assert red_row["labels"][0] == "red" and green_row["labels"][0] == "green"
     assert data_url_row == green_row
     assert "error" in broken_row and "tlkit-serve" not in broken_row["error"]
-    assert missing_row == {"error": "neither an image file on the server nor base64 image data"}
+    assert missing_row == empty_row == {
+        "error": "neither an image file on the server nor base64 image data"}
 
 
 @pytest.mark.parametrize(("body", "status", "words"), [

@@ -55,6 +55,7 @@ TOLERANCES = {"savedmodel": 1e-5, "tflite": 1e-3, "onnx": 1e-3}
 # What each format needs beyond TensorFlow, and the tlkit extra that installs it.
 CONVERTERS = {"onnx": ("tf2onnx", "onnxruntime")}
 EXTRAS = {"onnx": "onnx"}
+ONNX_OPSET = 15  # read by onnxruntime 1.10 and later
 PARITY_BATCH = 64
 CHUNK = 64
 EXPORTS_FOLDER = "exports"
@@ -284,7 +285,7 @@ def _write_onnx(model: Any, spec: Any, path: Path, quantize: str | None) -> None
 
     function = tf.function(_named_output(model), input_signature=[spec])
     float_path = path.with_suffix(".float.onnx") if quantize else path
-    tf2onnx.convert.from_function(function, input_signature=[spec],
+    tf2onnx.convert.from_function(function, input_signature=[spec], opset=ONNX_OPSET,
                                   output_path=str(float_path))
     if quantize == "dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -299,6 +299,8 @@ def _image_files(inputs: list[str], folder: Path) -> tuple[list[str], list[str |
         try:
             content = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
+            content = b""
+        if not content:
             paths.append("")
             errors.append("neither an image file on the server nor base64 image data")
             continue
