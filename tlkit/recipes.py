@@ -154,6 +154,11 @@ class ImageRecipe(Checked):
     strict: bool = False
     early_stopping: int | None = 5  # patience in epochs, None: off
     monitor: str = "val_loss"  # what decides the kept epoch: val_loss (min) or val_accuracy (max)
+    strategy: str = "auto"  # auto: mirrored over several GPUs; none; mirrored; multiworker
+    gpus: str | None = None  # e.g. "0,1"; None: every GPU (memory growth on)
+    mixed_precision: str = "off"  # off, auto (by GPU), float16, bfloat16
+    jit_compile: bool = False  # XLA
+    deterministic: bool = True  # deterministic kernels and data order (same seed, same run)
     stages: list[Stage] = field(default_factory=lambda: two_stage())
 
     def validate(self) -> None:
@@ -289,7 +294,13 @@ def validate_image_recipe(recipe: ImageRecipe) -> None:
 
 
 def _check_common(recipe: Any) -> None:
-    """The fields both kinds share: batch size, seed, patience, monitor."""
+    """The fields both kinds share: batch size, seed, patience, monitor, engine."""
+    from tlkit.devices import PRECISIONS, STRATEGIES
+
+    _check(recipe.strategy in STRATEGIES,
+           f"strategy '{recipe.strategy}' is not one of {', '.join(STRATEGIES)}")
+    _check(recipe.mixed_precision in PRECISIONS,
+           f"mixed_precision '{recipe.mixed_precision}' is not one of {', '.join(PRECISIONS)}")
     _check(recipe.batch_size >= 1,
            f"batch_size must be at least 1, got {recipe.batch_size}; e.g. --batch-size 32")
     _check(recipe.early_stopping is None or recipe.early_stopping >= 1,
@@ -565,6 +576,11 @@ class TextCNNRecipe(Checked):
     seed: int = 42
     early_stopping: int | None = None
     monitor: str = "val_accuracy"
+    strategy: str = "auto"
+    gpus: str | None = None
+    mixed_precision: str = "off"
+    jit_compile: bool = False
+    deterministic: bool = True
 
     def validate(self) -> None:
         """Check what a type cannot (choices, ranges); raise a UserError."""

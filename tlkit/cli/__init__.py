@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "explain": "tlkit.cli.explain:explain",
     "report": "tlkit.cli.report:report",
     "runs": "tlkit.cli.runs:runs",
+    "devices": "tlkit.cli.devices:devices",
     "inspect": "tlkit.cli.inspect:inspect",
     "backbones": "tlkit.cli.backbones:backbones",
     "weights": "tlkit.cli.weights:weights",

@@ -66,6 +66,8 @@ def run_options(kind: str) -> Callable[[F], F]:
                      show_default=f"recipe: {shown_epochs}"),
         recipe_option(kind, "batch_size", type=int, help="Examples per training step."),
         recipe_option(kind, "seed", type=int, help="Seed of splits, initialisation, shuffling."),
+        recipe_option(kind, "gpus", help="GPUs to train on, e.g. 0,1 (memory growth on).",
+                      metavar="LIST"),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Any recipe field, dotted for nesting: --set stages.1.lr=1e-5"),
         click.option("--out", default="runs", show_default=True, type=click.Path(),

@@ -78,7 +78,7 @@ class MaskedEmbedding(keras.layers.Embedding):
         # A sparse read of the table: reading all of it would make the optimizer's row
         # updates copy the whole table every step.
         outputs = tf.nn.embedding_lookup(_tf_variable(self.embeddings), inputs)
-        keep = ops.cast(ops.not_equal(inputs, 0), outputs.dtype)
+        keep = ops.cast(ops.not_equal(inputs, 0), self.compute_dtype)
         return ops.cast(outputs, self.compute_dtype) * ops.expand_dims(keep, -1)
 
 

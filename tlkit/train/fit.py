@@ -108,7 +108,8 @@ def _stage_start(model: Any, folder: Path, index: int) -> None:
 def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder: Path, *,
                prepare: Callable[[Stage], StageFit | None], monitor: str = "val_loss",
                early_stopping: int | None = None, class_weight: dict[int, float] | None = None,
-               clock: EpochClock | None = None, verbose: int | None = None) -> pd.DataFrame:
+               clock: EpochClock | None = None, jit_compile: bool = False,
+               verbose: int | None = None) -> pd.DataFrame:
     """Train ``model`` stage by stage; keep the best weights by ``monitor`` over all stages.
 
     ``prepare(stage)`` sets what trains and compiles: once per stage, because Keras reads
@@ -126,6 +127,7 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
     for index, stage in enumerate(stages[point.stages_done:], start=point.stages_done):
         _stage_start(model, folder, index)
         fitting = prepare(stage) or StageFit(model, datasets["train"], datasets.get("val"))
+        fitting.model.jit_compile = jit_compile  # XLA, per the recipe
         if point.backup is not None and index == point.stages_done:
             restore(fitting.model, point.backup)
         fitting.model.fit(

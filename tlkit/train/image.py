@@ -33,6 +33,7 @@ from tlkit.data.images import (
     read_image_table,
     read_recipe_table,
 )
+from tlkit.devices import TrainingSetup, discard_worker_run, worker_destination
 from tlkit.errors import UserError
 from tlkit.evaluate import report_after_training
 from tlkit.evaluation.metrics import classification_metrics, predictions_table
@@ -46,7 +47,7 @@ from tlkit.runs import (
     partial_path,
     run_name,
 )
-from tlkit.train.epochs import EpochClock, deterministic_ops
+from tlkit.train.epochs import EpochClock
 from tlkit.train.fit import StageFit, fit_stages
 
 
@@ -99,37 +100,39 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
         >>> run = finetune(ImageRecipe(data="datasets/shapes"), out="runs")  # doctest: +SKIP
     """
     checked = check_image_run(recipe, out, name, data, resume)
-    import keras
-
+    from tlkit.devices import training_setup
     from tlkit.models.image import build_classifier
     from tlkit.weights import build_weighted_backbone
 
     recipe, row = checked.recipe, checked.row
-    images = check_images(recipe, checked.table)
-    keras.utils.set_random_seed(recipe.seed)
-    deterministic_ops()
-    backbone = build_weighted_backbone(row.name, recipe.input_size, recipe.weights)
-    _check_stages(backbone, row, recipe.stages)
-    model = build_classifier(row, backbone, len(images.class_names), recipe.dropout)
-    clock = EpochClock(recipe.seed)
-    datasets = _datasets(recipe, images, clock)
-    with new_run_folder(out, checked.name, "image", resume) as writer:
-        writer.write_recipe(recipe)
-        writer.write_classes(images.class_names)
-        writer.write_table("split.csv", images.table)
-        history, seconds, probe = _train(recipe, row, backbone, model, datasets, images,
-                                         writer, clock)
-        metrics, predictions = _evaluate(model, datasets, images)
-        if probe:
-            metrics["probe"] = probe
-        metrics["train_seconds"] = round(seconds, 1)
-        metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in images.skipped]
-        writer.write_json("metrics.json", metrics)
-        writer.write_table(PREDICTIONS_FILE, predictions)
-        writer.save_model(model)
-    report_after_training(writer.final)
-    return Run(path=writer.final, kind="image", recipe=recipe, class_names=images.class_names,
-               metrics=metrics, model=model, history=history)
+    with training_setup(recipe) as setup:
+        images = check_images(recipe, checked.table)
+        with setup.strategy.scope():
+            backbone = build_weighted_backbone(row.name, recipe.input_size, recipe.weights)
+            _check_stages(backbone, row, recipe.stages)
+            model = build_classifier(row, backbone, len(images.class_names), recipe.dropout)
+        clock = EpochClock(recipe.seed)
+        datasets = _datasets(recipe, images, clock, recipe.batch_size * setup.replicas)
+        with new_run_folder(*worker_destination(setup, out, checked.name), "image",
+                            resume) as writer:
+            writer.write_recipe(recipe)
+            writer.write_classes(images.class_names)
+            writer.write_table("split.csv", images.table)
+            history, seconds, probe = _train(recipe, row, backbone, model, datasets, images,
+                                             writer, clock, setup)
+            metrics, predictions = _evaluate(model, datasets, images)
+            metrics.update(probe=probe, devices=setup.record())
+            metrics["train_seconds"] = round(seconds, 1)
+            metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in images.skipped]
+            writer.write_json("metrics.json", metrics)
+            writer.write_table(PREDICTIONS_FILE, predictions)
+            writer.save_model(model)
+    if setup.chief:
+        report_after_training(writer.final)
+    else:
+        discard_worker_run(writer.final, setup)
+    return Run(path=Path(out) / checked.name, kind="image", recipe=recipe,
+               class_names=images.class_names, metrics=metrics, model=model, history=history)
 
 
 def _evaluate(model: Any, datasets: dict[str, Any], images: ImageData
@@ -220,8 +223,8 @@ class FrozenFeatures:
 
 
 def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
-           datasets: dict[str, Any], images: ImageData, writer: RunWriter, clock: EpochClock
-           ) -> tuple[pd.DataFrame, float, dict[str, Any]]:
+           datasets: dict[str, Any], images: ImageData, writer: RunWriter, clock: EpochClock,
+           setup: TrainingSetup) -> tuple[pd.DataFrame, float, dict[str, Any]]:
     """Fit every stage (head-only stages on cached features); return history, time, probe."""
     from tlkit.train.stages import compile_for_stage, prepare_stage
 
@@ -240,19 +243,21 @@ def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
         plan = prepare_stage(backbone, row, stage, recipe.batchnorm_policy,
                              recipe.batchnorm_momentum)
         cached = plan.backbone_frozen and recipe.feature_cache
-        compile_for_stage(features.head if cached else model, stage, plan)
+        with setup.strategy.scope():
+            compile_for_stage(features.head if cached else model, stage, plan)
         _announce(stage, plan, row, cached)
         return features.stage_fit() if cached else None
 
     history = fit_stages(model, recipe.stages, datasets, writer.path, prepare=prepare,
                          monitor=recipe.monitor, early_stopping=recipe.early_stopping,
-                         class_weight=class_weight, clock=clock)
+                         class_weight=class_weight, clock=clock, jit_compile=recipe.jit_compile)
     if not recipe.cache_dir:  # the run's own cache served its purpose; keep the folder small
         shutil.rmtree(writer.path / "cache", ignore_errors=True)
     return history, time.perf_counter() - start, probe
 
 
-def _datasets(recipe: ImageRecipe, images: ImageData, clock: EpochClock) -> dict[str, Any]:
+def _datasets(recipe: ImageRecipe, images: ImageData, clock: EpochClock, batch_size: int
+              ) -> dict[str, Any]:
     datasets = {}
     for split in ("train", "val", "test"):
         frame = images.split(split)
@@ -261,7 +266,7 @@ def _datasets(recipe: ImageRecipe, images: ImageData, clock: EpochClock) -> dict
         training = split == "train"
         datasets[split] = make_dataset(
             frame["path"].tolist(), images.label_ids(frame), recipe.input_size,
-            recipe.batch_size, training=training, augment=recipe.augment if training else None,
+            batch_size, training=training, augment=recipe.augment if training else None,
             cache=recipe.cache, seed=recipe.seed, clock=clock)
     return datasets
 

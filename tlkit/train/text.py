@@ -32,7 +32,7 @@ from tlkit.evaluate import report_after_training
 from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import Stage, TextCNNRecipe
 from tlkit.runs import PREDICTIONS_FILE, Run, RunWriter, check_destination, new_run_folder, run_name
-from tlkit.train.epochs import EpochClock, deterministic_ops
+from tlkit.train.epochs import EpochClock
 from tlkit.train.fit import fit_stages
 
 VOCABULARY_FILE = "vocabulary.json"
@@ -96,7 +96,8 @@ def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | N
         result = _train_once(recipe, data, writer.path)
         model = _write_run_files(recipe, data, writer, result["model"])
         metrics = {**result["metrics"], "train_seconds": result["seconds"],
-                   "skipped_empty_texts": data.skipped, "vector_coverage": result["coverage"]}
+                   "skipped_empty_texts": data.skipped, "vector_coverage": result["coverage"],
+                   "devices": result["devices"]}
         writer.write_json("metrics.json", metrics)
         writer.write_table(PREDICTIONS_FILE, result["predictions"])
     report_after_training(writer.final)
@@ -113,12 +114,20 @@ def _prepare(recipe: TextCNNRecipe, train: pd.DataFrame, dev: pd.DataFrame | Non
 
 def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str, Any]:
     """Build, train and evaluate one model on ``data``; the id model trains, strings export."""
-    import keras
+    from tlkit.devices import training_setup
 
+    with training_setup(recipe) as setup:
+        if setup.replicas > 1:
+            raise UserError("the text CNN trains on one device: its sparse Adadelta update "
+                            "(only the embedding rows a batch touches) is not written for "
+                            "tf.distribute replicas; set strategy: none")
+        return _fit_and_score(recipe, data, folder, setup)
+
+
+def _fit_and_score(recipe: TextCNNRecipe, data: TextData, folder: Path, setup: Any
+                   ) -> dict[str, Any]:
     from tlkit.models.textcnn import build_textcnn, compile_textcnn, kim_optimizer
 
-    keras.utils.set_random_seed(recipe.seed)
-    deterministic_ops()
     clock = EpochClock(recipe.seed)
     embeddings, coverage = _embeddings(recipe, data)
     model = build_textcnn(
@@ -135,7 +144,8 @@ def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str
     history = fit_stages(
         model, [stage], datasets, folder,
         prepare=lambda s: compile_textcnn(model, kim_optimizer(learning_rate=s.lr)),
-        monitor=recipe.monitor, early_stopping=recipe.early_stopping, clock=clock)
+        monitor=recipe.monitor, early_stopping=recipe.early_stopping, clock=clock,
+        jit_compile=recipe.jit_compile)
     seconds = round(time.perf_counter() - start, 1)
     metrics, tables = {}, []
     for split in ("dev", "test"):
@@ -147,7 +157,8 @@ def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str
             tables.append(predictions_table(part.texts, part.labels, probabilities,
                                             data.class_names, name))
     return {"model": model, "history": history, "metrics": metrics, "seconds": seconds,
-            "coverage": coverage, "predictions": pd.concat(tables, ignore_index=True)}
+            "coverage": coverage, "predictions": pd.concat(tables, ignore_index=True),
+            "devices": setup.record()}
 
 
 def _embeddings(recipe: TextCNNRecipe, data: TextData) -> tuple[np.ndarray | None,

@@ -1,0 +1,217 @@
+"""Devices, precision and distribution: what a run trains on, chosen from recipe fields.
+
+- ``describe_devices()``: what TensorFlow sees (``tlkit devices``, and every run's metrics).
+- ``use_gpus("0,1")``: pick GPUs and turn on memory growth, before TensorFlow touches them.
+  TensorFlow otherwise reserves almost the whole card for one process.
+- ``precision_policy(setting)``: ``off``, ``float16``, ``bfloat16`` or ``auto`` (mixed
+  float16 on GPUs of compute capability 7.x, mixed bfloat16 on 8.0 and newer, where it
+  needs no loss scaling at the same speed; off on CPUs, where both were slower here).
+- ``make_strategy(setting)``: ``none``, ``mirrored`` (the GPUs of one machine; ``auto``
+  picks it when there are several), ``multiworker`` (machines listed in ``TF_CONFIG``).
+
+Example:
+    >>> precision_policy("off") is None, precision_policy("float16")
+    (True, 'mixed_float16')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+
+from tlkit.errors import UserError
+
+PRECISIONS = ("off", "auto", "float16", "bfloat16")
+STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+
+
+def describe_devices() -> pd.DataFrame:
+    """One row per device TensorFlow sees: name, type, and for GPUs memory and capability.
+
+    Example:
+        >>> "CPU" in set(describe_devices()["type"])  # doctest: +SKIP
+        True
+    """
+    import tensorflow as tf
+
+    rows = []
+    for device in tf.config.list_logical_devices():
+        row: dict[str, Any] = {"name": device.name, "type": device.device_type}
+        if device.device_type == "GPU":
+            physical = tf.config.list_physical_devices("GPU")[int(device.name.split(":")[-1])]
+            details = tf.config.experimental.get_device_details(physical)
+            row["compute_capability"] = ".".join(map(str, details.get("compute_capability", ())))
+            row["model"] = details.get("device_name", "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def use_gpus(gpus: str | None) -> None:
+    """Make only ``gpus`` (e.g. ``"0,1"``; None: all) visible, each with memory growth on."""
+    import tensorflow as tf
+
+    physical = tf.config.list_physical_devices("GPU")
+    if gpus is not None:
+        wanted = [part.strip() for part in gpus.split(",") if part.strip()]
+        unknown = [g for g in wanted if not g.isdigit() or int(g) >= len(physical)]
+        if unknown:
+            have = ", ".join(map(str, range(len(physical)))) or "none"
+            raise UserError(f"--gpus {gpus}: no GPU {unknown[0]}; this machine has "
+                            f"{len(physical)} ({have})")
+        physical = [physical[int(g)] for g in wanted]
+        try:
+            tf.config.set_visible_devices(physical, "GPU")
+        except RuntimeError:  # already initialised by an earlier run in this process
+            return
+    for device in physical:
+        try:
+            tf.config.experimental.set_memory_growth(device, True)
+        except RuntimeError:  # already initialised by an earlier run in this process
+            return
+
+
+def precision_policy(setting: str) -> str | None:
+    """The Keras dtype policy for a recipe's ``mixed_precision`` setting (None: float32)."""
+    if setting not in PRECISIONS:
+        raise UserError(f"mixed_precision '{setting}' is not one of {', '.join(PRECISIONS)}")
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return f"mixed_{setting}"
+    capability = _best_gpu_capability()
+    if capability is None or capability < (7, 0):
+        return None
+    return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
+
+
+def _best_gpu_capability() -> tuple[int, int] | None:
+    import tensorflow as tf
+
+    found = [tf.config.experimental.get_device_details(d).get("compute_capability")
+             for d in tf.config.list_physical_devices("GPU")]
+    found = [tuple(c) for c in found if c]
+    return min(found) if found else None
+
+
+@contextmanager
+def dtype_policy(setting: str) -> Iterator[str]:
+    """Build and train under the policy of ``setting``; the global policy comes back after.
+
+    Under a ``mixed_float16`` policy Keras wraps the optimizer in a ``LossScaleOptimizer``
+    at compile time; output layers compute in float32.
+    """
+    import keras
+
+    policy = precision_policy(setting) or "float32"
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def make_strategy(setting: str) -> Any:
+    """The ``tf.distribute`` strategy of a recipe's ``strategy`` field.
+
+    Example:
+        >>> make_strategy("none").num_replicas_in_sync  # doctest: +SKIP
+        1
+    """
+    import tensorflow as tf
+
+    if setting not in STRATEGIES:
+        raise UserError(f"strategy '{setting}' is not one of {', '.join(STRATEGIES)}")
+    if setting == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise UserError("strategy multiworker needs TF_CONFIG (the cluster and this "
+                            "worker's index); see docs/distributed.md")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if setting == "mirrored" or (setting == "auto" and len(gpus) > 1):
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        if len(devices) < 2:
+            print("warning: strategy mirrored with one device trains on that device alone",
+                  file=sys.stderr, flush=True)
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def worker_role() -> tuple[bool, int]:
+    """(is this process the chief, its worker index) from ``TF_CONFIG``; (True, 0) alone.
+
+    Example:
+        >>> worker_role()
+        (True, 0)
+    """
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task", {})
+    kind, index = task.get("type", "chief"), int(task.get("index", 0))
+    has_chief = "chief" in config.get("cluster", {})
+    chief = kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
+    return chief, index
+
+
+class TrainingSetup:
+    """The strategy, precision and role of one training process (see ``training_setup``)."""
+
+    def __init__(self, strategy: Any, policy: str) -> None:
+        self.strategy = strategy
+        self.policy = policy
+        self.chief, self.worker = worker_role()
+
+    @property
+    def replicas(self) -> int:
+        """Replicas in sync: the global batch is the recipe's batch times this."""
+        return int(self.strategy.num_replicas_in_sync)
+
+    def record(self) -> dict[str, Any]:
+        """What ``metrics.json`` says about where the run trained."""
+        return {"strategy": type(self.strategy).__name__, "replicas": self.replicas,
+                "precision": self.policy,
+                "devices": describe_devices().to_dict(orient="records")}
+
+
+@contextmanager
+def training_setup(recipe: Any) -> Iterator[TrainingSetup]:
+    """Seeds, determinism, GPUs, precision policy and strategy for one run, in that order.
+
+    The strategy is made before any other TensorFlow work, as multi-worker training needs.
+    """
+    import keras
+
+    from tlkit.train.epochs import deterministic_ops
+
+    use_gpus(recipe.gpus)
+    strategy = make_strategy(recipe.strategy)
+    keras.utils.set_random_seed(recipe.seed)
+    if recipe.deterministic:
+        deterministic_ops()
+    with dtype_policy(recipe.mixed_precision) as policy:
+        yield TrainingSetup(strategy, policy)
+
+
+def worker_destination(setup: TrainingSetup, out: Any, name: str) -> tuple[Any, str]:
+    """Where this process writes its run: the chief writes the run folder; another worker
+    writes the same files (all replicas save together) into a hidden folder of its own,
+    kept for its restarts and removed when the run ends."""
+    from pathlib import Path
+
+    if setup.chief:
+        return out, name
+    return Path(out) / f".worker-{setup.worker}", name
+
+
+def discard_worker_run(path: Any, setup: TrainingSetup) -> None:
+    """Remove a non-chief worker's copy of the run; the chief's folder is the run."""
+    import shutil
+    from pathlib import Path
+
+    shutil.rmtree(Path(path).parent, ignore_errors=True)
+    print(f"worker {setup.worker}: done; the chief wrote the run folder", flush=True)
