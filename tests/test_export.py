@@ -235,10 +235,17 @@ def test_moved_test_images_are_named(image_run: Path, tmp_path: Path) -> None:
                       "gone", "/gone/")
 
 
-def test_cli_is_light() -> None:
+def test_cli_is_light_and_answers_run_mistakes_without_tensorflow(tmp_path: Path) -> None:
     import subprocess
 
-    code = ("import sys, tlkit.cli.export, tlkit.cli.serve; "
-            "print(any(m.startswith(('tensorflow', 'keras')) for m in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    (tmp_path / ".run.partial").mkdir()
+    code = ("import sys; from click.testing import CliRunner; "
+            "from tlkit.cli import COMMANDS, cli; "
+            "COMMANDS.setdefault('export', 'tlkit.cli.export:export'); "
+            "import tlkit.cli.serve; "
+            "result = CliRunner().invoke(cli, sys.argv[1:]); "
+            "print(result.exit_code, any(m.startswith(('tensorflow', 'keras')) "
+            "for m in sys.modules))")
+    answer = subprocess.run([sys.executable, "-c", code, "export", str(tmp_path / ".run.partial"),
+                             "--format", "onnx"], capture_output=True, text=True, check=True)
+    assert answer.stdout.strip() == "2 False", answer.stderr

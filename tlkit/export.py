@@ -72,7 +72,7 @@ class ParityError(UserError):
 
 
 def check_export(fmt: str, quantize: str | None = None) -> None:
-    """Refuse an unknown format or quantisation, or a converter that is not installed.
+    """Refuse an unknown format or quantisation (no imports: answers at once).
 
     Example:
         >>> check_export("savedmodel", "dynamic")  # doctest: +ELLIPSIS
@@ -87,6 +87,14 @@ def check_export(fmt: str, quantize: str | None = None) -> None:
     if quantize and fmt == "savedmodel":
         raise UserError(f"--quantize {quantize} applies to tflite and onnx; a SavedModel keeps "
                         "float weights (drop --quantize or pick --format tflite)")
+
+
+def check_converter(fmt: str) -> None:
+    """Import what ``fmt`` needs beyond TensorFlow; if missing, name the extra to install.
+
+    Example:
+        >>> check_converter("tflite")  # part of TensorFlow
+    """
     for module in CONVERTERS.get(fmt, ()):
         try:
             importlib.import_module(module)
@@ -128,6 +136,7 @@ def export_run(run_path: str | Path, fmt: str, out: str | Path | None = None,
     """
     check_export(fmt, quantize)
     folder = export_destination(check_run_folder(run_path), fmt, quantize, out)
+    check_converter(fmt)  # imports TensorFlow (tf2onnx does): after the checks that need none
     run = load_run(run_path, model=False)
     reference = reference_inputs(run)  # before the model loads: a missing input fails fast
     run = open_run(run)
