@@ -15,7 +15,6 @@ import pytest
 from conftest import assert_user_error, make_image_folder, run_cli
 
 import tlkit.export as export_module
-from tlkit.cli import COMMANDS
 from tlkit.export import ParityError, export_run, load_exported
 
 WORDS = {"pos": ["great", "superb", "gripping"], "neg": ["awful", "dull", "tedious"]}
@@ -74,13 +73,6 @@ image_run = module_run(make_image_run, "export_image")
 text_run = module_run(make_text_run, "export_text")
 
 
-@pytest.fixture
-def cli_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``tlkit export`` and ``tlkit serve`` in the group, whether or not registered yet."""
-    monkeypatch.setitem(COMMANDS, "export", "tlkit.cli.export:export")
-    monkeypatch.setitem(COMMANDS, "serve", "tlkit.cli.serve:serve")
-
-
 def _test_images(run: Path) -> np.ndarray:
     from tlkit.data.images import decode_image
 
@@ -124,7 +116,7 @@ def test_text_savedmodel_takes_raw_strings(text_run: Path) -> None:
 
 
 def test_text_tflite_through_the_cli_takes_token_ids_with_the_vocabulary_beside(
-        text_run: Path, tmp_path: Path, cli_commands: None) -> None:
+        text_run: Path, tmp_path: Path) -> None:
     from tlkit.data.text import Vocabulary, tokenize
     from tlkit.runs import load_keras_file
 
@@ -207,8 +199,7 @@ def test_a_missing_converter_names_the_extra(text_run: Path, monkeypatch: pytest
                       "pip install 'tlkit[onnx]'")
 
 
-def test_bad_format_quantisation_and_destination(image_run: Path, tmp_path: Path,
-                                                 cli_commands: None) -> None:
+def test_bad_format_quantisation_and_destination(image_run: Path, tmp_path: Path) -> None:
     code, out, err = run_cli(["export", str(image_run), "--format", "pb"])
     assert code == 2 and "Invalid value for '--format'" in err and "savedmodel" in err
     assert_user_error(lambda: export_run(image_run, "pb"), "unknown export format 'pb'")
@@ -240,8 +231,7 @@ def test_cli_is_light_and_answers_run_mistakes_without_tensorflow(tmp_path: Path
 
     (tmp_path / ".run.partial").mkdir()
     code = ("import sys; from click.testing import CliRunner; "
-            "from tlkit.cli import COMMANDS, cli; "
-            "COMMANDS.setdefault('export', 'tlkit.cli.export:export'); "
+            "from tlkit.cli import cli; "
             "import tlkit.cli.serve; "
             "result = CliRunner().invoke(cli, sys.argv[1:]); "
             "print(result.exit_code, any(m.startswith(('tensorflow', 'keras')) "

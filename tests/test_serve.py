@@ -23,7 +23,6 @@ import pytest
 from conftest import assert_user_error, run_cli, write_image
 from test_export import make_image_run, make_text_run, module_run
 
-from tlkit.cli import COMMANDS
 from tlkit.serve import Batcher, PredictionServer, make_server
 
 TIMEOUT = 60  # seconds per request: generous for a loaded CI machine, but bounded
@@ -138,8 +137,7 @@ def test_unknown_routes_and_too_many_inputs(text_server: PredictionServer) -> No
     assert code == 413 and "at most 1024" in answer["error"]
 
 
-def test_a_port_in_use_is_one_line(text_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(COMMANDS, "serve", "tlkit.cli.serve:serve")
+def test_a_port_in_use_is_one_line(text_run: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -182,9 +180,8 @@ def test_the_batcher_splits_results_and_survives_a_failure() -> None:
 
 
 def test_the_cli_serves_until_stopped(text_run: Path) -> None:
-    # A real process, as a user runs it; the group gets `serve` even before it is registered.
-    code = ("import sys; from tlkit.cli import COMMANDS, main; "
-            "COMMANDS.setdefault('serve', 'tlkit.cli.serve:serve'); main(sys.argv[1:])")
+    # A real process, as a user runs it.
+    code = "import sys; from tlkit.cli import main; main(sys.argv[1:])"
     process = subprocess.Popen([sys.executable, "-c", code, "serve", str(text_run), "--port",
                                 "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

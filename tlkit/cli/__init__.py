@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "report": "tlkit.cli.report:report",
     "runs": "tlkit.cli.runs:runs",
     "devices": "tlkit.cli.devices:devices",
+    "export": "tlkit.cli.export:export",
+    "serve": "tlkit.cli.serve:serve",
     "inspect": "tlkit.cli.inspect:inspect",
     "backbones": "tlkit.cli.backbones:backbones",
     "weights": "tlkit.cli.weights:weights",
