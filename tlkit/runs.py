@@ -142,10 +142,19 @@ class RunWriter:
         """Save an uncompiled view of ``model``: no optimizer state, loadable without tlkit.
 
         A layerwise optimizer would need tlkit to deserialize, and optimizer state would
-        double or triple the file of a fully fine-tuned backbone.
+        double or triple the file of a fully fine-tuned backbone. Nested models that were
+        compiled to train (a head on cached features, the text CNN inside its string model)
+        are saved without their optimizer too.
         """
         import keras
 
+        stack = [model]
+        while stack:
+            layer = stack.pop()
+            if isinstance(layer, keras.Model) and layer is not model:
+                layer.optimizer = None
+                layer.compiled = False
+            stack.extend(getattr(layer, "layers", []))
         keras.Model(model.inputs, model.outputs, name=model.name).save(self.path / MODEL_FILE)
 
 
