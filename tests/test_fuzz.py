@@ -44,7 +44,8 @@ from tlkit.recipes import ImageRecipe
 from tlkit.vectors import FORMATS, load_vectors
 
 FAST_EXAMPLES = 25
-SLOW_EXAMPLES = 500
+# A longer soak: TLKIT_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py -m slow
+SLOW_EXAMPLES = int(os.environ.get("TLKIT_FUZZ_EXAMPLES", "500"))
 _COMMON = {"deadline": None, "database": None,
            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.filter_too_much]}
@@ -157,9 +158,11 @@ def check_table_file(file: tuple[str, bytes, str]) -> None:
             check_text_data(table)
         images = outcome(read_image_table, path)
         assert images is None or set(images.columns) == {"path", "label", "split"}
-        run = SimpleNamespace(kind="textcnn", recipe=SimpleNamespace(text_column="text"))
-        inputs = outcome(gather_inputs, run, [], input_file=path, encoding=encoding)
-        assert inputs is None or (inputs and all(isinstance(s, str) for s in inputs))
+        for kind in ("textcnn", "image"):  # prediction inputs of either kind of run
+            recipe = SimpleNamespace(text_column="text", path_column="label")
+            run = SimpleNamespace(kind=kind, recipe=recipe)
+            inputs = outcome(gather_inputs, run, [], input_file=path, encoding=encoding)
+            assert inputs is None or (inputs and all(isinstance(s, str) for s in inputs))
 
 
 def check_text_table(table: pd.DataFrame) -> None:
