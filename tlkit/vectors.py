@@ -17,9 +17,8 @@ Example:
 from __future__ import annotations
 
 import gzip
-import logging
 import os
-import warnings
+import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,8 +29,6 @@ from typing import BinaryIO
 import numpy as np
 
 from tlkit.errors import UserError
-
-log = logging.getLogger(__name__)
 
 FORMATS = ("word2vec-bin", "word2vec-text", "glove", "fasttext")
 # Kim's scale for random vectors when there is nothing to match: U[-0.25, 0.25].
@@ -102,8 +99,8 @@ def load_vectors(path: str | Path, vocabulary: Sequence[str], embedding_dim: int
         scale = DEFAULT_SCALE
         message = (f"word vectors '{path}' cover none of the {words} vocabulary words; all "
                    "embeddings start random: check the file's language, case and tokenizer")
-        log.warning(message)
-        warnings.warn(message, stacklevel=2)
+        # One line on stderr: a Python warning would add its source line.
+        print(f"warning: {message}", file=sys.stderr, flush=True)
     rng = np.random.default_rng(seed)
     matrix[missing] = rng.uniform(-scale, scale, (len(missing), dim))
     return WordVectors(matrix, found, words, scale, str(path))
