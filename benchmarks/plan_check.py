@@ -1,122 +1,144 @@
-"""Check ``tlkit inspect --plan`` against reality: peak memory of training at the planned batch.
+"""Check ``tlkit inspect --plan`` against the real ``tlkit finetune`` process.
 
-For each backbone and stage, plan the largest batch that fits in ``--memory``; then, in a fresh
-process, build the classifier ``tlkit finetune`` trains (random weights, BatchNorm frozen, Adam),
-run two training steps at that batch and measure the peak resident memory above the process's
-baseline once TensorFlow has started (the "maximum resident set size" ``/usr/bin/time -v``
-reports, minus that baseline). An estimate passes when it is at least the measurement and at
-most 30 % above it. Also compares the tensors the plan says are in use at the peak with the
-peak TensorFlow's own allocator reports (``tf.config.experimental.get_memory_info``).
-Writes a CSV under benchmarks/results and prints the table. With ``--batches``, measures
-those batch sizes instead of the planned one, to see how the measurement moves with the batch.
+For each row (budget, backbone, stage, weights) the planner picks the largest batch that fits
+the budget, with the BatchNorm policy ``tlkit finetune`` puts in force for those weights.
+Then ``tlkit finetune`` runs as a user starts it: a subprocess of the CLI, one epoch of the
+stage's schedule (``feature-extraction`` for head, ``full`` for full), the data pipeline with
+augmentation, validation, test evaluation and the run folder, on a CSV of flowers12 images
+written to a temporary folder (``--steps`` training batches, one validation and one test
+batch). The peak resident memory of its process tree is sampled with psutil every 50 ms and
+checked against the kernel's maximum resident set size of the process. A row passes when
+``0.8 x budget <= measured <= budget``.
 
-    nice -n 10 python benchmarks/plan_check.py --memory 2GB --backbones vgg16 resnet50
-    nice -n 10 python benchmarks/plan_check.py --backbones vgg16 --stages head --batches 40 44
+    nice -n 10 python benchmarks/plan_check.py                   # the rows below, ~2 h here
+    nice -n 10 python benchmarks/plan_check.py --rows 2GB:vgg16:head:none --batches 16 40
+
+With ``--batches`` the given batches are measured instead of the planned one (calibration).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import csv
+import itertools
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
-TOLERANCE = 0.30
+FLOWERS = Path("/work/shared/data/images/oxford_flowers12")
+CLASSES = 12
+LOWEST = 0.8  # a planned batch must use at least this fraction of the budget
+# budget:backbone:stage:weights; only efficientnet_lite0 has ImageNet weights offline here.
+ROWS = ("2GB:resnet50:head:none", "2GB:resnet50:full:none", "2GB:vgg16:head:none",
+        "2GB:vgg16:full:none", "2GB:mobilenetv2:head:none", "2GB:mobilenetv2:full:none",
+        "2GB:efficientnet_lite0:head:imagenet", "2GB:efficientnet_lite0:full:imagenet",
+        "4GB:mobilenetv2:full:none", "4GB:vgg16:head:none")
+SCHEDULES = {"head": "feature-extraction", "full": "full"}
 
 
-def measure(backbone: str, stage: str, batch: int, size: int) -> dict[str, float]:
-    """Peak bytes above baseline of two training steps, measured in this process."""
-    import resource
+def _flowers(split: str) -> Iterator[Path]:
+    """Flowers12 images of ``split``, one class after the other, repeated without end."""
+    by_class = [sorted(folder.glob("*.jpg"))
+                for folder in sorted((FLOWERS / split).iterdir()) if folder.is_dir()]
+    return itertools.cycle([image for group in itertools.zip_longest(*by_class)
+                            for image in group if image is not None])
 
-    import keras
-    import numpy as np
+
+def write_subset(path: Path, batch: int, steps: int) -> Path:
+    """A CSV of ``steps`` full training batches, one validation and one test batch."""
+    train, test = _flowers("train"), _flowers("test")
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        for split, count, images in (("train", steps * batch, train), ("val", batch, train),
+                                     ("test", batch, test)):
+            for image in itertools.islice(images, count):
+                writer.writerow([image, image.parent.name, split])
+    return path
+
+
+def peak_rss(command: list[str]) -> tuple[int, float]:
+    """Peak resident bytes of ``command``'s process tree, and its wall time in seconds."""
     import psutil
-    import tensorflow as tf
 
-    from tlkit.backbones import build_backbone, get_backbone
-    from tlkit.models.image import build_classifier
-    from tlkit.recipes import Stage
-    from tlkit.train.stages import prepare_stage
-
-    # One tiny training step first, so that TensorFlow's runtime is in the baseline.
-    tiny = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    tiny.compile("adam", "sparse_categorical_crossentropy")
-    tiny.train_on_batch(np.zeros((2, 4), "float32"), np.zeros(2, "int32"))
-    baseline = psutil.Process().memory_info().rss
-
-    row = get_backbone(backbone)
-    network = build_backbone(backbone, size)
-    model = build_classifier(row, network, num_classes=10)
-    prepare_stage(network, row, Stage(train_from=None if stage == "head" else "all"),
-                  batchnorm="frozen")
-    model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    labels = rng.integers(0, 10, batch)
     start = time.perf_counter()
-    for _ in range(2):
-        model.train_on_batch(images, labels)
-    # ru_maxrss is in kilobytes on Linux: the process's peak resident set size.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    allocator_peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
-    return {"measured": peak - baseline, "allocator_peak": allocator_peak,
-            "seconds": time.perf_counter() - start}
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(child.stdout))
+    reader.start()
+    process, sampled = psutil.Process(child.pid), 0
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        try:
+            tree = [process, *process.children(recursive=True)]
+            sampled = max(sampled, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass  # the process ended between wait4 and the sample
+        time.sleep(0.05)
+    reader.join()
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"{' '.join(command)} failed:\n{''.join(output[-20:])}")
+    # ru_maxrss is in kilobytes on Linux: it catches a peak between two samples.
+    return max(sampled, usage.ru_maxrss * 1024), time.perf_counter() - start
 
 
-def check(backbone: str, stage: str, memory: str, size: int | None,
-          batch: int | None = None) -> dict[str, object]:
-    """Plan one stage, measure it (at ``batch``, else the planned one) in a subprocess."""
-    from tlkit.inspection import inspect_model, plan_batch
+def finetune_command(backbone: str, stage: str, weights: str, batch: int, data: Path,
+                     runs: Path) -> list[str]:
+    """The ``tlkit finetune`` command line a user would type for this row."""
+    return [sys.executable, "-m", "tlkit", "finetune", "--backbone", backbone,
+            "--weights", weights, "--data", str(data), "--schedule", SCHEDULES[stage],
+            "--epochs", "1", "--batch-size", str(batch), "--out", str(runs)]
 
-    table = inspect_model(backbone, input_size=size, classes=10)
-    plan = plan_batch(table, memory, stage, "adam")
-    batch = plan.batch if batch is None else batch
-    estimate = plan.memory.at(batch)
-    side = table["output_shape"].iloc[0][0]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    child = subprocess.run([sys.executable, __file__, "--child", backbone, stage,
-                            str(batch), str(side)],
-                           capture_output=True, text=True, check=True, env=env)
-    result = json.loads(child.stdout.strip().splitlines()[-1])
-    ratio = estimate / result["measured"]
-    return {"backbone": backbone, "size": side, "stage": stage, "batch": batch,
-            "estimate_mb": round(estimate / 1e6),
-            "measured_mb": round(result["measured"] / 1e6),
-            "estimate/measured": round(ratio, 3),
-            "in_use_mb": round(plan.memory.in_use(batch) / 1e6),
-            "allocator_peak_mb": round(result["allocator_peak"] / 1e6),
-            "step_s": round(result["seconds"] / 2, 1),
-            "ok": 1.0 <= ratio <= 1.0 + TOLERANCE}
+
+def check(row: str, folder: Path, steps: int, batches: list[int] | None = None) -> list[dict]:
+    """Plan one row, then measure ``tlkit finetune`` at the planned batch (or ``batches``)."""
+    from tlkit.inspection import inspect_model, parse_memory, plan_batch
+    from tlkit.recipes import ImageRecipe
+
+    budget, backbone, stage, weights = row.split(":")
+    batchnorm = ImageRecipe(weights=weights).batchnorm_policy
+    plan = plan_batch(inspect_model(backbone, classes=CLASSES), budget, stage, "adam",
+                      batchnorm)
+    results = []
+    for batch in batches or [plan.batch]:
+        data = write_subset(folder / f"{backbone}_{stage}_{batch}.csv", batch, steps)
+        measured, seconds = peak_rss(finetune_command(backbone, stage, weights, batch, data,
+                                                      folder / "runs"))
+        share = measured / parse_memory(budget)
+        results.append({"budget": budget, "backbone": backbone, "stage": stage,
+                        "weights": weights, "batchnorm": batchnorm, "batch": batch,
+                        "planned": batch == plan.batch,
+                        "estimate_mb": round(plan.memory.at(batch) / 1e6),
+                        "measured_mb": round(measured / 1e6),
+                        "measured/budget": round(share, 3), "ok": LOWEST <= share <= 1,
+                        "seconds": round(seconds)})
+        print(", ".join(f"{key} {value}" for key, value in results[-1].items()), flush=True)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--memory", default="2GB", help="budget to plan for (default 2GB)")
-    parser.add_argument("--backbones", nargs="+", default=["vgg16", "resnet50"])
-    parser.add_argument("--stages", nargs="+", default=["head", "full"])
-    parser.add_argument("--input-size", type=int, default=None)
-    parser.add_argument("--batches", nargs="+", type=int, help="measure these batch sizes")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS),
+                        help="BUDGET:BACKBONE:STAGE:WEIGHTS, e.g. 2GB:vgg16:head:none")
+    parser.add_argument("--steps", type=int, default=4, help="training batches per run")
+    parser.add_argument("--batches", nargs="+", type=int, help="measure these batches instead")
     parser.add_argument("--results", default="benchmarks/results/plan_check.csv")
-    parser.add_argument("--child", nargs=4, metavar=("BACKBONE", "STAGE", "BATCH", "SIZE"),
-                        help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        backbone, stage, batch, size = args.child
-        print(json.dumps(measure(backbone, stage, int(batch), int(size))))
-        return
-    rows = [check(backbone, stage, args.memory, args.input_size, batch)
-            for backbone in args.backbones for stage in args.stages
-            for batch in (args.batches or [None])]
-    table = pd.DataFrame(rows)
+    with tempfile.TemporaryDirectory(prefix="plan_check_") as folder:
+        table = pd.DataFrame([result for row in args.rows
+                              for result in check(row, Path(folder), args.steps, args.batches)])
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.results, index=False)
-    print(f"budget {args.memory}, Adam, BatchNorm frozen; estimate vs peak RSS above baseline,"
-          " tensors in use vs TensorFlow's allocator peak\n")
     print(table.to_string(index=False))
     sys.exit(0 if table["ok"].all() else 1)
 

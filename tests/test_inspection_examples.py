@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["tlkit.inspection", "tlkit.inspection.allocator", "tlkit.inspection.layers",
+MODULES = ["tlkit.inspection", "tlkit.inspection.layers",
            "tlkit.inspection.memory", "tlkit.inspection.receptive_field",
            "tlkit.inspection.report", "tlkit.inspection.table"]
 

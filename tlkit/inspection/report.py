@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import UserError
 from tlkit.inspection.layers import conv_arithmetic
-from tlkit.inspection.memory import BatchPlan, format_bytes, plan_batch
-from tlkit.inspection.table import inspect_model, inspection_totals, is_backbone_name
+from tlkit.inspection.memory import BatchPlan, format_bytes, parse_memory, plan_batch
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The CLI builds its choices from this module, so it imports neither pandas nor the model
+# table at load time: `tlkit inspect --help` stays instant.
 FORMATS = ("table", "csv", "json", "markdown")
 # Columns shown by the text and markdown formats; csv and json carry every column.
 _SHOWN = {"type": "type", "output_shape": "output", "params": "params",
@@ -29,30 +31,35 @@ _SHOWN = {"type": "type", "output_shape": "output", "params": "params",
 
 
 def inspection_report(target: Any, input_size: int | None = None, include_top: bool = False,
-                      dtype: str = "float32", fmt: str = "table", out: str | Path | None = None,
-                      memory: str | None = None, stages: tuple[str, ...] = ("head", "full"),
-                      optimizer: str = "adam", classes: int = 10) -> str:
-    """Inspect ``target`` and return what ``tlkit inspect`` prints; write the table to ``out``.
+                      dtype: str = "float32", fmt: str = "table",
+                      output: str | Path | None = None, memory: str | None = None,
+                      stages: tuple[str, ...] = ("head", "full"), optimizer: str = "adam",
+                      classes: int = 10, batchnorm: str = "frozen") -> str:
+    """Inspect ``target`` and return what ``tlkit inspect`` prints; write the table to ``output``.
 
-    With ``memory`` (e.g. "8GB") the report adds a batch plan per stage. A backbone name is
-    planned as the classifier ``tlkit finetune`` builds around it (``classes`` outputs);
-    a saved model as it is.
+    With ``memory`` (e.g. "8GB") the report adds a batch plan per stage, for ``optimizer``
+    and the BatchNorm policy in force (``batchnorm``: "frozen" or "trainable"). A backbone
+    name is planned as the classifier ``tlkit finetune`` builds around it (``classes``
+    outputs); a saved model as it is.
 
     Example:
         >>> text = inspection_report("tiny_cnn", memory="1GB")
         >>> "largest batch" in text
         True
     """
+    from tlkit.inspection.table import inspect_model, inspection_totals, is_backbone_name
+
     if fmt not in FORMATS:
         raise UserError(f"unknown format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    budget = None if memory is None else parse_memory(memory)  # a typo costs no model build
     table = inspect_model(target, input_size=input_size, include_top=include_top, dtype=dtype)
-    totals = inspection_totals(table, optimizer)
+    totals = inspection_totals(table, optimizer, batchnorm)
     plans: list[BatchPlan] = []
-    if memory is not None:
+    if budget is not None:
         planned = table
         if not include_top and is_backbone_name(target):
             planned = inspect_model(target, input_size=input_size, dtype=dtype, classes=classes)
-        plans = [plan_batch(planned, memory, stage, optimizer) for stage in stages]
+        plans = [plan_batch(planned, budget, stage, optimizer, batchnorm) for stage in stages]
     if fmt == "json":
         rendered = json.dumps({"model": table.attrs["model"], "dtype": dtype,
                                "layers": _records(table), "totals": totals,
@@ -61,18 +68,18 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
         rendered = _cells(table, full=True).to_csv()
     else:
         rendered = _grid(_cells(table, full=False), markdown=fmt == "markdown")
-    summary = render_totals(table, totals, optimizer)
+    summary = render_totals(table, totals)
     if plans:
-        summary += "\n" + render_plans(plans, planned.attrs["model"], optimizer)
-    if out is not None:
-        Path(out).write_text(rendered + ("" if rendered.endswith("\n") else "\n"))
-        return f"{summary}\nwrote {out} ({len(table)} layers, {fmt})"
+        summary += "\n" + render_plans(plans, planned.attrs["model"])
+    if output is not None:
+        Path(output).write_text(rendered + ("" if rendered.endswith("\n") else "\n"))
+        return f"{summary}\nwrote {output} ({len(table)} layers, {fmt})"
     if fmt in ("json", "csv"):
         return rendered.rstrip("\n")
     return f"{rendered}\n\n{summary}"
 
 
-def render_totals(table: pd.DataFrame, totals: dict[str, Any], optimizer: str) -> str:
+def render_totals(table: pd.DataFrame, totals: dict[str, Any]) -> str:
     """The totals as a few lines of text."""
     first = table.iloc[0]
     lines = [f"{table.attrs['model']}: {totals['layers']} layers, input "
@@ -89,32 +96,34 @@ def render_totals(table: pd.DataFrame, totals: dict[str, Any], optimizer: str) -
             f"{label}: {format_bytes(totals[f'{stage}_training_fixed_bytes'])} + "
             f"{format_bytes(totals[f'{stage}_training_bytes_per_image'])} per image"
             for stage, label in (("full", "full fine-tuning"), ("head", "head only")))
-            + f" ({optimizer})")
+            + f" ({totals['optimizer']}, BatchNorm {totals['batchnorm']})")
     if totals["unknown_layers"]:
         lines.append(f"unknown layers    {', '.join(totals['unknown_layers'])} (parameters and "
                      "outputs counted; receptive field and MACs not)")
     return "\n".join(lines)
 
 
-def render_plans(plans: list[BatchPlan], model: str, optimizer: str) -> str:
+def render_plans(plans: list[BatchPlan], model: str) -> str:
     """The batch plans as a small table."""
-    lines = [f"batch plan for {format_bytes(plans[0].budget)} ({model}, {optimizer}):",
-             f"  {'stage':<6} {'largest batch':>13} {'estimate':>11} {'in use':>11} "
-             f"{'fixed':>11} {'per image':>11}"]
+    memory = plans[0].memory
+    lines = [f"batch plan for {format_bytes(plans[0].budget)} ({model}, {memory.optimizer}, "
+             f"BatchNorm {memory.batchnorm} when the backbone trains):",
+             f"  {'stage':<6} {'largest batch':>13} {'estimate':>11} {'fixed':>11} "
+             f"{'per image':>11}"]
     for plan in plans:
         batch = str(plan.batch) if plan.batch else "none fits"
         lines.append(f"  {plan.memory.stage:<6} {batch:>13} {format_bytes(plan.estimate):>11} "
-                     f"{format_bytes(plan.memory.in_use(plan.batch)):>11} "
                      f"{format_bytes(plan.memory.fixed):>11} "
                      f"{format_bytes(plan.memory.per_image):>11}")
-    lines.append("  estimate: what the process holds, TensorFlow's allocator regions included; "
-                 "in use: tensors alive at the step's peak")
+    lines.append("  estimate: peak resident memory of `tlkit finetune` at that batch (runtime, "
+                 "model, data pipeline and evaluation included); docs/inspection.md")
     return "\n".join(lines)
 
 
 def _plan_record(plan: BatchPlan) -> dict[str, Any]:
-    return {"stage": plan.memory.stage, "budget_bytes": plan.budget, "batch": plan.batch,
-            "estimate_bytes": plan.estimate, "in_use_bytes": plan.memory.in_use(plan.batch),
+    return {"stage": plan.memory.stage, "optimizer": plan.memory.optimizer,
+            "batchnorm": plan.memory.batchnorm, "budget_bytes": plan.budget,
+            "batch": plan.batch, "estimate_bytes": plan.estimate,
             "fixed_bytes": plan.memory.fixed, "per_image_bytes": plan.memory.per_image}
 
 
@@ -123,7 +132,7 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
     for name, row in table.iterrows():
         record: dict[str, Any] = {"name": name}
         for column, value in row.items():
-            record[column] = None if value is None or value is pd.NA else (
+            record[column] = None if _missing(value) else (
                 list(value) if isinstance(value, tuple) else
                 value.item() if hasattr(value, "item") else value)
         records.append(record)
@@ -132,7 +141,7 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _dims(value: Any, square: bool = False) -> str:
     """``(224, 224, 64)`` -> ``224x224x64``; with ``square``, ``(3, 3)`` -> ``3``."""
-    if value is None or value is pd.NA:
+    if _missing(value):
         return ""
     if value and isinstance(value[0], tuple):
         return " + ".join(_dims(part) for part in value)
@@ -143,6 +152,8 @@ def _dims(value: Any, square: bool = False) -> str:
 
 def _cells(table: pd.DataFrame, full: bool) -> pd.DataFrame:
     """The table as strings: every column for csv, the readable ones otherwise."""
+    import pandas as pd
+
     columns = list(table.columns) if full else list(_SHOWN)
     cells = pd.DataFrame(index=table.index)
     for column in columns:
@@ -153,13 +164,19 @@ def _cells(table: pd.DataFrame, full: bool) -> pd.DataFrame:
         elif column == "inputs":
             cells[column] = [" ".join(v) for v in values]
         elif column == "macs" and not full:
-            cells[column] = ["" if v is pd.NA else _si(int(v)) for v in values]
+            cells[column] = ["" if _missing(v) else _si(int(v)) for v in values]
         elif values.dtype.kind in "iu" or str(values.dtype) == "Int64":
-            cells[column] = ["" if v is pd.NA else (str(v) if full else f"{v:,}")
+            cells[column] = ["" if _missing(v) else (str(v) if full else f"{v:,}")
                              for v in values]
         else:
             cells[column] = values.astype(str)
     return cells if full else cells.rename(columns=_SHOWN)
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or value is pd.NA
 
 
 def _si(count: int) -> str:

@@ -151,13 +151,15 @@ def _head_rows(steps: list[Step]) -> list[bool]:
     return [not spatial(s) and not feeds_map[s.name] for s in steps]
 
 
-def inspection_totals(table: pd.DataFrame, optimizer: str = "adam") -> dict[str, Any]:
+def inspection_totals(table: pd.DataFrame, optimizer: str = "adam",
+                      batchnorm: str = "frozen") -> dict[str, Any]:
     """Totals of an ``inspect_model`` table: parameters, activations, MACs, training memory.
 
-    Sums are over the rows, so they always agree with the table. Training memory (bytes) is
-    given for full fine-tuning and for training the head only, as fixed bytes plus bytes per
-    image (None when some output size is unknown); ``unknown_layers`` lists the rows whose
-    MACs and receptive fields could not be computed.
+    Sums are over the rows, so they always agree with the table. Training memory (bytes,
+    ``training_memory`` with ``optimizer`` and the ``batchnorm`` policy) is given for full
+    fine-tuning and for training the head only, as fixed bytes plus bytes per image (left
+    out when some output size is unknown); ``unknown_layers`` lists the rows whose MACs and
+    receptive fields could not be computed.
 
     Example:
         >>> totals = inspection_totals(inspect_model("vgg16", include_top=True))
@@ -174,12 +176,13 @@ def inspection_totals(table: pd.DataFrame, optimizer: str = "adam") -> dict[str,
         "macs": int(table["macs"].sum()),
         "flops": 2 * int(table["macs"].sum()),
         "unknown_layers": table.index[table["kind"] == "unknown"].tolist(),
+        "optimizer": optimizer, "batchnorm": batchnorm,
     }
     if not table["activations"].isna().any():
         totals["activations"] = int(table["activations"].sum())
         totals["activation_bytes"] = int(table["activation_bytes"].sum())
         for stage in ("full", "head"):
-            estimate = training_memory(table, stage, optimizer)
+            estimate = training_memory(table, stage, optimizer, batchnorm)
             totals[f"{stage}_training_fixed_bytes"] = estimate.fixed
             totals[f"{stage}_training_bytes_per_image"] = estimate.per_image
     return totals
