@@ -57,8 +57,6 @@ def test_keras_file_with_python_code_is_refused_and_runs_nothing(
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.runs.load_keras_file lets Keras' ValueError "
-                   "(which suggests safe_mode=False) through; it should be a UserError")
 def test_keras_file_with_python_code_is_one_user_error(lambda_model: tuple[Path, Path]) -> None:
     path, marker = lambda_model
     message = assert_user_error(lambda: load_keras_file(path), str(path), "Lambda")
@@ -128,8 +126,6 @@ def test_python_tag_in_a_set_override_runs_nothing(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.recipes._apply_override lets yaml.YAMLError "
-                   "through (ConstructorError here, ParserError for seed=[1): a traceback")
 def test_python_tag_in_a_set_override_is_one_user_error(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     assert_user_error(lambda: resolve_recipe("image", overrides=[f"seed={_yaml_payload(marker)}"]),
@@ -183,8 +179,6 @@ def test_class_names_are_json(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "classes.json").read_text(encoding="utf-8")) == ["007", "b\nc"]
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.runs.read_json lets UnicodeDecodeError / "
-                   "JSONDecodeError through; a damaged classes.json should be a UserError")
 def test_a_pickle_in_place_of_class_names_is_refused(tmp_path: Path) -> None:
     folder = _run_folder(tmp_path, dump_recipe(ImageRecipe(data="images")))
     marker = tmp_path / "ran"

@@ -443,7 +443,11 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep:
         raise UserError(f"override '{override}' must look like key=value")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise UserError(f"override '{override}': the value is not plain YAML "
+                        f"({str(error).splitlines()[0]}); quote it or fix it") from error
     parts = key.strip().split(".")
     target: Any = data
     for part in parts[:-1]:

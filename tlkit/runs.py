@@ -263,8 +263,12 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(path.read_text(encoding="utf-8"))
+    """Read a JSON file; one that is damaged (or is not JSON at all) is a UserError."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"'{path}' is not a readable JSON file ({type(error).__name__}); it "
+                        "is damaged or was replaced: restore it or train the run again") from error
 
 
 def check_run_folder(path: str | Path) -> Path:
@@ -321,4 +325,10 @@ def load_keras_file(path: str | Path) -> Any:
 
     import tlkit.models.textcnn  # noqa: F401 - registers the text model's custom layers
 
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as error:
+        if "Lambda" in str(error):  # Keras refuses code in safe mode; tlkit never runs it
+            raise UserError(f"'{path}' holds a Lambda layer with Python code; tlkit loads "
+                            "models in safe mode and will not run code from a file") from error
+        raise
