@@ -7,10 +7,12 @@ run drew there.
 
 Example:
     >>> clock = EpochClock(seed=42)
-    >>> first = clock.rng("order").permutation(5)
+    >>> first = clock.rng("order").permutation(5).tolist()
     >>> clock.epoch = 3
+    >>> clock.rng("order").permutation(5).tolist() == first
+    False
     >>> clock.epoch = 0
-    >>> (clock.rng("order").permutation(5) == first).all()
+    >>> clock.rng("order").permutation(5).tolist() == first
     True
 """
 
