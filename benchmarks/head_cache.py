@@ -5,7 +5,8 @@ epochs on the same train/val split of real JPEGs, in one process: tlkit's way bu
 feature cache (timed) and fits the head on it; plain Keras fits the full model with the
 backbone frozen, from the same tf.data pipeline with decoded images cached in memory (so it
 does not pay for JPEG decoding each epoch). A second tlkit row times the run when the cache
-is already on disk, and a linear-probe row shows the floor on the same features. Then, in
+is already on disk, and a linear-probe row shows the floor on the same features. Each row
+has wall and CPU seconds: on a shared machine the other jobs' load moves wall time. Then, in
 fresh processes, the peak resident memory while caching N images (the first images repeated
 up to N) shows that memory does not grow with N.
 
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +92,20 @@ def compile_and_fit(model: Any, train: Any, val: Any, args: argparse.Namespace) 
     return float(history.history["val_accuracy"][-1])
 
 
+def timed(call: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    """``call()``'s result, its wall seconds and this process's CPU seconds (all threads).
+
+    On a machine shared with other jobs, CPU seconds move less with their load than wall time.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = call()
+    return result, {"seconds": time.perf_counter() - wall,
+                    "cpu_seconds": time.process_time() - cpu}
+
+
 def tlkit_head(model: Any, split: dict, cache_dir: Path, args: argparse.Namespace
-               ) -> tuple[float, float, dict]:
-    """Seconds (cache included) and val accuracy of head training on cached features."""
-    start = time.perf_counter()
+               ) -> tuple[float, dict]:
+    """Val accuracy of head training on cached features (cache built if absent), the caches."""
     feature_model, head = split_classifier(model)
     key = {"backbone": args.backbone, "weights": args.weights}
     caches = {name: build_feature_cache(feature_model, paths, args.batch_size, cache_dir, key)
@@ -101,19 +113,16 @@ def tlkit_head(model: Any, split: dict, cache_dir: Path, args: argparse.Namespac
     train = head_dataset(caches["train"], split["train"][1], args.batch_size, shuffle=True,
                          seed=args.seed)
     val = head_dataset(caches["val"], split["val"][1], args.batch_size)
-    accuracy = compile_and_fit(head, train, val, args)
-    return time.perf_counter() - start, accuracy, caches
+    return compile_and_fit(head, train, val, args), caches
 
 
-def plain_keras_head(model: Any, split: dict, args: argparse.Namespace) -> tuple[float, float]:
-    """Seconds and val accuracy of ``fit`` on the full model with the backbone frozen."""
+def plain_keras_head(model: Any, split: dict, args: argparse.Namespace) -> float:
+    """Val accuracy of ``fit`` on the full model with the backbone frozen."""
     size = model.input_shape[1]
-    start = time.perf_counter()
     train = make_dataset(*split["train"], size, args.batch_size, training=True, cache=True,
                          seed=args.seed)
     val = make_dataset(*split["val"], size, args.batch_size, cache=True)
-    accuracy = compile_and_fit(model, train, val, args)
-    return time.perf_counter() - start, accuracy
+    return compile_and_fit(model, train, val, args)
 
 
 def full_model_accuracy(model: Any, paths: list[str], labels: np.ndarray, batch: int) -> float:
@@ -128,27 +137,29 @@ def speed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     model = build_model(args, int(split["train"][1].max()) + 1)
     head_weights = model.get_layer("head").get_weights()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="tlkit-head-cache-") as cache_dir:
-        seconds, accuracy, caches = tlkit_head(model, split, Path(cache_dir), args)
+    with tempfile.TemporaryDirectory(prefix="tlkit-head-cache-") as folder:
+        cache_dir = Path(folder)
+        (accuracy, caches), times = timed(lambda: tlkit_head(model, split, cache_dir, args))
         full = full_model_accuracy(model, *split["val"], args.batch_size)
-        rows.append({"method": "tlkit: cache + head fit", "seconds": seconds,
-                     "val_accuracy": accuracy, "full_model_val_accuracy": full})
+        rows.append({"method": "tlkit: cache + head fit", **times, "val_accuracy": accuracy,
+                     "full_model_val_accuracy": full})
         model.get_layer("head").set_weights(head_weights)
-        seconds, accuracy, _ = tlkit_head(model, split, Path(cache_dir), args)
-        rows.append({"method": "tlkit: cache on disk + head fit", "seconds": seconds,
+        (accuracy, _), times = timed(lambda: tlkit_head(model, split, cache_dir, args))
+        rows.append({"method": "tlkit: cache on disk + head fit", **times,
                      "val_accuracy": accuracy})
-        probe = linear_probe(caches["train"].features, split["train"][1],
-                             caches["val"].features, split["val"][1])
-        rows.append({"method": f"linear probe (C={probe['C']:g})",
-                     "seconds": probe["fit_seconds"], "val_accuracy": probe["val_accuracy"]})
+        probe, times = timed(lambda: linear_probe(caches["train"].features, split["train"][1],
+                                                  caches["val"].features, split["val"][1]))
+        rows.append({"method": f"linear probe (C={probe['C']:g})", **times,
+                     "val_accuracy": probe["val_accuracy"]})
     model.get_layer("head").set_weights(head_weights)
-    seconds, accuracy = plain_keras_head(model, split, args)
-    rows.append({"method": "plain Keras: fit through frozen backbone", "seconds": seconds,
+    accuracy, times = timed(lambda: plain_keras_head(model, split, args))
+    rows.append({"method": "plain Keras: fit through frozen backbone", **times,
                  "val_accuracy": accuracy})
-    plain = rows[-1]["seconds"]
+    plain = rows[-1]
     for row in rows:
         row.update(n_train=len(split["train"][0]), n_val=len(split["val"][0]),
-                   epochs=args.epochs, speedup=plain / row["seconds"])
+                   epochs=args.epochs, speedup=plain["seconds"] / row["seconds"],
+                   cpu_speedup=plain["cpu_seconds"] / row["cpu_seconds"])
     return rows
 
 
@@ -216,7 +227,7 @@ def main() -> None:
         same = (old[list(setting)].astype(str) == pd.Series(setting).astype(str)).all(axis=1)
         table = pd.concat([old[~same], table], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table.round(4).to_csv(path, index=False)
+    table.convert_dtypes().round(4).to_csv(path, index=False)
 
 
 if __name__ == "__main__":
