@@ -19,6 +19,9 @@ from tlkit.recipes import SCHEDULES
                help="Square input side in pixels (none: the backbone's default).")
 @recipe_option("image", "path_column", help="CSV column with image paths.")
 @recipe_option("image", "label_column", help="CSV column with labels.")
+@recipe_option("image", "cache_dir", type=click.Path(file_okay=False),
+               help="Keep frozen-backbone features here to reuse across runs "
+                    "(none: in the run folder, removed at the end).")
 @click.option("--strict", is_flag=True, default=None,
               help="Stop on unreadable images instead of skipping them.")
 @run_options("image")
