@@ -266,7 +266,8 @@ test_data_frames, test_data_frames_many = fuzz(
                            max_size=12),
     st.sampled_from([0.0, 0.1, 0.5]), st.integers(1, 4),
     examples=(([("good film", "a\nb", ""), ("bad film", "a\nb", "")], 0.0, 2),  # 2-line message
-              ([], 0.0, 2)))  # no rows: min() of nothing in kfold_splits
+              ([], 0.0, 2),  # no rows: min() of nothing in kfold_splits
+              ([(None, "pos", "test"), (None, 0, "test")], 0.0, 2)))  # only test: no train
 
 
 def check_vocabulary_file(content: bytes) -> None:

@@ -470,3 +470,10 @@ def test_class_whose_images_are_all_unreadable(tmp_path: Path) -> None:
     for path in (root / "blue").iterdir():
         path.write_bytes(b"")
     assert_user_error_ci(lambda: load_image_data(_recipe(root)), "class 'blue'", "no readable")
+
+
+def test_every_row_in_the_test_split_is_a_user_error(image_folder: Path) -> None:
+    # Found by tests/test_fuzz.py: val was carved out of no training rows (min() of nothing).
+    table = read_image_table(image_folder).assign(split="test")
+    assert_user_error_ci(lambda: split_table(table, 0.25, 0.0, seed=0),
+                         "no image is in the train split")

@@ -273,6 +273,9 @@ def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
             table.loc[val, "split"] = "val"
     elif not (table["split"] == "val").any() and val_fraction > 0:
         table["split"] = table["split"].fillna("train")  # rows without a split are training rows
+        if not (table["split"] == "train").any():
+            raise UserError("no image is in the train split (every row is 'test'); give some "
+                            "rows the split train, or leave their split empty")
         _, val = _hold_out(table, table.index[table["split"] == "train"], val_fraction, seed)
         table.loc[val, "split"] = "val"
     table["split"] = table["split"].fillna("train")

@@ -192,6 +192,8 @@ def stratified_holdout(labels: Sequence[str], fraction: float, seed: int,
     if not 0 < fraction < 1:
         raise UserError(f"a hold-out fraction must be between 0 and 1, got {fraction}")
     labels = [str(label) for label in labels]
+    if not labels:
+        raise UserError(f"cannot hold out {fraction:.0%} of no {what}; {fix}")
     counts = Counter(labels)
     rarest, fewest = min(counts.items(), key=lambda item: (item[1], item[0]))
     n_held = held_out_count(len(labels), fraction, len(counts))
