@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import assert_user_error, make_image_folder, run_cli
 
@@ -92,6 +93,8 @@ def _image_files(root: Path) -> dict[str, Path]:
     broken.write_bytes(b"not an image")
     (root / "unreadable.csv").write_text(f"path,label\n{broken},red\n{broken},green\n")
     (root / "empty").mkdir()
+    (root / "all_test.csv").write_text("path,label,split\n" + "".join(
+        f"{p},{p.parent.name},test\n" for p in pngs))
     return {"images": images, "one_png": pngs[0], "broken_png": broken}
 
 
@@ -122,6 +125,9 @@ def _run_folders(root: Path) -> None:
              {"split.csv": "path,label,split\nx.png,red,train\n"})
     fake_run(runs / "words", "kind: textcnn\n", ["neg", "pos"])
     fake_run(runs / "damaged", "kind: image\nbackbon: tiny_cnn\n", ["green", "red"])
+    fake_run(runs / "one_column", image_recipe, ["green", "red"], {
+        "predictions.csv": "split,input,label,predicted,confidence,loss,p0\n"
+                           "test,x.png,red,red,1.0,0.0,1.0\n"})
     (runs / ".cut.partial").mkdir()
     (runs / ".cut.partial" / "recipe.yaml").write_text("kind: image\n")
     (runs / ".early.partial").mkdir()
@@ -247,6 +253,8 @@ CLI_CASES = [
     ("finetune --data val_only.csv", "finetune --backbone tiny_cnn --weights none --data "
      "{val_only}",
      ["class 'green' appears in val/test but has no training images"]),
+    ("finetune --data all_test.csv", "finetune --backbone tiny_cnn --weights none --data "
+     "{all_test}", ["no image is in the train split", "split train"]),
     ("textcnn train without --data", "textcnn train", ["no data given", "--data"]),
     ("textcnn train --data notxt/", "textcnn train --data {notxt}", ["has no .txt files"]),
     ("textcnn train --data pos.txt --data classes/",
@@ -277,6 +285,8 @@ CLI_CASES = [
      ["an unfinished run of that name is there"]),
     ("predict a run with a damaged recipe", "predict {runs}/damaged {one_png}",
      ["recipe.yaml", "unknown key 'backbon'"]),
+    ("report a run whose predictions lack a class", "report {runs}/one_column",
+     ["1 probability columns but the run has 2 classes"]),
     ("explain an image run with --method bogus",
      "explain {runs}/colours {one_png} --method bogus",
      ["method 'bogus' does not fit an image run", "gradcam"]),
@@ -427,6 +437,28 @@ def _hold_out(tmp_path: Path, fraction: float, labels: list[str]) -> Any:
     return stratified_holdout(labels, fraction, seed=0)
 
 
+def _call(module: str, function: str, *args: Any, **kwargs: Any) -> Any:
+    """``module.function(*args, **kwargs)``, imported when the case runs."""
+    return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+
+def _subclassed(tmp_path: Path) -> Any:
+    import keras
+
+    class Doubler(keras.Model):
+        def call(self, x: Any) -> Any:
+            return 2 * x
+
+    return _call("tlkit.inspection.table", "inspect_model", Doubler())
+
+
+def _dense_only(tmp_path: Path) -> Any:
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="dense_only")
+    return _call("tlkit.explain.gradcam", "default_layer", model)
+
+
 LIBRARY_CASES = {
     "Vocabulary.load of a missing file": (lambda t: _vocabulary(t, None), ["does not exist"]),
     "Vocabulary.load without the padding tokens": (lambda t: _vocabulary(
@@ -438,6 +470,36 @@ LIBRARY_CASES = {
     "kfold_splits of no texts": (_no_folds, ["no texts to split into folds"]),
     "stratified_holdout of 150%": (lambda t: _hold_out(t, 1.5, ["a", "b"] * 4),
                                    ["between 0 and 1"]),
+    "stratified_holdout of no labels": (lambda t: _call(
+        "tlkit.data.tables", "stratified_holdout", [], 0.2, seed=0), ["of no examples"]),
+    "read_text_table of no files": (lambda t: _call("tlkit.data.text", "read_text_table", []),
+                                    ["no data files given"]),
+    "build_vocabulary with max_length 0": (lambda t: _call(
+        "tlkit.data.text", "build_vocabulary", [["a"]], "kim", max_length=0),
+        ["max length must be at least 1"]),
+    "build_textcnn with filter width 0": (lambda t: _call(
+        "tlkit.models.textcnn", "build_textcnn", 20, 2, filter_widths=[0, 3]),
+        ["filter widths must be positive"]),
+    "build_textcnn with one class": (lambda t: _call(
+        "tlkit.models.textcnn", "build_textcnn", 20, 1), ["at least 2 classes, got 1"]),
+    "classification_metrics of label 5 of 2 classes": (lambda t: _call(
+        "tlkit.evaluation.metrics", "classification_metrics", np.array([5]),
+        np.full((1, 2), 0.5), ["a", "b"]), ["class ids 0..1", "5..5"]),
+    "class_indices of class 5 of 2": (lambda t: _call(
+        "tlkit.explain.saliency", "class_indices", np.full((1, 2), 0.5), 5),
+        ["class index 5 is out of range", "2 classes"]),
+    "default_layer of a model without feature maps": (_dense_only, ["no layer with a 2-D"]),
+    "check_export with quantize int4": (lambda t: _call(
+        "tlkit.export", "check_export", "tflite", "int4"), ["unknown quantisation 'int4'"]),
+    "inspection_report with format xml": (lambda t: _call(
+        "tlkit.inspection.report", "inspection_report", "tiny_cnn", fmt="xml"),
+        ["unknown format 'xml'"]),
+    "inspect_model of a number": (lambda t: _call(
+        "tlkit.inspection.table", "inspect_model", 42), ["cannot inspect int"]),
+    "inspect_model with classes and include_top": (lambda t: _call(
+        "tlkit.inspection.table", "inspect_model", "tiny_cnn", include_top=True, classes=3),
+        ["classes wraps a backbone name"]),
+    "inspect_model of a subclassed model": (_subclassed, ["a subclassed", "functional"]),
     "resolve_recipe with schedule nope": (_schedule, ["unknown schedule 'nope'", "two-stage"]),
     "stratified_holdout of 90% of 4": (lambda t: _hold_out(t, 0.9, ["a", "b"] * 2),
                                        ["too few would be left to train on"]),
