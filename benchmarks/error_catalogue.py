@@ -180,6 +180,7 @@ def fits_site(message: str, site: Site) -> bool:
 
 MIN_ANCHOR = 8  # characters of a template's own text that a row must hold to fit it
 MIN_PIECE = 4  # shorter pieces (a quote, "st") are found in any row by chance
+NEAR_BEST = 0.8
 
 
 def anchor(message: str, site: Site) -> int:
@@ -243,12 +244,15 @@ def unmatched_rows(rows: list[dict[str, str]], sites: list[Site]) -> list[dict[s
 
 
 def covered_sites(rows: list[dict[str, str]], sites: list[Site]) -> set[Site]:
-    """The sites each row stands for: of those it fits, the ones whose text it holds most of."""
+    """The sites each row stands for: of those it fits, the ones whose text it holds (nearly)
+    the most of. Two templates alike (a column missing from an image or a text table) are
+    both covered by a row that fits both."""
     covered: set[Site] = set()
     for row in rows:
-        fitting = [site for site in sites if fits_site(row["message"], site)]
-        best = max((anchor(row["message"], site) for site in fitting), default=0)
-        covered |= {site for site in fitting if anchor(row["message"], site) == best}
+        fitting = {site: anchor(row["message"], site) for site in sites
+                   if fits_site(row["message"], site)}
+        best = max(fitting.values(), default=0)
+        covered |= {site for site, held in fitting.items() if held >= NEAR_BEST * best}
     return covered
 
 

@@ -10,6 +10,7 @@ model.keras that only the cases after the model loads need to be real, untrained
 from __future__ import annotations
 
 import ast
+import errno
 import functools
 import importlib.util
 import json
@@ -300,6 +301,8 @@ CLI_CASES = [
      "--out {out}", ["has no test or val rows"]),
     ("serve --max-batch 0", "serve {runs}/colours --port 0 --max-batch 0",
      ["--max-batch 0 must be at least 1"]),
+    ("serve --host 192.0.2.1", "serve {runs}/colours --host 192.0.2.1 --port 0",
+     ["cannot listen on 192.0.2.1:0", "--host"]),
     ("inspect conv --input-shape 0x0",
      "inspect conv --input-shape 0x0 --filters 1 --kernel 3", ["positive sides"]),
     ("inspect conv --filters 0", "inspect conv --input-shape 7x7 --filters 0 --kernel 3",
@@ -399,6 +402,21 @@ def test_unwritable_destinations_are_one_line(command: str, world: dict[str, str
     assert checker.message_fits(catalogue_message(request.node.name), line)
 
 
+def test_a_port_that_needs_root_is_one_line(world: dict[str, str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """What binding a port below 1024 answers to a user who is not root (tests may be root)."""
+    from tlkit.serve import PredictionServer
+
+    def refuse(server: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(PredictionServer, "server_bind", refuse)
+    line = one_error_line(*run_cli(["serve", f"{world['runs']}/colours", "--port", "80"]))
+    assert "no permission to listen on port 80" in line and "--port 1024" in line
+    assert checker.message_fits(catalogue_message("test_a_port_that_needs_root_is_one_line"),
+                                line)
+
+
 # ------------------------------------------------------------------- library-only mistakes
 
 
@@ -489,6 +507,18 @@ LIBRARY_CASES = {
         "tlkit.explain.saliency", "class_indices", np.full((1, 2), 0.5), 5),
         ["class index 5 is out of range", "2 classes"]),
     "default_layer of a model without feature maps": (_dense_only, ["no layer with a 2-D"]),
+    "predictions_table of 1 input and 2 labels": (lambda t: _call(
+        "tlkit.evaluation.metrics", "predictions_table", ["a.png"], [0, 1],
+        np.full((2, 2), 0.5), ["x", "y"], "test"), ["1 inputs, 2 labels", "2 classes"]),
+    "build_efficientnet_lite0 with a 2-D input_shape": (lambda t: _call(
+        "tlkit.lite0", "build_efficientnet_lite0", input_shape=(64, 64)),
+        ["input_shape must be (height, width, 3)"]),
+    "build_efficientnet_lite0 of grey images with ImageNet weights": (lambda t: _call(
+        "tlkit.lite0", "build_efficientnet_lite0", weights="imagenet",
+        input_shape=(64, 64, 1)), ["need 3 input channels"]),
+    "build_efficientnet_lite0 with an array as input_tensor": (lambda t: _call(
+        "tlkit.lite0", "build_efficientnet_lite0", input_tensor=np.zeros((1, 64, 64, 3))),
+        ["input_tensor must be a Keras tensor"]),
     "check_export with quantize int4": (lambda t: _call(
         "tlkit.export", "check_export", "tflite", "int4"), ["unknown quantisation 'int4'"]),
     "inspection_report with format xml": (lambda t: _call(
