@@ -544,39 +544,29 @@ def test_library_user_error(name: str, tmp_path: Path) -> None:
     assert checker.message_fits(expected, f"Error: {message}"), f"{expected!r}; got {message!r}"
 
 
-# ----------------------------------------------------------- mistakes that are not one line yet
+# ------------------------------------------------- mistakes that were tracebacks, now one line
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.train.image.check_image_run reads split.csv of a "
-                   "partial folder without checking it exists: FileNotFoundError traceback")
 def test_resume_of_a_run_killed_before_its_split_was_written(world: dict[str, str]) -> None:
     code, out, err = run_cli(["finetune", "--resume", f"{world['runs']}/cut"])
     one_error_line(code, out, err)
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.runs._read_csv lets pandas' ParserError through: "
-                   "a damaged history.csv is a traceback in report, predict and evaluate")
 def test_a_damaged_history_is_one_line(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run", "kind: image\n", ["a", "b"],
                    {"history.csv": 'epoch,loss\n"unclosed,1\n'})
     one_error_line(*run_cli(["report", str(run)]))
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.runs.load_keras_file lets Keras' ValueError "
-                   "('File not found' for a file that is there but is no .keras zip) through")
 def test_a_damaged_model_file_is_one_line(world: dict[str, str]) -> None:
     one_error_line(*run_cli(["predict", f"{world['runs']}/colours", world["one_png"]]))
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.explain.run._check_inputs takes '' for the folder "
-                   "'.': an empty sentence is called 'an image file or folder'")
 def test_an_empty_sentence_to_explain_is_named_as_such(world: dict[str, str]) -> None:
     line = one_error_line(*run_cli(["explain", f"{world['runs']}/words", ""]))
     assert "empty" in line and "image" not in line
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.evaluate.read_labelled reads images with the "
-                   "training rule that a classifier needs two classes")
 def test_evaluating_an_image_run_on_one_class_is_allowed(world: dict[str, str],
                                                          tmp_path: Path) -> None:
     from tlkit.evaluate import read_labelled
@@ -587,9 +577,6 @@ def test_evaluating_an_image_run_on_one_class_is_allowed(world: dict[str, str],
     assert set(frame["label"]) == {"red"}
 
 
-@pytest.mark.xfail(strict=True, reason="the recipes leave these fields unchecked: dropout "
-                   "outside [0, 1) is a Keras ValueError traceback once the model is built, "
-                   "embedding_dim 0 too, and max_norm -1 trains a model that cannot learn")
 @pytest.mark.parametrize(("kind", "field", "value"), [
     ("image", "dropout", 1.5), ("textcnn", "dropout", -0.5), ("textcnn", "embedding_dim", 0),
     ("textcnn", "max_norm", -1.0)], ids=lambda value: str(value))
@@ -599,9 +586,6 @@ def test_out_of_range_model_fields_are_recipe_errors(kind: str, field: str, valu
     assert_user_error(lambda: RECIPE_KINDS[kind](**{field: value}), field)
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.export.reference_inputs reads split.csv with "
-                   "pandas unchecked: no split column is a KeyError traceback, an empty file "
-                   "an EmptyDataError traceback")
 @pytest.mark.parametrize("split", ["path,label\nx.png,red\n", ""], ids=["no split column",
                                                                           "empty"])
 def test_a_damaged_split_file_is_one_line_for_export(split: str, tmp_path: Path) -> None:
@@ -610,16 +594,12 @@ def test_a_damaged_split_file_is_one_line_for_export(split: str, tmp_path: Path)
                              str(tmp_path / "export")]))
 
 
-@pytest.mark.xfail(strict=True, reason="TextCNNRecipe.validate leaves vectors_format alone: "
-                   "a wrong one is found only when the vectors are read, after --out is made")
 def test_an_unknown_vectors_format_is_a_recipe_error() -> None:
     from tlkit.recipes import TextCNNRecipe
 
     assert_user_error(lambda: TextCNNRecipe(vectors_format="xyz"), "vectors format 'xyz'")
 
 
-@pytest.mark.xfail(strict=True, reason="tlkit.recipes._convert takes --set gpus=7 as the YAML "
-                   "integer 7 and asks for a str, although --gpus 7 is right")
 def test_set_gpus_takes_a_number(world: dict[str, str]) -> None:
     from tlkit.recipes import resolve_recipe
 

@@ -41,7 +41,7 @@ def read_labelled(run: Run, data: str | Path | list[str], columns: dict[str, str
         from tlkit.data.images import read_image_table
 
         table = read_image_table(data, given.get("path_column", recipe.path_column),
-                                 given.get("label_column", recipe.label_column))
+                                 given.get("label_column", recipe.label_column), min_classes=1)
         return pd.DataFrame({"input": table["path"], "label": table["label"]})
     from tlkit.data.text import read_text_table
 

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from tlkit.errors import UserError
 from tlkit.predict import open_run
@@ -165,8 +164,12 @@ def reference_inputs(run: Run) -> tuple[list[str], list[str], str]:
     if not source.is_file():
         raise UserError(f"'{run.path}' has no {source.name}, so there are no held-out inputs "
                         "to check an export against; train the run again with this tlkit")
-    table = pd.read_csv(source, keep_default_na=False, dtype=str)
+    from tlkit.data.tables import read_table, require_columns
+
+    table = read_table(source)
     column = "path" if run.kind == "image" else "input"
+    require_columns(table, {column: "(a tlkit run file)", "split": "(a tlkit run file)",
+                            "label": "(a tlkit run file)"}, f"'{source}'")
     for split in ("test", "val"):
         rows = table[table["split"] == split]
         if len(rows):

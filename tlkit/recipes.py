@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -277,6 +278,7 @@ def validate_image_recipe(recipe: ImageRecipe) -> None:
     _check(recipe.val_fraction + recipe.test_fraction < 1,
            "val_fraction + test_fraction must leave images to train on")
     _check(bool(recipe.stages), "a recipe needs at least one stage")
+    _check(0 <= recipe.dropout < 1, f"dropout must be in [0, 1), got {recipe.dropout}")
     _check(recipe.augment_views >= 1, f"augment_views must be at least 1, got "
            f"{recipe.augment_views}")
     _check(recipe.augment_views == 1 or recipe.augment is not None,
@@ -519,6 +521,10 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if hint in (int, str, bool) and type(value) is hint:
         return value
+    if hint is str and type(value) in (int, float):  # --set gpus=7 reads 7 as a number
+        return str(value)
+    if hint is str and isinstance(value, os.PathLike):  # ImageRecipe(data=Path("imgs"))
+        return os.fspath(value)
     raise UserError(f"{where} must be {_describe(hint)}, got {value!r}")
 
 
@@ -604,6 +610,16 @@ class TextCNNRecipe(Checked):
                f"max_length must be at least 1 token, got {self.max_length}")
         _check(bool(self.filter_widths) and min(self.filter_widths) >= 1
                and self.feature_maps >= 1, "filter_widths and feature_maps must be >= 1")
+        _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _check(self.embedding_dim >= 1, f"embedding_dim must be at least 1, got "
+               f"{self.embedding_dim}")
+        _check(self.max_norm is None or self.max_norm > 0,
+               f"max_norm must be above 0 (or empty: no constraint), got {self.max_norm}")
+        from tlkit.vectors import FORMATS
+
+        _check(self.vectors_format in (None, *FORMATS), f"unknown vectors format "
+               f"'{self.vectors_format}'; choose one of: {', '.join(FORMATS)} (or leave it empty "
+               "to guess from the file)")
         _check_common(self)
 
 

@@ -316,7 +316,13 @@ def load_run(path: str | Path, model: bool = True) -> Run:
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"'{path}' is damaged ({str(error).strip().splitlines()[0]}); restore "
+                        "it or train the run again") from error
 
 
 def load_keras_file(path: str | Path) -> Any:
@@ -331,4 +337,6 @@ def load_keras_file(path: str | Path) -> Any:
         if "Lambda" in str(error):  # Keras refuses code in safe mode; tlkit never runs it
             raise UserError(f"'{path}' holds a Lambda layer with Python code; tlkit loads "
                             "models in safe mode and will not run code from a file") from error
-        raise
+        raise UserError(f"'{path}' is not a readable .keras model "
+                        f"({str(error).strip().splitlines()[0]}); it is damaged: train the run "
+                        "again") from error

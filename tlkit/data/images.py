@@ -62,11 +62,12 @@ class ImageData:
 
 
 def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path",
-                     label_column: str = "label") -> pd.DataFrame:
+                     label_column: str = "label", min_classes: int = 2) -> pd.DataFrame:
     """Read a folder, a CSV file or a DataFrame into a ``path, label, split`` table.
 
     Folders: one subfolder per class, or ``train``/``val``/``test`` subfolders holding the
-    class subfolders. CSV paths are relative to the CSV's folder unless absolute.
+    class subfolders. CSV paths are relative to the CSV's folder unless absolute. Training
+    needs two classes; evaluating a run may look at one (``min_classes=1``).
 
     Example:
         >>> read_image_table(pd.DataFrame({"path": ["/no/cat.png"], "label": ["cat"]}))
@@ -75,16 +76,18 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
         tlkit.errors.UserError: 1 of 1 image paths in the DataFrame (1 rows) do not exist, ...
     """
     if isinstance(source, pd.DataFrame):
-        return _table_from_frame(source, path_column, label_column, Path.cwd(),
-                                 describe_source(source), "the working folder")
+        table = _table_from_frame(source, path_column, label_column, Path.cwd(),
+                                  describe_source(source), "the working folder")
+        return _check_classes(table, describe_source(source), min_classes)
     path = Path(source)
     if not path.exists():
         raise UserError(f"data path '{path}' does not exist; pass a folder of class subfolders "
                         "or a CSV file")
     if path.is_file():
-        return _table_from_frame(read_table(path), path_column, label_column, path.parent,
-                                 describe_source(path), f"the CSV's folder, {path.parent}")
-    return _table_from_folder(path)
+        table = _table_from_frame(read_table(path), path_column, label_column, path.parent,
+                                  describe_source(path), f"the CSV's folder, {path.parent}")
+        return _check_classes(table, describe_source(path), min_classes)
+    return _table_from_folder(path, min_classes)
 
 
 def describe_source(source: str | Path | pd.DataFrame) -> str:
@@ -124,7 +127,7 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
                             "train, val or test (or leave it empty to split automatically)")
     table = pd.DataFrame({"path": paths, "label": as_labels(frame[label_column]),
                           "split": split})
-    return _check_classes(table, source)
+    return table
 
 
 def _hidden(name: str) -> bool:
@@ -148,7 +151,7 @@ def images_in(folder: Path) -> list[Path]:
                   and not any(_hidden(part) for part in p.relative_to(folder).parts))
 
 
-def _table_from_folder(folder: Path) -> pd.DataFrame:
+def _table_from_folder(folder: Path, min_classes: int = 2) -> pd.DataFrame:
     subfolders = _subfolders(folder)
     if not subfolders:
         what = ("has images but no class subfolders" if images_in(folder)
@@ -177,14 +180,14 @@ def _table_from_folder(folder: Path) -> pd.DataFrame:
                                 f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
             rows += [(str(p), class_dir.name, split) for p in images]
     return _check_classes(pd.DataFrame(rows, columns=["path", "label", "split"]),
-                          describe_source(folder))
+                          describe_source(folder), min_classes)
 
 
-def _check_classes(table: pd.DataFrame, source: str) -> pd.DataFrame:
+def _check_classes(table: pd.DataFrame, source: str, min_classes: int = 2) -> pd.DataFrame:
     if table.empty:
         raise UserError(f"{source} holds no images")
     labels = table["label"].unique()
-    if len(labels) < 2:
+    if len(labels) < min_classes:
         raise UserError(f"{source} has a single class ('{shown(labels[0])}'); a classifier "
                         "needs at least two")
     return table

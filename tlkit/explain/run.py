@@ -106,6 +106,9 @@ def _check_inputs(kind: str, inputs: Sequence[str], data: str | Path | None, met
         from tlkit.data.images import IMAGE_EXTENSIONS
 
         for item in inputs:
+            if not item.strip():
+                raise UserError("an empty sentence has nothing to explain; give words in "
+                                "quotes")
             # Caught here even when the file is missing: a path is never meant as a sentence.
             if Path(item).suffix.lower() in IMAGE_EXTENSIONS or Path(item).is_dir():
                 raise UserError(f"'{item}' is an image file or folder; a text run explains "

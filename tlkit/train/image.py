@@ -80,7 +80,12 @@ def check_image_run(recipe: ImageRecipe, out: str | Path = "runs", name: str | N
     name = name or run_name(row.name)
     final = check_destination(out, name, resume)
     if resume:
-        split = pd.read_csv(partial_path(final) / "split.csv", dtype=str, keep_default_na=False)
+        split_file = partial_path(final) / "split.csv"
+        if not split_file.is_file():
+            raise UserError(f"the unfinished run '{name}' stopped before it wrote its split; "
+                            f"remove it with `tlkit runs {out} --remove-unfinished` and start "
+                            "again")
+        split = pd.read_csv(split_file, dtype=str, keep_default_na=False)
         table = read_image_table(split, "path", "label")
     else:
         table = read_recipe_table(recipe, data)
