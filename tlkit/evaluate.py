@@ -89,9 +89,10 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
     from tlkit.evaluation.metrics import classification_metrics, predictions_table
     from tlkit.evaluation.report import write_report
 
-    run = open_run(run, kind)
+    run = open_run(run, kind, model=False)  # data mistakes are answered before TensorFlow
     table, unknown = known_rows(read_labelled(run, data, columns), run.class_names,
                                 ignore_unknown)
+    run = open_run(run)
     probs, errors = probabilities(run, table["input"].tolist())
     failed = np.array([error is not None for error in errors])
     if failed.all():

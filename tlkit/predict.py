@@ -29,8 +29,8 @@ PREDICT_BATCH = 64
 PROGRESS_FROM = 1000
 
 
-def open_run(run: Run | str | Path, kind: str | None = None) -> Run:
-    """A finished run with its model loaded; ``kind`` (if given) must match.
+def open_run(run: Run | str | Path, kind: str | None = None, model: bool = True) -> Run:
+    """A finished run, its model loaded unless ``model=False``; ``kind`` (if given) must match.
 
     Example:
         >>> open_run("runs/shapes", kind="textcnn")  # doctest: +SKIP
@@ -41,7 +41,7 @@ def open_run(run: Run | str | Path, kind: str | None = None) -> Run:
     if kind is not None and run.kind != kind:
         raise UserError(f"'{run.path}' is an {run.kind} run, not a {kind} run; use a folder "
                         "from the matching training command")
-    if run.model is None:
+    if model and run.model is None:
         run.model = load_keras_file(run.path / MODEL_FILE)
     return run
 
@@ -186,10 +186,11 @@ def predict(run: Run | str | Path, inputs: Sequence[str] = (), top_k: int = 1,
     Example:
         >>> predict("runs/shapes", ["datasets/shapes/circle"], top_k=2)  # doctest: +SKIP
     """
-    run = open_run(run, kind)
+    run = open_run(run, kind, model=False)  # every mistake is answered before TensorFlow
     if not 1 <= top_k <= len(run.class_names):
         raise UserError(f"--top-k {top_k}: choose between 1 and {len(run.class_names)} (the "
                         "run's number of classes)")
     items = gather_inputs(run, inputs, input_file, column, encoding)
+    run = open_run(run)
     probs, errors = probabilities(run, items)
     return top_k_table(items, probs, errors, run.class_names, top_k)

@@ -525,6 +525,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return str(value)
     if hint is str and isinstance(value, os.PathLike):  # ImageRecipe(data=Path("imgs"))
         return os.fspath(value)
+    if hint is str and isinstance(value, bool):
+        raise UserError(f"{where} must be text, got {value!r} (YAML reads yes/no/on/off as "
+                        "true/false: quote the value)")
     raise UserError(f"{where} must be {_describe(hint)}, got {value!r}")
 
 

@@ -25,7 +25,8 @@ def runs(folder: str, remove_unfinished: bool) -> None:
     if table.empty:
         click.echo(f"no runs in '{folder}'")
         return
-    click.echo(table.drop(columns="path").to_string(index=False, na_rep="-"))
+    shown = table.drop(columns="path").astype(object)
+    click.echo(shown.where(shown.notna(), "-").to_string(index=False))
     if (table["status"] == "unfinished").any():
         click.echo("unfinished runs continue with `tlkit finetune --resume FOLDER/NAME` (or "
                    "`tlkit textcnn train --resume`), or go with --remove-unfinished")
