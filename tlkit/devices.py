@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -132,15 +133,40 @@ def make_strategy(setting: str) -> Any:
         if not os.environ.get("TF_CONFIG"):
             raise UserError("strategy multiworker needs TF_CONFIG (the cluster and this "
                             "worker's index); see docs/distributed.md")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _keras_strategy(tf.distribute.MultiWorkerMirroredStrategy,
+                               "MultiWorkerMirroredStrategy")
     gpus = tf.config.list_logical_devices("GPU")
     if setting == "mirrored" or (setting == "auto" and len(gpus) > 1):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         if len(devices) < 2:
             print("warning: strategy mirrored with one device trains on that device alone",
                   file=sys.stderr, flush=True)
-        return tf.distribute.MirroredStrategy(devices)
+        return _keras_strategy(tf.distribute.MirroredStrategy, "MirroredStrategy", devices)
     return tf.distribute.get_strategy()
+
+
+def _keras_strategy(base: Any, name: str, *args: Any) -> Any:
+    """A ``base`` strategy (a ``tf.distribute`` class) whose ``reduce`` Keras 3 can use.
+
+    Keras 3's ``fit`` calls ``reduce`` on a whole (x, y) batch, only to read its shapes
+    when it builds the model: with a short batch split unevenly over replicas (2 + 1
+    images) that fails on any strategy. Under MultiWorkerMirroredStrategy it also reduces
+    scalar logs with ``axis=0``, which CollectiveAllReduce refuses, so stock ``fit`` fails
+    before its first step (keras-team/keras#20585, tensorflow/tensorflow#72388).
+    """
+    import tensorflow as tf
+
+    class KerasStrategy(base):  # type: ignore[misc,valid-type]
+        def reduce(self, reduce_op: Any, value: Any, axis: int | None = None) -> Any:
+            if tf.nest.is_nested(value):  # a batch, for its shapes: this replica's has them
+                return tf.nest.map_structure(
+                    lambda part: None if part is None
+                    else self.experimental_local_results(part)[0], value)
+            rank = self.experimental_local_results(value)[0].shape.rank
+            return super().reduce(reduce_op, value, None if rank == 0 else axis)
+
+    KerasStrategy.__name__ = KerasStrategy.__qualname__ = name  # what metrics.json records
+    return KerasStrategy(*args)
 
 
 def worker_role() -> tuple[bool, int]:
@@ -197,21 +223,67 @@ def training_setup(recipe: Any) -> Iterator[TrainingSetup]:
         yield TrainingSetup(strategy, policy)
 
 
+def worker_out(out: str | Path) -> Path:
+    """The folder this process writes its run under: ``out`` for the chief, a hidden
+    ``out/.worker-<i>`` for worker ``i`` (no TensorFlow needed, so checks can use it early).
+
+    Example:
+        >>> str(worker_out("runs"))
+        'runs'
+    """
+    chief, index = worker_role()
+    return Path(out) if chief else Path(out) / f".worker-{index}"
+
+
 def worker_destination(setup: TrainingSetup, out: Any, name: str) -> tuple[Any, str]:
     """Where this process writes its run: the chief writes the run folder; another worker
     writes the same files (all replicas save together) into a hidden folder of its own,
     kept for its restarts and removed when the run ends."""
-    from pathlib import Path
-
     if setup.chief:
         return out, name
-    return Path(out) / f".worker-{setup.worker}", name
+    return worker_out(out), name
 
 
 def discard_worker_run(path: Any, setup: TrainingSetup) -> None:
     """Remove a non-chief worker's copy of the run; the chief's folder is the run."""
     import shutil
-    from pathlib import Path
 
     shutil.rmtree(Path(path).parent, ignore_errors=True)
     print(f"worker {setup.worker}: done; the chief wrote the run folder", flush=True)
+
+
+# What a worker's collective ops raise when another worker dies: heartbeats stop (the
+# coordination service names the task) or its socket closes, seconds after the death.
+PEER_ERRORS = ("UnavailableError", "DeadlineExceededError", "AbortedError")
+
+
+def peer_failure(error: BaseException, final: Path, command: str) -> str | None:
+    """The one-line message of a multi-worker run whose peer stopped; None for any other error.
+
+    The run cannot go on without its peer, but each worker's folder holds its per-epoch
+    backups: keep it, and restart every worker with ``command --resume`` (the run's own
+    path, the same on every worker), as Keras's fault-tolerance guide has a cluster do.
+
+    Example:
+        >>> peer_failure(ValueError("no"), Path("runs/r"), "tlkit finetune") is None
+        True
+    """
+    import re
+
+    from tlkit.runs import partial_path
+
+    tf = sys.modules.get("tensorflow")
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    tasks = sum(len(addresses) for addresses in config.get("cluster", {}).values())
+    if tf is None or tasks < 2 or type(error).__name__ not in PEER_ERRORS:
+        return None
+    if not isinstance(error, tf.errors.OpError):
+        return None
+    _, own = worker_role()
+    peers = sorted({int(i) for i in re.findall(r"/job:\w+/(?:replica:\d+/)?task:(\d+)",
+                                               str(error))} - {own})
+    who = f"worker {', '.join(map(str, peers))}" if peers else "another worker"
+    run = final.parent.parent / final.name if final.parent.name.startswith(".worker-") else final
+    return (f"{who} of this multi-worker run stopped ({type(error).__name__}); worker {own} "
+            f"keeps its unfinished run in {partial_path(final)}: restart "
+            f"every worker with `{command} --resume {run}`")
