@@ -497,6 +497,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        if type(value) in options:  # 99 for ``str | int`` stays the int it was given as
+            return value
         real = [option for option in options if option is not type(None)]
         if len(real) == 1:  # Optional[X]: X's own message names the field and the type
             return _convert(real[0], value, where)
