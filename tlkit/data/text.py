@@ -387,22 +387,7 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         (['dev', 'test', 'train'], 2)
     """
     names = {"train": "training data", "dev": "dev data", "test": "test data", **(names or {})}
-    tables = {"train": train, "dev": dev, "test": test}
-    tokens: dict[str, tuple[pd.DataFrame, list[list[str]]]] = {}
-    skipped: dict[str, int] = {}
-    for split, table in tables.items():
-        if table is None:
-            continue
-        if table.empty:
-            raise UserError(f"{names[split]} has no texts; it needs labelled sentences")
-        kept, kept_tokens, empty = _drop_empty(table, tokenizer)
-        if empty:
-            _warn(f"skipped {empty} empty text(s) in {names[split]}")
-        if kept.empty:
-            raise UserError(f"all {len(table)} texts in {names[split]} are empty after "
-                            f"tokenising with '{tokenizer}'; check --text-column")
-        skipped[split] = empty
-        tokens[split] = (kept, kept_tokens)
+    tokens, skipped = _tokenized({"train": train, "dev": dev, "test": test}, tokenizer, names)
     class_names = class_order(tokens["train"][0]["label"].tolist())
     if len(class_names) < 2:
         raise UserError(f"{names['train']} has a single label '{shown(class_names[0])}'; a "
@@ -444,6 +429,27 @@ def _warn_if_cut(tokenized: Sequence[Sequence[str]], max_length: int, name: str)
         _warn(f"cut {cut} of {len(lengths)} text(s) in {name} to {max_length} tokens, the "
              f"default max_length (the longest has {max(lengths)}); to choose another cap, set "
              "max_length (--set max_length=N)")
+
+
+def _tokenized(tables: dict[str, pd.DataFrame | None], tokenizer: str, names: dict[str, str]
+               ) -> tuple[dict[str, tuple[pd.DataFrame, list[list[str]]]], dict[str, int]]:
+    """Each given split's non-empty rows and their tokens, and how many empty ones were left."""
+    tokens: dict[str, tuple[pd.DataFrame, list[list[str]]]] = {}
+    skipped: dict[str, int] = {}
+    for split, table in tables.items():
+        if table is None:
+            continue
+        if table.empty:
+            raise UserError(f"{names[split]} has no texts; it needs labelled sentences")
+        kept, kept_tokens, empty = _drop_empty(table, tokenizer)
+        if empty:
+            _warn(f"skipped {empty} empty text(s) in {names[split]}")
+        if kept.empty:
+            raise UserError(f"all {len(table)} texts in {names[split]} are empty after "
+                            f"tokenising with '{tokenizer}'; check --text-column")
+        skipped[split] = empty
+        tokens[split] = (kept, kept_tokens)
+    return tokens, skipped
 
 
 def _drop_empty(table: pd.DataFrame, tokenizer: str) -> tuple[pd.DataFrame, list[list[str]],
