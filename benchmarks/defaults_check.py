@@ -3,9 +3,10 @@
 Each candidate recipe (the proposed default, or another from CANDIDATES) runs through
 ``tlkit.finetune`` on each ``--data`` set; the run's own probe (a logistic regression on the
 same frozen features, C chosen on val) is the floor it should reach. With ``--tune`` the test
-rows are dropped before the run starts, so test images are never read and only validation
-numbers exist: candidates are compared on train and val alone, and test is measured once,
-without ``--tune``, for the chosen default.
+rows are dropped before the run starts (after the readability check that splits the data),
+so no test image reaches a model and only validation numbers exist: candidates are compared
+on train and val alone, and test is measured once, without ``--tune``, for the chosen
+default.
 
     python benchmarks/defaults_check.py --data /work/shared/data/images/oxford_flowers12
     python benchmarks/defaults_check.py --tune --candidate head-lr3e-3 head-ft-2 \
