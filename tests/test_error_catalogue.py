@@ -389,7 +389,7 @@ def test_train_from_a_layer_the_backbone_lacks_is_refused_before_any_stage_train
     """Checked on the built backbone, so it costs a model build, not stage 0's training."""
     out = tmp_path / "out"
     line = one_error_line(*run_cli(_cli(
-        "finetune --backbone tiny_cnn --weights none --data {images} "
+        "finetune --backbone tiny_cnn --weights none --data {images} --schedule two-stage "
         "--set stages.1.train_from=block9_conv", world, out)))
     assert "stage 'fine-tune': train_from 'block9_conv'" in line and "blocks: stem" in line
     assert not out.exists()

@@ -46,9 +46,9 @@ def test_dump_writes_a_file_that_loads_back(tmp_path: Path) -> None:
 
 def test_overrides_win_over_file_values_and_convert_types() -> None:
     recipe = load_recipe_text("backbone: vgg16\nbatch_size: 8\n",
-                              ["batch_size=16", "stages.1.lr=1e-5", "augment.flip=false"])
+                              ["batch_size=16", "stages.0.lr=1e-5", "augment.flip=false"])
     assert recipe.batch_size == 16
-    assert recipe.stages[1].lr == pytest.approx(1e-5)
+    assert recipe.stages[0].lr == pytest.approx(1e-5)
     assert recipe.augment.flip is False
 
 
@@ -131,7 +131,7 @@ def test_resolve_recipe_merges_file_then_flags_then_set(tmp_path: Path) -> None:
     recipe = resolve_recipe("image", file, {"batch_size": 16, "seed": None, "epochs": 2},
                             ["seed=5"])
     assert (recipe.backbone, recipe.batch_size, recipe.seed) == ("vgg16", 16, 5)
-    assert [stage.epochs for stage in recipe.stages] == [2, 2]
+    assert [stage.epochs for stage in recipe.stages] == [2]  # the default: one head stage
     schedule = resolve_recipe("image", None, {"schedule": "feature-extraction"})
     assert [stage.name for stage in schedule.stages] == ["head"]
     with pytest.raises(UserError, match="kind 'image', not 'textcnn'"):

@@ -66,7 +66,8 @@ def test_image_run_killed_twice_resumes_to_the_same_numbers(tmp_path: Path) -> N
     runs = tmp_path / "runs"
     common = ["finetune", "--backbone", "tiny_cnn", "--weights", "none", "--data", str(data),
               "--input-size", "32", "--batch-size", "4", "--out", str(runs),
-              "--set", "early_stopping=", "--set", "stages.0.epochs=4",
+              "--schedule", "two-stage", "--set", "early_stopping=",
+              "--set", "stages.0.epochs=4",
               "--set", "stages.1.epochs=4", "--set", "stages.1.train_from=all"]
     _finished(_tlkit([*common, "--name", "whole"]))
     rng = random.Random()

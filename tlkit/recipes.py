@@ -128,7 +128,7 @@ class ImageRecipe(Checked):
     Example:
         >>> recipe = ImageRecipe(backbone="efficientnet_lite0", data="datasets/shapes")
         >>> [stage.name for stage in recipe.stages]
-        ['head', 'fine-tune']
+        ['head']
     """
 
     backbone: str = "efficientnet_lite0"
@@ -153,14 +153,16 @@ class ImageRecipe(Checked):
     cache_dir: str | None = None
     probe: bool = True  # a logistic-regression probe on the same features: the run's floor
     strict: bool = False
-    early_stopping: int | None = 5  # patience in epochs, None: off
+    # Patience in epochs (None: off). The head trains to convergence: 100 epochs is a bound
+    # that early stopping on val_loss ends (docs/defaults.md: chosen on flowers12 train/val).
+    early_stopping: int | None = 10
     monitor: str = "val_loss"  # what decides the kept epoch: val_loss (min) or val_accuracy (max)
     strategy: str = "auto"  # auto: mirrored over several GPUs; none; mirrored; multiworker
     gpus: str | None = None  # e.g. "0,1"; None: every GPU (memory growth on)
     mixed_precision: str = "off"  # off, auto (by GPU), float16, bfloat16
     jit_compile: bool = False  # XLA
     deterministic: bool = True  # deterministic kernels and data order (same seed, same run)
-    stages: list[Stage] = field(default_factory=lambda: two_stage())
+    stages: list[Stage] = field(default_factory=lambda: feature_extraction())
 
     def validate(self) -> None:
         """Check what a type cannot (choices, ranges, backbone and sizes); raise a UserError."""
@@ -189,7 +191,7 @@ class ImageRecipe(Checked):
         return 0.9 if self.weights == "none" and self.batchnorm_policy == "trainable" else None
 
 
-def feature_extraction(epochs: int = 10, lr: float = 1e-3) -> list[Stage]:
+def feature_extraction(epochs: int = 100, lr: float = 3e-3) -> list[Stage]:
     """The backbone stays frozen; only the new head trains.
 
     Example:
@@ -199,7 +201,7 @@ def feature_extraction(epochs: int = 10, lr: float = 1e-3) -> list[Stage]:
     return [Stage(name="head", epochs=epochs, lr=lr)]
 
 
-def two_stage(head_epochs: int = 5, finetune_epochs: int = 5, lr: float = 1e-3,
+def two_stage(head_epochs: int = 100, finetune_epochs: int = 5, lr: float = 3e-3,
               finetune_lr: float = 1e-4, train_from: str | int = -2) -> list[Stage]:
     """Train the head, then unfreeze from a block at a lower rate (Keras guide, fastai).
 

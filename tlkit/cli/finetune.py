@@ -14,7 +14,7 @@ from tlkit.recipes import SCHEDULES
 @recipe_option("image", "weights", help="imagenet, none, or a path to a no-top weights file.")
 @click.option("--schedule", type=click.Choice(list(SCHEDULES)),
               help="A named stage schedule instead of the recipe's stages.",
-              show_default="recipe: two-stage")
+              show_default="recipe: feature-extraction")
 @recipe_option("image", "input_size", type=int,
                help="Square input side in pixels (none: the backbone's default).")
 @recipe_option("image", "path_column", help="CSV column with image paths.")
