@@ -35,7 +35,8 @@ import pandas as pd
 FLOWERS = Path("/work/shared/data/images/oxford_flowers12")
 CLASSES = 12
 LOWEST = 0.8  # a planned batch must use at least this fraction of the budget
-# budget:backbone:stage:weights; only efficientnet_lite0 has ImageNet weights offline here.
+# budget:backbone:stage:weights[:batchnorm] (default auto, as in `tlkit finetune`); only
+# efficientnet_lite0 has ImageNet weights offline here.
 ROWS = ("2GB:resnet50:head:none", "2GB:resnet50:full:none", "2GB:vgg16:head:none",
         "2GB:vgg16:full:none", "2GB:mobilenetv2:head:none", "2GB:mobilenetv2:full:none",
         "2GB:efficientnet_lite0:head:imagenet", "2GB:efficientnet_lite0:full:imagenet",
@@ -92,12 +93,13 @@ def peak_rss(command: list[str]) -> tuple[int, float]:
     return max(sampled, usage.ru_maxrss * 1024), time.perf_counter() - start
 
 
-def finetune_command(backbone: str, stage: str, weights: str, batch: int, data: Path,
-                     runs: Path) -> list[str]:
+def finetune_command(backbone: str, stage: str, weights: str, batchnorm: str, batch: int,
+                     data: Path, runs: Path) -> list[str]:
     """The ``tlkit finetune`` command line a user would type for this row."""
     return [sys.executable, "-m", "tlkit", "finetune", "--backbone", backbone,
             "--weights", weights, "--data", str(data), "--schedule", SCHEDULES[stage],
-            "--epochs", "1", "--batch-size", str(batch), "--out", str(runs)]
+            "--epochs", "1", "--batch-size", str(batch), "--out", str(runs),
+            "--set", f"batchnorm={batchnorm}"]
 
 
 def check(row: str, folder: Path, steps: int, batches: list[int] | None = None) -> list[dict]:
@@ -105,15 +107,15 @@ def check(row: str, folder: Path, steps: int, batches: list[int] | None = None) 
     from tlkit.inspection import inspect_model, parse_memory, plan_batch
     from tlkit.recipes import ImageRecipe
 
-    budget, backbone, stage, weights = row.split(":")
-    batchnorm = ImageRecipe(weights=weights).batchnorm_policy
+    budget, backbone, stage, weights, asked = (*row.split(":"), "auto")[:5]
+    batchnorm = ImageRecipe(weights=weights, batchnorm=asked).batchnorm_policy
     plan = plan_batch(inspect_model(backbone, classes=CLASSES), budget, stage, "adam",
                       batchnorm)
     results = []
     for batch in batches or [plan.batch]:
         data = write_subset(folder / f"{backbone}_{stage}_{batch}.csv", batch, steps)
-        measured, seconds = peak_rss(finetune_command(backbone, stage, weights, batch, data,
-                                                      folder / "runs"))
+        measured, seconds = peak_rss(finetune_command(backbone, stage, weights, asked, batch,
+                                                      data, folder / "runs"))
         share = measured / parse_memory(budget)
         results.append({"budget": budget, "backbone": backbone, "stage": stage,
                         "weights": weights, "batchnorm": batchnorm, "batch": batch,
@@ -129,7 +131,7 @@ def check(row: str, folder: Path, steps: int, batches: list[int] | None = None) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", default=list(ROWS),
-                        help="BUDGET:BACKBONE:STAGE:WEIGHTS, e.g. 2GB:vgg16:head:none")
+                        help="BUDGET:BACKBONE:STAGE:WEIGHTS[:BATCHNORM], e.g. 2GB:vgg16:head:none")
     parser.add_argument("--steps", type=int, default=4, help="training batches per run")
     parser.add_argument("--batches", nargs="+", type=int, help="measure these batches instead")
     parser.add_argument("--results", default="benchmarks/results/plan_check.csv")

@@ -37,7 +37,7 @@ def inspect() -> None:
     """
 
 
-@inspect.command(DEFAULT_COMMAND)
+@inspect.command(DEFAULT_COMMAND, short_help="Table, totals and batch plan of TARGET (default).")
 @click.argument("target")
 @click.option("--input-size", type=int,
               help="Input side in pixels (or sequence length)  [default: the backbone's]")
@@ -92,7 +92,7 @@ def model(target: str, input_size: int | None, include_top: bool, dtype: str, fm
         .batchnorm_policy))
 
 
-@inspect.command()
+@inspect.command(short_help="One convolution layer worked out by hand.")
 @click.option("--input-shape", required=True, help="Input shape HxWxD (or HxW), e.g. 32x32x3.")
 @click.option("--filters", type=int, required=True, help="Number of filters K.")
 @click.option("--kernel", type=int, required=True, help="Filter side F.")

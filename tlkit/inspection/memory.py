@@ -119,11 +119,11 @@ def format_bytes(count: float) -> str:
 
 
 # Fitted on measurements of `tlkit finetune` with VGG16 and ResNet50 (docs/inspection.md).
-RUNTIME = 1_200_000_000  # TensorFlow, Keras, tlkit, the traced steps, the run's bookkeeping
-RUNTIME_PER_LAYER = 1_000_000  # per layer the traced backward pass runs through
-ACTIVATION_FACTOR = 1.25  # kept activations -> what the allocator holds for them
-PIPELINE_IMAGES = 8  # decoded images per batch image: tf.data, augmentation, prefetch
-# TensorFlow's allocator grows by regions of 2 MiB, 4 MiB, 8 MiB, ... that it keeps.
+RUNTIME = 1_125_000_000  # TensorFlow, Keras, tlkit, the traced steps, the run's bookkeeping
+RUNTIME_PER_TRAINED_LAYER = 3_000_000  # its share of the traced backward pass and update
+ACTIVATION_FACTOR = 1.3  # kept activations -> what the allocator holds for them
+PIPELINE_IMAGES = 4  # decoded images per batch image in tf.data and Keras's hands
+# TensorFlow's allocator grows by regions of 2 MiB, 4 MiB, 8 MiB, ... and keeps them.
 FIRST_REGION = 2 << 20
 STAGES = ("full", "head")
 
@@ -171,13 +171,13 @@ def live_buffers(table: Any) -> list[tuple[int, ...]]:
 
 
 def region_bytes(size: int) -> int:
-    """The bytes TensorFlow's allocator holds for a buffer that opens a region of its own.
+    """What TensorFlow's allocator holds to serve ``size`` bytes at once: a power of two.
 
-    Regions double in size, so a buffer over the first region's 2 MiB takes the next power
-    of two; smaller buffers share regions and cost their size.
+    Its regions double in size and are never given back, so serving a peak takes the next
+    power of two (times the first region's 2 MiB); below 2 MiB, the size itself.
 
     Example:
-        >>> region_bytes(600 << 20) >> 20  # a 600 MiB buffer opens a 1 GiB region
+        >>> region_bytes(600 << 20) >> 20  # 600 MiB at once: the allocator grows to 1 GiB
         1024
     """
     if size <= FIRST_REGION:
@@ -243,17 +243,19 @@ def _readers(table: Any) -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class TrainingMemory:
-    """Peak resident bytes of ``tlkit finetune`` at a batch.
+    """Peak resident bytes of ``tlkit finetune`` at a batch: ``at(batch)``.
 
-    ``at(batch)`` is ``fixed + batch * per_image``, plus, when only the head trains, what
-    the allocator's regions add to the forward pass's largest buffers (``live``: bytes
-    per image of the buffers alive at each layer).
+    ``fixed`` plus, per image, the ``activations`` and the ``pipeline``'s decoded images.
+    Full training keeps many buffers that share the allocator's regions (the factor in
+    ``activations`` covers that); a head stage's peak is a few large buffers of a forward
+    pass, which the allocator serves from regions that double (``region_bytes``).
 
     Example:
-        >>> memory = TrainingMemory("head", "adam", "frozen", runtime=700, weights=100,
-        ...                         gradients=50, optimizer_state=100, per_image=10)
-        >>> memory.fixed, memory.at(32)
-        (950, 1270)
+        >>> memory = TrainingMemory("full", "adam", "frozen", runtime=700, weights=100,
+        ...                         gradients=50, optimizer_state=100, activations=8,
+        ...                         pipeline=2)
+        >>> memory.fixed, memory.per_image, memory.at(32)
+        (950, 10, 1270)
     """
 
     stage: str
@@ -263,19 +265,25 @@ class TrainingMemory:
     weights: int
     gradients: int
     optimizer_state: int
-    per_image: int
-    live: tuple[tuple[int, ...], ...] = ()
+    activations: int
+    pipeline: int
 
     @property
     def fixed(self) -> int:
         """The runtime, the weights, and the gradients and slots of the trained ones."""
         return self.runtime + self.weights + self.gradients + self.optimizer_state
 
+    @property
+    def per_image(self) -> int:
+        """Activations and pipeline per image, before the allocator's rounding."""
+        return self.activations + self.pipeline
+
     def at(self, batch: int) -> int:
         """Estimated peak resident bytes at ``batch`` images."""
-        regions = max((sum(region_bytes(batch * size) - batch * size for size in buffers)
-                       for buffers in self.live), default=0)
-        return self.fixed + batch * self.per_image + regions
+        held = batch * self.activations
+        if self.stage == "head":
+            held = region_bytes(held)
+        return self.fixed + held + batch * self.pipeline
 
 
 def training_memory(table: Any, stage: str = "full", optimizer: str = "adam",
@@ -283,9 +291,10 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam",
     """Memory of ``tlkit finetune`` training the inspected model, for ``stage`` full or head.
 
     "full" trains every layer with weights (the schedule ``full``), BatchNorm's gamma and
-    beta only when ``batchnorm`` is "trainable"; "head" trains the head rows (the schedule
-    ``feature-extraction``) and runs the backbone forward only. ``optimizer`` names a row
-    of ``tlkit.optimizers.OPTIMIZERS``, the table the trainer builds its optimizer from.
+    beta only when ``batchnorm`` is "trainable", and keeps ``kept_activations``; "head"
+    trains the head rows (the schedule ``feature-extraction``) and runs the backbone forward
+    only, whose peak is the most ``live_buffers`` hold at once. ``optimizer`` names a row of
+    ``tlkit.optimizers.OPTIMIZERS``, the table the trainer builds its optimizer from.
 
     Example:
         >>> from tlkit.inspection import inspect_model
@@ -299,18 +308,16 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam",
         raise UserError(f"unknown optimizer '{optimizer}'; choose one of: "
                         f"{', '.join(OPTIMIZERS)}")
     trained = [_trained_bytes(row, stage, batchnorm) for row in table.itertuples()]
-    pipeline = PIPELINE_IMAGES * int(table.loc[table["kind"] == "input", "activation_bytes"].sum())
     if stage == "full":
-        per_image, live = ACTIVATION_FACTOR * kept_activations(table, batchnorm), []
+        activations = ACTIVATION_FACTOR * kept_activations(table, batchnorm)
     else:
-        live = live_buffers(table)
-        per_image = max(map(sum, live))
-    # The backward pass runs from the loss down to the first layer that trains.
-    backward = len(trained) - next((i for i, size in enumerate(trained) if size), len(trained))
-    runtime = RUNTIME + RUNTIME_PER_LAYER * backward
-    return TrainingMemory(stage, optimizer, batchnorm, runtime, int(table["param_bytes"].sum()),
-                          sum(trained), OPTIMIZERS[optimizer].slots * sum(trained),
-                          math.ceil(per_image) + pipeline, tuple(live))
+        activations = max(map(sum, live_buffers(table)))
+    inputs = int(table.loc[table["kind"] == "input", "activation_bytes"].sum())
+    return TrainingMemory(stage, optimizer, batchnorm,
+                          RUNTIME + RUNTIME_PER_TRAINED_LAYER * sum(map(bool, trained)),
+                          int(table["param_bytes"].sum()), sum(trained),
+                          OPTIMIZERS[optimizer].slots * sum(trained), math.ceil(activations),
+                          PIPELINE_IMAGES * inputs)
 
 
 def _trained_bytes(row: Any, stage: str, batchnorm: str) -> int:
