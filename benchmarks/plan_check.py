@@ -40,7 +40,8 @@ LOWEST = 0.8  # a planned batch must use at least this fraction of the budget
 ROWS = ("2GB:resnet50:head:none", "2GB:resnet50:full:none", "2GB:vgg16:head:none",
         "2GB:vgg16:full:none", "2GB:mobilenetv2:head:none", "2GB:mobilenetv2:full:none",
         "2GB:efficientnet_lite0:head:imagenet", "2GB:efficientnet_lite0:full:imagenet",
-        "4GB:mobilenetv2:full:none", "4GB:vgg16:head:none")
+        "4GB:mobilenetv2:full:none", "4GB:efficientnet_lite0:head:imagenet",
+        "4GB:vgg16:head:none")
 SCHEDULES = {"head": "feature-extraction", "full": "full"}
 
 

@@ -87,9 +87,8 @@ def model(target: str, input_size: int | None, include_top: bool, dtype: str, fm
     stages = ("head", "full") if stage == "both" else (stage,)
     click.echo(inspection_report(
         target, input_size=input_size, include_top=include_top, dtype=dtype, fmt=fmt,
-        output=output, memory=memory, stages=stages, optimizer=optimizer,
-        classes=classes, batchnorm=ImageRecipe(weights=weights, batchnorm=batchnorm)
-        .batchnorm_policy))
+        output=output, memory=memory, stages=stages, optimizer=optimizer, classes=classes,
+        weights=weights, batchnorm=batchnorm))
 
 
 @inspect.command(short_help="One convolution layer worked out by hand.")

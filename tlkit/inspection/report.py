@@ -34,24 +34,34 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
                       dtype: str = "float32", fmt: str = "table",
                       output: str | Path | None = None, memory: str | None = None,
                       stages: tuple[str, ...] = ("head", "full"), optimizer: str = "adam",
-                      classes: int = 10, batchnorm: str = "frozen") -> str:
+                      classes: int = 10, weights: str = "imagenet",
+                      batchnorm: str = "auto") -> str:
     """Inspect ``target`` and return what ``tlkit inspect`` prints; write the table to ``output``.
 
     With ``memory`` (e.g. "8GB") the report adds a batch plan per stage, for ``optimizer``
-    and the BatchNorm policy in force (``batchnorm``: "frozen" or "trainable"). A backbone
-    name is planned as the classifier ``tlkit finetune`` builds around it (``classes``
-    outputs); a saved model as it is.
+    and the BatchNorm policy that ``weights`` and ``batchnorm`` put in force, as in
+    ``tlkit finetune``. A backbone name is planned as the classifier ``tlkit finetune``
+    builds around it (``classes`` outputs); a saved model as it is.
 
     Example:
         >>> text = inspection_report("tiny_cnn", memory="1GB")
         >>> "largest batch" in text
         True
     """
-    from tlkit.inspection.table import inspect_model, inspection_totals, is_backbone_name
+    from tlkit.inspection.table import (
+        check_target,
+        inspect_model,
+        inspection_totals,
+        is_backbone_name,
+    )
+    from tlkit.recipes import ImageRecipe
 
     if fmt not in FORMATS:
         raise UserError(f"unknown format '{fmt}'; choose one of: {', '.join(FORMATS)}")
-    budget = None if memory is None else parse_memory(memory)  # a typo costs no model build
+    # Mistakes that need no model answer before Keras (and pandas) load.
+    budget = None if memory is None else parse_memory(memory)
+    check_target(target, input_size)
+    batchnorm = ImageRecipe(weights=weights, batchnorm=batchnorm).batchnorm_policy
     table = inspect_model(target, input_size=input_size, include_top=include_top, dtype=dtype)
     totals = inspection_totals(table, optimizer, batchnorm)
     plans: list[BatchPlan] = []
@@ -60,14 +70,7 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
         if not include_top and is_backbone_name(target):
             planned = inspect_model(target, input_size=input_size, dtype=dtype, classes=classes)
         plans = [plan_batch(planned, budget, stage, optimizer, batchnorm) for stage in stages]
-    if fmt == "json":
-        rendered = json.dumps({"model": table.attrs["model"], "dtype": dtype,
-                               "layers": _records(table), "totals": totals,
-                               "plans": [_plan_record(plan) for plan in plans]}, indent=1)
-    elif fmt == "csv":
-        rendered = _cells(table, full=True).to_csv()
-    else:
-        rendered = _grid(_cells(table, full=False), markdown=fmt == "markdown")
+    rendered = _render(table, fmt, totals, plans)
     summary = render_totals(table, totals)
     if plans:
         summary += "\n" + render_plans(plans, planned.attrs["model"])
@@ -77,6 +80,18 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
     if fmt in ("json", "csv"):
         return rendered.rstrip("\n")
     return f"{rendered}\n\n{summary}"
+
+
+def _render(table: pd.DataFrame, fmt: str, totals: dict[str, Any],
+            plans: list[BatchPlan]) -> str:
+    """The table in ``fmt``; json also carries the totals and the plans."""
+    if fmt == "json":
+        return json.dumps({"model": table.attrs["model"], "dtype": table.attrs["dtype"],
+                           "layers": _records(table), "totals": totals,
+                           "plans": [_plan_record(plan) for plan in plans]}, indent=1)
+    if fmt == "csv":
+        return _cells(table, full=True).to_csv()
+    return _grid(_cells(table, full=False), markdown=fmt == "markdown")
 
 
 def render_totals(table: pd.DataFrame, totals: dict[str, Any]) -> str:

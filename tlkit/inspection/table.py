@@ -9,16 +9,16 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from tlkit.backbones import BACKBONES, build_backbone, check_input_size, get_backbone
 from tlkit.errors import UserError
 from tlkit.inspection import memory
 from tlkit.inspection.layers import Step, block_names, shapes_only, walk_model
 from tlkit.inspection.memory import training_memory
-from tlkit.runs import load_keras_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ("type", "kind", "activation", "output_shape", "params", "trainable_params",
            "frozen_params", "param_bytes", "rf", "jump", "rf_centre", "activations",
@@ -42,6 +42,8 @@ def inspect_model(model_or_name: Any, input_size: int | None = None, include_top
         >>> int(table["params"].sum()), int(table["activations"].sum())
         (138357544, 15237608)
     """
+    import pandas as pd
+
     value_bytes = memory.dtype_bytes(dtype)
     model, blocks = _resolve(model_or_name, input_size, include_top, classes)
     # A backbone name was built at input_size already; a given model may still need it.
@@ -62,15 +64,33 @@ def is_backbone_name(value: Any) -> bool:
     return isinstance(value, str) and value.lower().replace("-", "_") in BACKBONES
 
 
+def check_target(target: Any, input_size: int | None = None) -> None:
+    """Raise the UserError ``inspect_model`` would raise for ``target``, before any model loads.
+
+    Needs neither Keras nor pandas, so a mistyped name answers at once.
+
+    Example:
+        >>> check_target("vgg61")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        tlkit.errors.UserError: unknown backbone 'vgg61'; choose one of: ...
+    """
+    if is_backbone_name(target):
+        row = get_backbone(target)
+        check_input_size(row, input_size or row.default_size)
+    elif isinstance(target, str | Path):
+        saved_model_file(target)
+
+
 def _resolve(target: Any, input_size: int | None, include_top: bool, classes: int | None
              ) -> tuple[Any, dict[str, str] | None]:
     """The model to walk and, for a bare backbone name, its layers' block names."""
     if classes is not None and (include_top or not is_backbone_name(target)):
         raise UserError("classes wraps a backbone name into a tlkit classifier; it does not go "
                         "with include_top or with a model")
+    check_target(target, input_size)
     if is_backbone_name(target):
         row = get_backbone(target)
-        check_input_size(row, input_size or row.default_size)
         with shapes_only():
             model = build_backbone(row.name, input_size, include_top=include_top)
             if classes is not None:
@@ -86,8 +106,8 @@ def _resolve(target: Any, input_size: int | None, include_top: bool, classes: in
     return target, None
 
 
-def load_saved_model(path: str | Path) -> Any:
-    """Load a run folder's ``model.keras`` or a ``.keras`` file, or explain what would work."""
+def saved_model_file(path: str | Path) -> Path:
+    """The ``.keras`` file of a run folder or a path, or a UserError saying what would work."""
     path = Path(path)
     file = path / "model.keras" if path.is_dir() else path
     if not file.is_file() or file.suffix != ".keras":
@@ -97,7 +117,14 @@ def load_saved_model(path: str | Path) -> Any:
             "file that is not .keras" if path.exists() else "path that does not exist")
         raise UserError(f"'{path}' is a {what}; give a backbone name (see `tlkit backbones`), "
                         "a run folder holding model.keras, or a .keras file")
-    return load_keras_file(file)
+    return file
+
+
+def load_saved_model(path: str | Path) -> Any:
+    """Load a run folder's ``model.keras`` or a ``.keras`` file, or explain what would work."""
+    from tlkit.runs import load_keras_file
+
+    return load_keras_file(saved_model_file(path))
 
 
 def _row(step: Step, value_bytes: int) -> dict[str, Any]:
