@@ -81,25 +81,31 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from tlkit.recipes import ImageRecipe, Stage
 from tlkit.train.image import finetune
-data, out, strategy = sys.argv[1:4]
+data, out, strategy, train_from = sys.argv[1:5]
+# train_from "head" trains on the feature cache, "all" end to end
 recipe = ImageRecipe(backbone="tiny_cnn", data=data, weights="none", input_size=32,
                      batch_size=4, early_stopping=None, augment=None, strategy=strategy,
-                     stages=[Stage(name="all", epochs=8, lr=0.01, train_from="all")])
-run = finetune(recipe, out=out, name=strategy)
+                     stages=[Stage(name=train_from, epochs=8, lr=0.01,
+                                   train_from=None if train_from == "head" else train_from)])
+run = finetune(recipe, out=out, name=f"{strategy}-{train_from}")
 print(json.dumps({"val": run.metrics["val"]["accuracy"],
                   "replicas": run.metrics["devices"]["replicas"]}))
 """
 
 
 @pytest.mark.slow
-def test_mirrored_over_two_logical_cpus_matches_one_device(tmp_path: Path) -> None:
+@pytest.mark.parametrize("train_from", ["all", "head"])
+def test_mirrored_over_two_logical_cpus_matches_one_device(train_from: str,
+                                                           tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "img", per_class=12, classes=("red", "green", "blue"))
     results = {}
     for strategy in ("none", "mirrored"):
         done = subprocess.run([sys.executable, "-c", MIRRORED, str(data), str(tmp_path / "runs"),
-                               strategy], capture_output=True, text=True, cwd=ROOT, timeout=600)
+                               strategy, train_from], capture_output=True, text=True, cwd=ROOT,
+                              timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         results[strategy] = json.loads(done.stdout.strip().splitlines()[-1])
     assert results["none"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
     assert abs(results["none"]["val"] - results["mirrored"]["val"]) <= 0.15
-    assert results["mirrored"]["val"] >= 0.8
+    # a head on the random tiny backbone's frozen features separates the colours less well
+    assert results["mirrored"]["val"] >= {"all": 0.8, "head": 0.5}[train_from]

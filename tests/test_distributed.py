@@ -169,10 +169,6 @@ def test_two_workers_train_to_the_end_and_only_the_chief_writes(tmp_path: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "until runs.new_run_folder keeps a survivor's folder on devices.peer_failure, a "
-    "non-chief checks and resumes under devices.worker_out, and checkpoints.restore builds "
-    "the optimizer in the strategy's scope (see the distributed helper's report)"))
 def test_a_killed_worker_started_again_finishes_the_run(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "images", per_class=6)
     out = tmp_path / "runs"

@@ -179,9 +179,14 @@ def new_run_folder(out: str | Path, name: str, kind: str = "image", resume: bool
         print(f"interrupted: the unfinished run is kept in {partial}; continue it with "
               f"`{KIND_COMMANDS[kind]} --resume {final}`", file=sys.stderr, flush=True)
         raise
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    except BaseException as error:
+        from tlkit.devices import peer_failure
+
+        lost = peer_failure(error, final, KIND_COMMANDS[kind])
+        if lost is None:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        raise UserError(lost) from error
     os.replace(partial, final)
 
 
@@ -193,14 +198,16 @@ def unfinished_run(path: str | Path, kind: str) -> tuple[Any, Path, str]:
         Traceback (most recent call last):
         tlkit.errors.UserError: there is no unfinished run 'none-such' in 'runs' to resume ...
     """
+    from tlkit.devices import worker_out
     from tlkit.recipes import KIND_COMMANDS, kind_of, load_recipe
 
     path = Path(path)
     name = path.name
     if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
         name = name[1:-len(PARTIAL_SUFFIX)]
-    check_destination(path.parent, name, resume=True)
-    recipe_file = partial_path(path.parent / name) / RECIPE_FILE
+    own = worker_out(path.parent)  # a non-chief worker resumes its own copy of the run
+    check_destination(own, name, resume=True)
+    recipe_file = partial_path(own / name) / RECIPE_FILE
     if not recipe_file.is_file():
         raise UserError(f"the unfinished run '{name}' stopped before it wrote its recipe; "
                         f"remove it with `tlkit runs {path.parent} --remove-unfinished` and "

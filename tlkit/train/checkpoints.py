@@ -84,9 +84,10 @@ def record_stage(folder: Path, stages_done: int, epoch: int) -> None:
 
 def restore(model: Any, backup: Path) -> None:
     """Load the weights and optimizer state of a backup into a compiled ``model``."""
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    model.load_weights(backup / "state.weights.h5")
+    with model.distribute_strategy.scope():  # the optimizer's slots are the strategy's
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(backup / "state.weights.h5")
 
 
 def epoch_callbacks(target: Any, folder: Path, stage: str, stage_index: int, monitor: str,

@@ -33,7 +33,7 @@ from tlkit.data.images import (
     read_image_table,
     read_recipe_table,
 )
-from tlkit.devices import TrainingSetup, discard_worker_run, worker_destination
+from tlkit.devices import TrainingSetup, discard_worker_run, worker_destination, worker_out
 from tlkit.errors import UserError
 from tlkit.evaluate import report_after_training
 from tlkit.evaluation.metrics import classification_metrics, predictions_table
@@ -78,7 +78,7 @@ def check_image_run(recipe: ImageRecipe, out: str | Path = "runs", name: str | N
         raise UserError(f"weights file '{recipe.weights}' does not exist; pass imagenet, none "
                         "or a path to a weights file")
     name = name or run_name(row.name)
-    final = check_destination(out, name, resume)
+    final = check_destination(worker_out(out), name, resume)
     if resume:
         split_file = partial_path(final) / "split.csv"
         if not split_file.is_file():
@@ -177,12 +177,19 @@ class FrozenFeatures:
     """
 
     def __init__(self, recipe: ImageRecipe, row: Backbone, model: Any, images: ImageData,
-                 cache_dir: Path, clock: EpochClock) -> None:
+                 cache_dir: Path, clock: EpochClock, strategy: Any) -> None:
+        import keras
+
         from tlkit.train.cache import split_classifier
 
         self.recipe, self.row, self.images, self.cache_dir = recipe, row, images, cache_dir
         self.clock = clock
-        self.feature_model, self.head = split_classifier(model)
+        self.feature_model, head = split_classifier(model)
+        # The head trains under the run's strategy; the feature model stays outside it, so
+        # each worker computes its own cache (under MultiWorkerMirroredStrategy,
+        # predict_on_batch would gather every worker's copy of the same batch).
+        with strategy.scope():
+            self.head = keras.Model(head.inputs, head.outputs, name=head.name)
 
     def cache(self, split: str, views: int = 1) -> Any:
         """The features of one split (``views`` augmented views per image when above 1)."""
@@ -238,7 +245,8 @@ def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
                     if recipe.class_weight == "balanced" else None)
     start = time.perf_counter()
     features = FrozenFeatures(recipe, row, model, images,
-                              Path(recipe.cache_dir or writer.path / "cache"), clock)
+                              Path(recipe.cache_dir or writer.path / "cache"), clock,
+                              setup.strategy)
     probe = features.probe() if recipe.probe else {}
     if probe:
         print(f"linear probe on the frozen features: val accuracy {probe['val']:.3f} "
