@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,8 @@ def test_engine_mistakes_are_one_line() -> None:
 def test_devices_command_lists_the_cpu() -> None:
     code, out, _ = run_cli(["devices"])
     assert code == 0 and "CPU" in out and "mixed_precision auto here" in out
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    assert "memory_gb" in out and f"{ram:.1f}" in out
 
 
 MIRRORED = """

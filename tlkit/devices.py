@@ -33,17 +33,22 @@ STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 
 
 def describe_devices() -> pd.DataFrame:
-    """One row per device TensorFlow sees: name, type, and for GPUs memory and capability.
+    """One row per device TensorFlow sees: name, type, memory, and for GPUs the model.
+
+    ``memory_gb`` is the machine's RAM for the CPU and what TensorFlow may allocate on a GPU.
 
     Example:
-        >>> "CPU" in set(describe_devices()["type"])  # doctest: +SKIP
-        True
+        >>> describe_devices().loc[0, "type"]
+        'CPU'
     """
     import tensorflow as tf
 
     rows = []
+    gpu_memory = _gpu_memory_limits() if tf.config.list_physical_devices("GPU") else {}
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     for device in tf.config.list_logical_devices():
         row: dict[str, Any] = {"name": device.name, "type": device.device_type}
+        row["memory_gb"] = round(gpu_memory.get(device.name, ram) / 1e9, 1)
         if device.device_type == "GPU":
             physical = tf.config.list_physical_devices("GPU")[int(device.name.split(":")[-1])]
             details = tf.config.experimental.get_device_details(physical)
@@ -51,6 +56,15 @@ def describe_devices() -> pd.DataFrame:
             row["model"] = details.get("device_name", "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _gpu_memory_limits() -> dict[str, int]:
+    """Bytes TensorFlow may allocate on each GPU, by logical device name."""
+    # TensorFlow has no public call for a GPU's size; device_lib is what its own guides use.
+    from tensorflow.python.client import device_lib
+
+    return {device.name: device.memory_limit for device in device_lib.list_local_devices()
+            if device.device_type == "GPU"}
 
 
 def use_gpus(gpus: str | None) -> None:
