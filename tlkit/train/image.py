@@ -184,6 +184,8 @@ class FrozenFeatures:
 
         self.recipe, self.row, self.images, self.cache_dir = recipe, row, images, cache_dir
         self.clock = clock
+        # one global batch per step, as in end-to-end stages: each replica gets batch_size
+        self.global_batch = recipe.batch_size * strategy.num_replicas_in_sync
         self.feature_model, head = split_classifier(model)
         # The head trains under the run's strategy; the feature model stays outside it, so
         # each worker computes its own cache (under MultiWorkerMirroredStrategy,
@@ -212,10 +214,10 @@ class FrozenFeatures:
 
         recipe = self.recipe
         train = head_dataset(self.cache("train", recipe.augment_views), self.labels("train"),
-                             recipe.batch_size, shuffle=True, seed=recipe.seed,
+                             self.global_batch, shuffle=True, seed=recipe.seed,
                              clock=self.clock)
         has_val = not self.images.split("val").empty
-        val = (head_dataset(self.cache("val"), self.labels("val"), recipe.batch_size)
+        val = (head_dataset(self.cache("val"), self.labels("val"), self.global_batch)
                if has_val else None)
         return StageFit(self.head, train, val)
 
