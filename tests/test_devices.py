@@ -112,3 +112,18 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(train_from: str,
     assert abs(results["none"]["val"] - results["mirrored"]["val"]) <= 0.15
     # a head on the random tiny backbone's frozen features separates the colours less well
     assert results["mirrored"]["val"] >= {"all": 0.8, "head": 0.5}[train_from]
+
+
+def test_loading_a_run_model_turns_memory_growth_on_first(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    import tlkit.devices
+    from tlkit.runs import load_keras_file
+
+    inputs = keras.Input((3,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "m.keras")
+    calls: list[object] = []
+    monkeypatch.setattr(tlkit.devices, "use_gpus", calls.append)
+    assert load_keras_file(tmp_path / "m.keras").output_shape == (None, 2)
+    assert calls == [None]  # every GPU, before the model is placed on one

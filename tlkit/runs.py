@@ -337,7 +337,9 @@ def load_keras_file(path: str | Path) -> Any:
     import keras
 
     import tlkit.models.textcnn  # noqa: F401 - registers the text model's custom layers
+    from tlkit.devices import use_gpus
 
+    use_gpus(None)  # memory growth on before the model lands on a GPU: a server shares it
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except ValueError as error:
