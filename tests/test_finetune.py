@@ -35,7 +35,7 @@ def test_finetune_writes_a_complete_run_folder(image_folder: Path, tmp_path: Pat
     folder = tmp_path / "runs" / "tiny"
     assert run.path == folder
     for name in ("recipe.yaml", "classes.json", "model.keras", "history.csv", "metrics.json",
-                 "split.csv", "checkpoints/best.weights.h5", "checkpoints/last.weights.h5",
+                 "split.csv", "checkpoints/best.weights.h5",
                  "predictions.csv", "report.html", "report.md", "report.json"):
         assert (folder / name).is_file(), name
     assert any((folder / "logs").rglob("*tfevents*"))

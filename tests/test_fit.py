@@ -40,3 +40,44 @@ def test_kept_weights_are_the_monitors_best_epoch(monitor: str, tmp_path: Path) 
         assert accuracy == pytest.approx(history["val_accuracy"].max(), abs=1e-6)
     else:
         assert loss == pytest.approx(history["val_loss"].min(), rel=1e-4)
+
+
+def test_a_head_stage_writes_the_head_per_epoch_and_keeps_the_classifiers_best(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+    import tensorflow as tf
+
+    import tlkit.train.checkpoints
+    from tlkit.train.fit import StageFit
+
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (x[:, 0] + 0.8 * rng.normal(size=64) > 0).astype("int32")
+    inputs = keras.Input((6,))
+    features = keras.layers.Dense(8, activation="relu", trainable=False)(inputs)
+    head = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")],
+                            name="head")
+    model = keras.Model(inputs, head(features), name="classifier")
+    feature_model = keras.Model(inputs, features)
+    cached = feature_model.predict(x, verbose=0)
+    streams = [tf.data.Dataset.from_tensor_slices(pair).batch(8)
+               for pair in ((cached[:40], y[:40]), (cached[40:], y[40:]))]
+    saved: list[str] = []
+    original = tlkit.train.checkpoints.save_weights
+    monkeypatch.setattr(tlkit.train.checkpoints, "save_weights",
+                        lambda m, path: (saved.append(m.name), original(m, path)))
+
+    def prepare(stage: Stage) -> StageFit:
+        head.compile(keras.optimizers.Adam(0.1), "sparse_categorical_crossentropy",
+                     metrics=["accuracy"])
+        return StageFit(head, *streams)
+
+    history = fit_stages(model, [Stage(name="head", epochs=6, lr=0.1)],
+                         {"train": streams[0], "val": streams[1]}, tmp_path,
+                         prepare=prepare, monitor="val_loss", verbose=0)
+    model.compile(loss="sparse_categorical_crossentropy")
+    assert model.evaluate(x[40:], y[40:], verbose=0) == pytest.approx(
+        history["val_loss"].min(), rel=1e-4)
+    assert set(saved) == {"head"}  # per epoch: the head alone, never the classifier
+    assert not (tmp_path / "checkpoints" / "stage-best.weights.h5").exists()

@@ -5,7 +5,7 @@ everything is written; a failure removes the partial folder. Every kind writes::
 
     recipe.yaml  classes.json  model.keras  history.csv  metrics.json  predictions.csv
     report.html  report.md  report.json  (and the report's figures)
-    checkpoints/best.weights.h5  checkpoints/last.weights.h5  logs/ (TensorBoard)
+    checkpoints/best.weights.h5  logs/ (TensorBoard)
 
 plus what is its own (image: ``split.csv``; text: ``vocabulary.json``, and ``folds.csv`` with
 ``folds/<k>/`` under cross-validation). ``load_run`` opens any finished run; the recipe's

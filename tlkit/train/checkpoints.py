@@ -5,7 +5,10 @@ mid-write (SIGKILL, power loss) finds the previous complete file, never a torn o
 epoch, in this order:
 
 1. ``history.csv`` gets the epoch's row (with its stage);
-2. ``checkpoints/last.weights.h5`` and, when the monitor improved, ``best.weights.h5``;
+2. when the monitor improved, the best weights: ``checkpoints/best.weights.h5``, or in a
+   stage that fits a head on cached features, the head's own ``checkpoints/stage-best.weights.h5``
+   (the backbone cannot change there; ``fit_stages`` writes the classifier's best when the
+   stage ends), so an epoch writes kilobytes, not the backbone;
 3. ``backup/epoch-<e>/`` (weights with the optimizer's state), then ``backup/latest``
    names it.
 
@@ -33,6 +36,8 @@ from tlkit.runs import read_json, write_json
 HISTORY_FILE = "history.csv"
 PROGRESS_FILE = "progress.json"
 BACKUP_FOLDER = "backup"
+BEST_FILE = "best.weights.h5"
+STAGE_BEST = "stage-best.weights.h5"
 
 
 def save_weights(model: Any, path: Path) -> None:
@@ -90,12 +95,12 @@ def restore(model: Any, backup: Path) -> None:
         model.load_weights(backup / "state.weights.h5")
 
 
-def epoch_callbacks(target: Any, folder: Path, stage: str, stage_index: int, monitor: str,
+def epoch_callbacks(best_file: Path, folder: Path, stage: str, stage_index: int, monitor: str,
                     mode: str, best: float | None) -> list[Any]:
     """The per-epoch writers, in the order the module docstring gives.
 
-    ``target`` is the run's model: its weights are the checkpoints even when ``fit`` trains
-    a head that shares its layers. The backup holds the fitted model with its optimizer.
+    The fitted model's weights go to ``best_file`` when the monitor beats ``best``. The
+    backup holds the fitted model with its optimizer.
     """
     import keras
 
@@ -113,10 +118,9 @@ def epoch_callbacks(target: Any, folder: Path, stage: str, stage_index: int, mon
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             value = float((logs or {})[monitor])
-            save_weights(target, folder / "checkpoints" / "last.weights.h5")
             if self.best is None or (value < self.best if mode == "min" else value > self.best):
                 self.best = value
-                save_weights(target, folder / "checkpoints" / "best.weights.h5")
+                save_weights(self.model, best_file)
 
     class EpochBackup(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

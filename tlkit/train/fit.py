@@ -1,8 +1,9 @@
 """The stage loop every job shares: compile once per stage, fit with Keras callbacks.
 
 A stage may fit another model than the one the run saves: a head trained on cached
-features shares its layers with the classifier, and the checkpoints always hold the
-classifier's weights.
+features shares its layers with the classifier. ``checkpoints/best.weights.h5`` always holds
+the classifier's weights; such a stage keeps its head's best epoch and writes the
+classifier's when it ends.
 
 Example:
     >>> history = fit_stages(model, stages, datasets, folder,
@@ -21,7 +22,9 @@ import pandas as pd
 
 from tlkit.recipes import Stage
 from tlkit.train.checkpoints import (
+    BEST_FILE,
     HISTORY_FILE,
+    STAGE_BEST,
     ResumePoint,
     epoch_callbacks,
     record_stage,
@@ -56,7 +59,7 @@ class StageFit:
     val: Any = None
 
 
-def _callbacks(model: Any, folder: Path, stage: Stage, index: int, monitor: str, mode: str,
+def _callbacks(best_file: Path, folder: Path, stage: Stage, index: int, monitor: str, mode: str,
                log: pd.DataFrame, first_epoch: int, early_stopping: int | None,
                clock: EpochClock | None) -> list[Any]:
     """The stage's callbacks: seeds first, the kill-safe per-epoch writers last."""
@@ -68,7 +71,7 @@ def _callbacks(model: Any, folder: Path, stage: Stage, index: int, monitor: str,
         earlier = log.loc[log["epoch"] >= first_epoch, monitor].tolist() if len(log) else []
         callbacks.append(_early_stopping(monitor, mode, early_stopping, earlier))
     best = _best(log, monitor, mode)
-    return callbacks + epoch_callbacks(model, folder, stage.name, index, monitor, mode, best)
+    return callbacks + epoch_callbacks(best_file, folder, stage.name, index, monitor, mode, best)
 
 
 def _early_stopping(monitor: str, mode: str, patience: int, earlier: list[float]) -> Any:
@@ -99,10 +102,17 @@ def _stage_start(model: Any, folder: Path, index: int) -> None:
     if start.is_file():
         model.load_weights(start)
         return
-    best = folder / "checkpoints" / "best.weights.h5"
+    best = folder / "checkpoints" / BEST_FILE
     if index and best.is_file():
         model.load_weights(best)
     save_weights(model, start)
+
+
+def _keep_stage_best(model: Any, fitted: Any, stage_best: Path, folder: Path) -> None:
+    """After a stage that fitted a head alone: the classifier's weights at its best epoch."""
+    if fitted is not model and stage_best.is_file():
+        fitted.load_weights(stage_best)  # the head's layers are the classifier's
+        save_weights(model, folder / "checkpoints" / BEST_FILE)
 
 
 def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder: Path, *,
@@ -115,10 +125,11 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
     ``prepare(stage)`` sets what trains and compiles: once per stage, because Keras reads
     ``trainable`` at compile time. It returns what the stage fits, or None for ``model`` on
     ``datasets["train"]`` and ``datasets["val"]``. Each stage starts from the best weights
-    so far. Writes ``checkpoints/`` (best and last weights), ``history.csv`` (one row per
-    epoch, with its ``stage``) and TensorBoard ``logs/`` into ``folder``. A folder left by a
-    killed run continues where it stopped (``tlkit.train.checkpoints``): finished stages are
-    skipped, and the current one restarts from its last epoch's weights and optimizer state.
+    so far. Writes ``checkpoints/best.weights.h5`` (the best epoch's weights),
+    ``history.csv`` (one row per epoch, with its ``stage``) and TensorBoard ``logs/`` into
+    ``folder``. A folder left by a killed run continues where it stopped
+    (``tlkit.train.checkpoints``): finished stages are skipped, and the current one
+    restarts from its last epoch's weights and optimizer state.
     """
     monitor, mode = monitored(monitor, "val" in datasets)
     (folder / "checkpoints").mkdir(exist_ok=True)
@@ -130,16 +141,20 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         fitting.model.jit_compile = jit_compile  # XLA, per the recipe
         if point.backup is not None and index == point.stages_done:
             restore(fitting.model, point.backup)
+        stage_best = folder / "checkpoints" / (BEST_FILE if fitting.model is model
+                                               else STAGE_BEST)
         fitting.model.fit(
             fitting.train, validation_data=fitting.val, initial_epoch=epoch,
             epochs=first + stage.epochs, class_weight=class_weight,
-            callbacks=_callbacks(model, folder, stage, index, monitor, mode, log, first,
+            callbacks=_callbacks(stage_best, folder, stage, index, monitor, mode, log, first,
                                  early_stopping, clock),
             shuffle=False, verbose=progress_verbosity() if verbose is None else verbose)
+        _keep_stage_best(model, fitting.model, stage_best, folder)
         log = pd.read_csv(folder / HISTORY_FILE)
         first = epoch = int(log["epoch"].max()) + 1
         record_stage(folder, index + 1, epoch)
-    model.load_weights(folder / "checkpoints" / "best.weights.h5")
+        stage_best.with_name(STAGE_BEST).unlink(missing_ok=True)
+    model.load_weights(folder / "checkpoints" / BEST_FILE)
     for start in (folder / "checkpoints").glob("stage-*-start.weights.h5"):
         start.unlink()
     return log
