@@ -302,7 +302,7 @@ CLI_CASES = [
     ("predict a run with a damaged recipe", "predict {runs}/damaged {one_png}",
      ["recipe.yaml", "unknown key 'backbon'"]),
     ("predict a run with a damaged model.keras", "predict {runs}/colours {one_png}",
-     ["model.keras' is not a readable .keras model", "train the run again"]),
+     ["model.keras' is not a .keras zip archive; it is damaged: train the run again"]),
     ("report a run with a damaged history.csv", "report {runs}/bad_history",
      ["history.csv' is damaged", "train the run again"]),
     ("report a run whose predictions lack a class", "report {runs}/one_column",

@@ -233,3 +233,13 @@ def test_float32_probabilities_read_back_as_float64_need_no_warning() -> None:
         m = classification_metrics(rng.integers(0, 7, 50), softmax.astype(float),
                                    [str(i) for i in range(7)])
     assert 0 < m["loss"] < 10
+
+
+def test_curves_of_a_split_holding_one_class_draw_without_warnings() -> None:
+    import warnings
+
+    y, p = np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels" is a warning
+        figure = roc_pr_figure(y, p, ["a", "b"])
+    assert figure.axes[1].get_legend() is None  # no precision-recall curve to name

@@ -172,3 +172,11 @@ def test_an_image_model_is_not_a_text_cnn() -> None:
     from tlkit.backbones import build_tiny_cnn
 
     assert_user_error(lambda: kim_parts(build_tiny_cnn(include_top=True)), "not a tlkit text CNN")
+
+
+def test_top_below_one_is_one_line(text_run: Path) -> None:
+    from tlkit.explain.run import explain_run
+
+    assert_user_error(lambda: explain_run(text_run, ["a film"], top=0), "--top 0", "1 or more")
+    code, _, err = run_cli(["explain", str(text_run), "a film", "--top", "0"])
+    assert code == 2 and "--top" in err

@@ -13,6 +13,7 @@ from tlkit.data.tables import (
     held_out_count,
     label_ids,
     read_table,
+    require_columns,
     stratified_holdout,
 )
 
@@ -90,3 +91,10 @@ def test_image_and_text_hold_outs_agree() -> None:
     image_val = (split_table(frame, 0.15, 0.0, seed=3)["split"] == "val").sum()
     _, text_dev = dev_split(labels, 0.15, seed=3)
     assert image_val == len(text_dev) == held_out_count(22, 0.15, 2) == 4
+
+
+def test_a_missing_column_in_a_file_tlkit_wrote_says_to_train_again() -> None:
+    frame = pd.DataFrame({"path": ["a.png"], "label": ["x"]})
+    assert_user_error(lambda: require_columns(frame, {"path": None, "split": None}, "'s.csv'"),
+                      "'s.csv' has no column 'split' (columns: path, label); tlkit wrote this "
+                      "file with it: it was changed by hand, train the run again")

@@ -168,8 +168,7 @@ def reference_inputs(run: Run) -> tuple[list[str], list[str], str]:
 
     table = read_table(source)
     column = "path" if run.kind == "image" else "input"
-    require_columns(table, {column: "(a tlkit run file)", "split": "(a tlkit run file)",
-                            "label": "(a tlkit run file)"}, f"'{source}'")
+    require_columns(table, {column: None, "split": None, "label": None}, f"'{source}'")
     for split in ("test", "val"):
         rows = table[table["split"] == split]
         if len(rows):

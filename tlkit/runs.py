@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -340,6 +341,10 @@ def load_keras_file(path: str | Path) -> Any:
     from tlkit.devices import use_gpus
 
     use_gpus(None)  # memory growth on before the model lands on a GPU: a server shares it
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        # Keras says "File not found" for a file that is there but is not a zip archive
+        raise UserError(f"'{path}' is not a .keras zip archive; it is damaged: train the run "
+                        "again")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except ValueError as error:

@@ -18,8 +18,8 @@ import click
 @click.option("--data", type=click.Path(dir_okay=False),
               help="Text runs: a CSV/TSV (the recipe's text column) or one sentence per line; "
                    "ranks the top n-grams per predicted class over it.")
-@click.option("--top", type=int, help="N-grams per sentence (default 5), or per class with "
-              "--data (default 10).")
+@click.option("--top", type=click.IntRange(min=1),
+              help="N-grams per sentence (default 5), or per class with --data (default 10).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for the files: image overlays and heatmaps (default "
                    "RUN/explanations), or the text table as CSV.")

@@ -109,8 +109,10 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     return frame
 
 
-def require_columns(frame: pd.DataFrame, columns: dict[str, str], source: str) -> None:
+def require_columns(frame: pd.DataFrame, columns: dict[str, str | None], source: str) -> None:
     """Check that ``frame`` has each column; ``columns`` maps a name to the flag that sets it.
+
+    A file tlkit wrote itself has no flag: pass ``None``, and the fix is to write it again.
 
     Example:
         >>> require_columns(pd.DataFrame({"text": []}), {"label": "--label-column"}, "'a.csv'")
@@ -120,9 +122,10 @@ def require_columns(frame: pd.DataFrame, columns: dict[str, str], source: str) -
     """
     for column, flag in columns.items():
         if column not in frame.columns:
+            fix = (f"name the right one with {flag}" if flag else
+                   "tlkit wrote this file with it: it was changed by hand, train the run again")
             raise UserError(f"{source} has no column '{column}' (columns: "
-                            f"{', '.join(map(shown, frame.columns))}); name the right one with "
-                            f"{flag}")
+                            f"{', '.join(map(shown, frame.columns))}); {fix}")
 
 
 def as_labels(values: Sequence[object] | pd.Series) -> np.ndarray:

@@ -147,7 +147,8 @@ def _style(axes: Any, title: str, xlabel: str, ylabel: str) -> None:
     axes.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(-0.01, 1.01), ylim=(-0.01, 1.02))
     axes.set_aspect("equal")
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right" if "ROC" in title else "lower left", fontsize=8)
+    if axes.get_legend_handles_labels()[0]:  # no curves when one class is all there is
+        axes.legend(loc="lower right" if "ROC" in title else "lower left", fontsize=8)
 
 
 def reliability_figure(reliability: dict[str, Any], ece: float | None = None) -> Figure:

@@ -59,7 +59,7 @@ def explain_run(run_path: str | Path, inputs: Sequence[str], method: str | None 
     run = load_run(run_path, model=False)
     method = _check_method(run.kind, method)
     class_index = None if class_name is None else _class_index(run.class_names, class_name)
-    _check_inputs(run.kind, inputs, data, method)
+    _check_inputs(run.kind, inputs, data, method, top)
     items = gather_inputs(run, inputs, data, encoding=getattr(run.recipe, "encoding", "utf-8"))
     run = open_run(run)
     if run.kind == "image":
@@ -97,8 +97,10 @@ def _class_index(class_names: list[str], class_name: str) -> int:
     return class_names.index(class_name)
 
 
-def _check_inputs(kind: str, inputs: Sequence[str], data: str | Path | None, method: str
-                  ) -> None:
+def _check_inputs(kind: str, inputs: Sequence[str], data: str | Path | None, method: str,
+                  top: int | None = None) -> None:
+    if top is not None and top < 1:
+        raise UserError(f"--top {top}: give 1 or more n-grams to show")
     what = "image files or folders" if kind == "image" else "sentences in quotes, or --data FILE"
     if not inputs and data is None:
         raise UserError(f"no inputs to explain; give {what}")
