@@ -221,7 +221,7 @@ CLI_CASES = [
     ("finetune --set stages.5.lr=0.1", "finetune --data {images} --set stages.5.lr=0.1",
      ["no list item 5"]),
     ("finetune --set stages.0=3", "finetune --data {images} --set stages.0=3",
-     ["must end in a field name"]),
+     ["stages[0]: expected a mapping for Stage, got 3"]),
     ("finetune --set seed=[1", "finetune --data {images} --set seed=[1",
      ["override 'seed=[1'", "not plain YAML", "quote it"]),
     ("finetune --set augment=3", "finetune --data {images} --set augment=3",

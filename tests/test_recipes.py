@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import assert_user_error
 
 from tlkit.errors import UserError
 from tlkit.recipes import (
     SCHEDULES,
     ImageRecipe,
     Stage,
+    TextCNNRecipe,
     apply_overrides,
+    build_recipe,
     dump_recipe,
     load_recipe,
     load_recipe_text,
@@ -136,3 +139,10 @@ def test_resolve_recipe_merges_file_then_flags_then_set(tmp_path: Path) -> None:
     assert [stage.name for stage in schedule.stages] == ["head"]
     with pytest.raises(UserError, match="kind 'image', not 'textcnn'"):
         resolve_recipe("textcnn", file)
+
+
+def test_an_item_of_a_default_list_can_be_set() -> None:
+    recipe = build_recipe(TextCNNRecipe, {}, ["filter_widths.0=2"])
+    assert recipe.filter_widths == [2, 4, 5]  # the other widths stay the paper's
+    assert_user_error(lambda: build_recipe(TextCNNRecipe, {}, ["filter_widths.3=6"]),
+                      "no list item 3")

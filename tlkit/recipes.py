@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -384,9 +385,13 @@ def build_recipe(cls: type, data: dict[str, Any], overrides: list[str] | None = 
         2
     """
     data = dict(data)
-    if "stages" not in data and any(o.startswith("stages.") for o in overrides or []):
-        data["stages"] = _default_stages(cls)
+    defaults = recipe_to_dict(cls())
     for override in overrides or []:
+        path = override.partition("=")[0].strip().split(".")
+        # a dotted key into a field the data leaves at its default edits that default
+        if len(path) > 1 and path[0] not in data and isinstance(defaults.get(path[0]),
+                                                                (list, dict)):
+            data[path[0]] = copy.deepcopy(defaults[path[0]])
         _apply_override(data, override)
     return _from_dict(cls, data, source)
 
@@ -462,8 +467,11 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         else:
             target = target.setdefault(part, {})
     if isinstance(target, list):
-        raise UserError(f"override '{override}' must end in a field name")
-    target[parts[-1]] = value
+        if not parts[-1].isdigit() or int(parts[-1]) >= len(target):
+            raise UserError(f"override '{override}': no list item {parts[-1]}")
+        target[int(parts[-1])] = value
+    else:
+        target[parts[-1]] = value
 
 
 def kind_of(recipe: Any) -> str:
