@@ -277,6 +277,8 @@ CLI_CASES = [
     ("textcnn train --data a/reviews.pos --data b/reviews.pos",
      "textcnn train --data {a}/reviews.pos --data {b}/reviews.pos",
      ["do not have distinct names"]),
+    ("textcnn train --data t.csv --data t.csv", "textcnn train --data {train} --data {train}",
+     ["is a table and 2 --data were given", "pass one CSV/TSV"]),
     ("textcnn train --vectors with variant rand", "textcnn train --data {train} --vectors "
      "{vectors}", ["variant 'rand'", "ignore --vectors", "--variant static"]),
     ("textcnn train --vectors missing.txt",

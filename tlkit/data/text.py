@@ -207,6 +207,10 @@ def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
     if folders:
         raise UserError(f"'{folders[0]}' is a folder; pass either one folder of <class>.txt "
                         "files or a list of class files")
+    tables = [p for p in files if is_table_file(p)]
+    if tables:
+        raise UserError(f"'{tables[0]}' is a table and {len(files)} --data were given; pass one "
+                        "CSV/TSV (it holds every class), or one plain-text file per class")
     suffixes = [p.suffix.lstrip(".") for p in files]
     names = suffixes if len(set(suffixes)) == len(files) and all(suffixes) else \
         [p.stem for p in files]
@@ -526,8 +530,7 @@ def text_dataset(split: TextSplit, batch_size: int = 50, shuffle: bool = False,
             lambda: _epoch_batches(split, batch_size, sort_window, clock),
             output_signature=(tf.TensorSpec((None, None), tf.int32),
                               tf.TensorSpec((None,), tf.int32)))
-        return stream.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(
-            tf.data.AUTOTUNE)
+        return _counted_and_prefetched(stream, batches)
     stream = tf.data.Dataset.from_tensor_slices((split.ids, split.lengths, split.labels))
     if shuffle:
         stream = stream.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
@@ -537,9 +540,24 @@ def text_dataset(split: TextSplit, batch_size: int = 50, shuffle: bool = False,
         lambda ids, lengths, labels: (ids[:, : tf.maximum(tf.reduce_max(lengths), 1)], labels))
     if shuffle and sort_window > 1:
         stream = stream.shuffle(sort_window, seed=seed + 1, reshuffle_each_iteration=True)
-    # Sorting hides the batch count from tf.data; Keras needs it to end epochs cleanly.
+    return _counted_and_prefetched(stream, batches)
+
+
+def _counted_and_prefetched(stream: tf.data.Dataset, batches: int) -> tf.data.Dataset:
+    """The batch count stated, two batches prepared ahead, tf.data's autotuner off.
+
+    Sorting and generators hide the batch count from tf.data; Keras needs it to end epochs
+    cleanly. Keras makes a new iterator every epoch (and for every validation pass), and
+    dropping an autotuned one waits for the autotuner's next wake-up, which grows to 5 s:
+    measured here, that wait cost more than a whole TREC epoch. Two batches ahead keep the
+    model fed without it.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
     return stream.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(
-        tf.data.AUTOTUNE)
+        2).with_options(options)
 
 
 def _epoch_batches(split: TextSplit, batch_size: int, sort_window: int, clock: EpochClock
