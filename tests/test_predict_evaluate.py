@@ -47,6 +47,31 @@ def test_predict_files_folders_and_csv_with_an_undecodable_image(image_run: Path
     np.testing.assert_allclose(good[["prob_1", "prob_2", "prob_3"]].sum(axis=1), 1, atol=2e-4)
 
 
+def test_broken_images_get_one_line_each_and_good_ones_are_not_scanned_first(
+        image_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tlkit.data.images
+
+    folder = tmp_path / "mixed"
+    good = [write_image(folder / f"{i}.png", (30, 40, 220), seed=i) for i in range(40)]
+    truncated = write_image(folder / "truncated.jpg", (220, 30, 30), size=64)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    (folder / "notes.jpg").write_text("not an image")
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    asked = []
+    reason = tlkit.data.images.unreadable_reason
+    monkeypatch.setattr(tlkit.data.images, "unreadable_reason",
+                        lambda path: asked.append(Path(path).name) or reason(path))
+    by_name = predict(image_run, [str(folder)])
+    by_name.index = by_name["input"].map(lambda path: Path(path).name)
+    # Images are decoded once, for the model; only the files that failed are read again.
+    assert sorted(asked) == ["gone.png", "notes.jpg", "truncated.jpg"]
+    assert "truncated" in by_name.loc["truncated.jpg", "error"]
+    assert "broken symbolic link" in by_name.loc["gone.png", "error"]
+    assert by_name.loc["notes.jpg", "error"] != ""
+    assert (by_name.loc[[p.name for p in good], "error"] == "").all()
+    assert (by_name.loc[[p.name for p in good], "label_1"] == "blue").all()
+
+
 def test_evaluate_matches_the_runs_own_test_numbers(image_run: Path) -> None:
     split = pd.read_csv(image_run / "split.csv")
     test_rows = split[split["split"] == "test"]

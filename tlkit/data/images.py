@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,9 +197,7 @@ def _check_classes(table: pd.DataFrame, source: str, min_classes: int = 2) -> pd
 def find_unreadable(paths: list[str], workers: int = 8) -> list[tuple[str, str]]:
     """(path, reason) for each file that does not fully decode as an image.
 
-    Decoding the whole file (not just its header) is what finds truncated JPEGs. A file
-    Pillow reads must also pass TensorFlow's decoder, the one training uses: Pillow reads
-    formats that TensorFlow does not (TIFF renamed to .jpg, 1-bit BMP).
+    Each file goes through ``unreadable_reason``, in threads (the decoders release the GIL).
 
     Example:
         >>> find_unreadable([])
@@ -206,28 +205,67 @@ def find_unreadable(paths: list[str], workers: int = 8) -> list[tuple[str, str]]
     """
     if not paths:
         return []
+    with ThreadPoolExecutor(workers) as pool:
+        reasons = list(pool.map(unreadable_reason, paths))
+    return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
+
+
+def unreadable_reason(path: str) -> str | None:
+    """Why ``path`` does not fully decode as an image (one line), or None when it does.
+
+    Decoding the whole file (not just its header) is what finds truncated JPEGs. A file
+    Pillow reads must also pass TensorFlow's decoder, the one training uses: Pillow reads
+    formats that TensorFlow does not (TIFF renamed to .jpg, 1-bit BMP).
+
+    Example:
+        >>> unreadable_reason("/no/such/image.jpg")
+        'cannot be opened: No such file or directory'
+    """
+    unreachable = _unreachable(path)
+    if unreachable:
+        return unreachable
     import tensorflow as tf
     from PIL import Image
 
-    def problem(path: str) -> str | None:
-        unreachable = _unreachable(path)
-        if unreachable:
-            return unreachable
-        try:
-            with Image.open(path) as image:
-                image.load()
-                kind = f"{image.format} ({image.mode})"
-        except Exception as error:  # PIL raises many types for broken files
-            return _first_line(error)
-        try:
-            decode_image(tf.constant(path), 8)
-        except Exception as error:  # tf.errors.InvalidArgumentError and friends
-            return f"{kind} image that TensorFlow cannot decode ({_first_line(error)})"
-        return None
+    try:
+        with Image.open(path) as image:
+            image.load()
+            kind = f"{image.format} ({image.mode})"
+    except Exception as error:  # PIL raises many types for broken files
+        return _first_line(error)
+    try:
+        decode_image(tf.constant(path), 8)
+    except Exception as error:  # tf.errors.InvalidArgumentError and friends
+        return f"{kind} image that TensorFlow cannot decode ({_first_line(error)})"
+    return None
 
-    with ThreadPoolExecutor(workers) as pool:
-        reasons = list(pool.map(problem, paths))
-    return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
+
+def decode_once(paths: list[str], image_size: int, batch_size: int
+                ) -> Iterator[tuple[np.ndarray, tf.Tensor]]:
+    """(row numbers in ``paths``, images) batches of the files that decode, each decoded once.
+
+    For prediction: a file that fails to decode is left out of the batches instead of
+    stopping them, so the images are not scanned beforehand (which decoded each twice); the
+    caller asks ``unreadable_reason`` about the rows that never came. Decoding runs in
+    parallel and ahead of the consumer (prefetch), overlapped with the model.
+
+    Example:
+        >>> [rows for rows, _ in decode_once(["/no/such.jpg"], 32, 8)]
+        []
+    """
+    import tensorflow as tf
+
+    # Paths that lead to no regular file never reach the reader: a FIFO would block it.
+    reachable = [i for i, path in enumerate(paths) if _unreachable(path) is None]
+    if not reachable:
+        return
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.asarray(reachable, "int64"), [paths[i] for i in reachable]))
+    dataset = dataset.map(lambda i, path: (i, decode_image(path, image_size)),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    batches = dataset.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    for rows, images in batches:
+        yield rows.numpy(), images
 
 
 def _unreachable(path: str) -> str | None:
