@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "Stage": "tlkit.recipes",
     "load_recipe": "tlkit.recipes",
     "inspect_model": "tlkit.inspection",
+    "fetch_dataset": "tlkit.datasets",
     "UserError": "tlkit.errors",
 }
 

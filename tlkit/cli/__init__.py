@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "tlkit.cli.inspect:inspect",
     "backbones": "tlkit.cli.backbones:backbones",
     "weights": "tlkit.cli.weights:weights",
+    "datasets": "tlkit.cli.datasets:datasets",
 }
 
 USER_ERROR_EXIT_CODE = 2
