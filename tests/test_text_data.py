@@ -263,3 +263,17 @@ def test_training_batches_cover_each_text_once_and_are_cut_to_their_longest() ->
     assert sorted(seen) == list(range(1, 41))
     ordered = np.concatenate([y.numpy() for _, y in text_dataset(train, batch_size=7)])
     assert ordered.tolist() == train.labels.tolist()
+
+
+def test_text_streams_run_without_the_autotuner() -> None:
+    # Dropping an autotuned iterator waits for the autotuner's next wake-up (up to 5 s),
+    # and Keras drops one at the end of every fit and evaluation.
+    from tlkit.train.epochs import EpochClock
+
+    data = prepare_text_data(frame(["a b", "c d e", "f"] * 4, ["a", "b", "a"] * 4),
+                             dev_fraction=0.0)
+    train = data.splits["train"]
+    for stream in (text_dataset(train), text_dataset(train, shuffle=True),
+                   text_dataset(train, shuffle=True, clock=EpochClock(0))):
+        assert stream.options().autotune.enabled is False
+        assert sum(int(labels.shape[0]) for _, labels in stream) == 12

@@ -19,6 +19,7 @@ from tlkit.models.textcnn import (
     build_textcnn,
     compile_textcnn,
     kim_optimizer,
+    training_model,
 )
 
 TINY = {"embedding_dim": 6, "feature_maps": 4}
@@ -89,6 +90,46 @@ def test_sparse_adadelta_matches_dense_adadelta() -> None:
         dense.apply_gradients([(tf.convert_to_tensor(slices), dense_var)])
     np.testing.assert_allclose(sparse_var.numpy(), dense_var.numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(sparse_var.numpy()[6:], table[6:])
+
+
+def test_sparse_adadelta_dense_weights_match_keras_adadelta() -> None:
+    rng = np.random.default_rng(1)
+    start = rng.normal(size=(3, 5)).astype("float32")
+    ours, theirs = keras.Variable(start), keras.Variable(start)
+    sparse, dense = SparseAdadelta(1.0, 0.95, 1e-6), keras.optimizers.Adadelta(1.0, 0.95, 1e-6)
+    for _ in range(4):
+        gradient = tf.constant(rng.normal(size=(3, 5)).astype("float32"))
+        sparse.apply_gradients([(gradient, ours)])
+        dense.apply_gradients([(gradient, theirs)])
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("variant", ["rand", "multichannel"])
+def test_training_model_computes_the_model_and_its_gradients(variant) -> None:
+    vectors = np.random.default_rng(2).normal(size=(20, 6)).astype("float32")
+    model = build_textcnn(20, 3, variant, embeddings=None if variant == "rand" else vectors,
+                          seed=3, **TINY)
+    fitted = training_model(model)
+    assert {id(v) for v in fitted.trainable_variables} == {
+        id(v) for v in model.trainable_variables}
+    # One short sentence in a padded batch, one filling it, one of a single token.
+    ids = tf.constant([[4, 7, 2, 0, 0, 0], [5, 9, 11, 12, 3, 8], [6, 0, 0, 0, 0, 0]])
+    labels = tf.constant([0, 2, 1])
+    gradients = []
+    for net in (model, fitted):
+        with tf.GradientTape() as tape:
+            probabilities = net(ids, training=False)
+            loss = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+        gradients.append([tf.convert_to_tensor(g).numpy() for g in
+                          tape.gradient(loss, model.trainable_variables)])
+        np.testing.assert_allclose(probabilities, model(ids, training=False), rtol=1e-5)
+    for ours, keras_graph in zip(gradients[1], gradients[0], strict=True):
+        np.testing.assert_allclose(ours, keras_graph, rtol=1e-4, atol=1e-6)
+
+
+def test_training_model_keeps_other_activations_on_the_keras_graph() -> None:
+    model = build_textcnn(20, 2, activation="tanh", **TINY)
+    assert training_model(model) is model
 
 
 def texts_frame() -> pd.DataFrame:

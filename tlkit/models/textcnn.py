@@ -3,9 +3,11 @@
 Two models share the same layers: ``build_textcnn`` takes token ids (the fast one to train,
 fed by ``tlkit.data.text.text_dataset``) and ``build_string_model`` wraps it with the
 tokenizer and vocabulary so the saved model takes raw strings. Training speed comes from
-``SparseAdadelta``, which updates only the embedding rows a batch uses, and from batches
-padded to their own longest sentence; the model's edge padding makes its outputs independent
-of how much padding a batch has.
+``SparseAdadelta``, which updates only the embedding rows a batch uses (and the other
+weights with TensorFlow's fused Adadelta kernel), from batches padded to their own longest
+sentence (the model's edge padding makes its outputs independent of how much padding a
+batch has), and from ``training_model``, which fits the same layers through
+``PooledConvolutions`` (the same numbers with less convolution work).
 
 Example:
     >>> model = build_textcnn(vocab_size=100, num_classes=2, embedding_dim=8, seed=0)
@@ -134,12 +136,19 @@ class SparseAdadelta(keras.optimizers.Adadelta):
         ]
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        if not isinstance(gradient, tf.IndexedSlices):
-            super().update_step(gradient, variable, learning_rate)
-            return
         # Gathers go to the tf.Variables themselves (a sparse read): reading a whole Keras
         # variable first would make the scatters below copy the full table.
         acc_grad, acc_delta = map(_tf_variable, adadelta_accumulators(self, variable))
+        if not isinstance(gradient, tf.IndexedSlices):
+            # TensorFlow's fused Adadelta kernel: Keras's formula in one pass over the
+            # weights and accumulators rather than a dozen separate operations.
+            dtype = variable.dtype
+            tf.raw_ops.ResourceApplyAdadelta(
+                var=_tf_variable(variable).handle, accum=acc_grad.handle,
+                accum_update=acc_delta.handle, lr=tf.cast(learning_rate, dtype),
+                rho=tf.cast(self.rho, dtype), epsilon=tf.cast(self.epsilon, dtype),
+                grad=tf.cast(gradient, dtype))
+            return
         last_step = _tf_variable(self._last_steps[optimizer_variable_index(self, variable)])
         rows, position = tf.unique(gradient.indices)
         # A row looked up several times in the batch gets the sum of its gradients.
@@ -287,12 +296,108 @@ def _max_pooled_features(embedded: Any, filter_widths: Sequence[int], feature_ma
     return pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="features")(pooled)
 
 
+@keras.saving.register_keras_serializable(package="tlkit")
+class PooledConvolutions(keras.layers.Layer):
+    """Training's path through a Kim CNN's convolutions and max over time, on shared weights.
+
+    It computes what the model's ``ZeroPadding1D -> Conv1D -> GlobalMaxPooling1D`` branches
+    compute (concatenated, ReLU filters), with two kinds of work left out: the window that
+    holds only padding gives each filter its bias, so the bias joins the max instead of a
+    convolved window; and the embeddings' gradient is a convolution over the sentence's own
+    positions, where Keras's gradient also fills the padding positions and then drops them.
+
+    Example:
+        >>> model = build_textcnn(vocab_size=20, num_classes=2, embedding_dim=4, seed=0)
+        >>> convolutions = [model.get_layer(f"conv_{width}") for width in (3, 4, 5)]
+        >>> PooledConvolutions(convolutions)(np.zeros((2, 6, 4), "float32")).shape
+        TensorShape([2, 300])
+    """
+
+    def __init__(self, convolutions: Sequence[keras.layers.Conv1D], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.convolutions = list(convolutions)
+        self.built = True  # the weights are the convolutions'
+
+    def call(self, embedded: Any) -> Any:
+        return ops.concatenate([_edge_max_pool(embedded, conv.kernel, conv.bias)
+                                for conv in self.convolutions], axis=-1)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0], sum(conv.filters for conv in self.convolutions))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "convolutions": [
+            keras.saving.serialize_keras_object(conv) for conv in self.convolutions]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PooledConvolutions:
+        convolutions = [keras.saving.deserialize_keras_object(conv)
+                        for conv in config.pop("convolutions")]
+        return cls(convolutions, **config)
+
+
+def _edge_max_pool(embedded: Any, kernel: Any, bias: Any) -> Any:
+    """ReLU of each filter's max over the edge-padded windows and the all-padding one (bias)."""
+    kernel, bias = ops.cast(kernel, embedded.dtype), ops.cast(bias, embedded.dtype)
+    windows = _edge_windows(embedded, kernel)
+    return tf.nn.relu(tf.maximum(tf.reduce_max(windows, axis=1) + bias, bias))
+
+
+@tf.custom_gradient
+def _edge_windows(embedded: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
+    """Every window holding a real position (width - 1 zeros at both ends), without bias."""
+    width = kernel.shape[0]
+    padded = tf.pad(embedded, [[0, 0], [width - 1, width - 1], [0, 0]])
+    windows = tf.nn.conv1d(padded, kernel, 1, "VALID")
+
+    def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        # Each position's gradient gathers the windows that hold it: a convolution of the
+        # upstream gradient with the flipped, transposed kernel, one output per position.
+        flipped = tf.transpose(tf.reverse(kernel, [0]), [0, 2, 1])
+        d_embedded = tf.nn.conv1d(upstream, flipped, 1, "VALID")
+        d_kernel = tf.raw_ops.Conv2DBackpropFilter(
+            input=padded[:, None], filter_sizes=tf.shape(kernel[None]),
+            out_backprop=upstream[:, None], strides=[1, 1, 1, 1], padding="VALID")[0]
+        return d_embedded, d_kernel
+
+    return windows, gradient
+
+
+def training_model(model: keras.Model) -> keras.Model:
+    """The model to fit: ``model``'s layers and weights, with ``PooledConvolutions``.
+
+    Training it trains ``model`` (the weights are shared); ``model`` stays the one to save,
+    explain and export. Filters other than ReLU keep ``model`` itself.
+
+    Example:
+        >>> model = build_textcnn(vocab_size=20, num_classes=2, embedding_dim=4, seed=0)
+        >>> ids = np.array([[3, 4, 5, 0]])
+        >>> np.allclose(training_model(model)(ids), model(ids))
+        True
+    """
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv1D)]
+    if any(getattr(conv.activation, "__name__", "") != "relu" for conv in convolutions):
+        return model
+    ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    names = {layer.name for layer in model.layers}
+    if "channels" in names:  # multichannel: the frozen and tuned tables, added
+        embedded = model.get_layer("channels")(
+            [model.get_layer("embedding_static")(ids), model.get_layer("embedding")(ids)])
+    else:
+        embedded = model.get_layer("embedding")(ids)
+    features = PooledConvolutions(convolutions, name="pooled_convolutions")(embedded)
+    outputs = model.get_layer("output")(model.get_layer("dropout")(features))
+    return keras.Model(ids, outputs, name=f"{model.name}_training")
+
+
 def compile_textcnn(model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None,
                     steps_per_execution: int = KIM.steps_per_execution) -> None:
     """Compile for training on ids with Kim's optimizer (``kim_optimizer()`` by default).
 
-    XLA stays off: batches vary in length, and XLA compiles anew for every new length
-    (seconds each on CPU), which costs more than it saves.
+    XLA stays off: on this repository's 2-core CPU a jit-compiled training step took about
+    twice as long as TensorFlow's own kernels even at one fixed length (XLA's CPU
+    convolutions are slower than oneDNN's), and batches vary in length, so XLA would also
+    compile anew for every length (docs/textcnn_speed.md).
 
     Example:
         >>> model = build_textcnn(vocab_size=100, num_classes=2, embedding_dim=8)

@@ -33,7 +33,7 @@ from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import Stage, TextCNNRecipe
 from tlkit.runs import PREDICTIONS_FILE, Run, RunWriter, check_destination, new_run_folder, run_name
 from tlkit.train.epochs import EpochClock
-from tlkit.train.fit import fit_stages
+from tlkit.train.fit import StageFit, fit_stages
 
 VOCABULARY_FILE = "vocabulary.json"
 
@@ -126,7 +126,7 @@ def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str
 
 def _fit_and_score(recipe: TextCNNRecipe, data: TextData, folder: Path, setup: Any
                    ) -> dict[str, Any]:
-    from tlkit.models.textcnn import build_textcnn, compile_textcnn, kim_optimizer
+    from tlkit.models.textcnn import build_textcnn
 
     clock = EpochClock(recipe.seed)
     embeddings, coverage = _embeddings(recipe, data)
@@ -143,7 +143,7 @@ def _fit_and_score(recipe: TextCNNRecipe, data: TextData, folder: Path, setup: A
     start = time.perf_counter()
     history = fit_stages(
         model, [stage], datasets, folder,
-        prepare=lambda s: compile_textcnn(model, kim_optimizer(learning_rate=s.lr)),
+        prepare=lambda s: _training_fit(model, datasets, s.lr),
         monitor=recipe.monitor, early_stopping=recipe.early_stopping, clock=clock,
         jit_compile=recipe.jit_compile)
     seconds = round(time.perf_counter() - start, 1)
@@ -159,6 +159,15 @@ def _fit_and_score(recipe: TextCNNRecipe, data: TextData, folder: Path, setup: A
     return {"model": model, "history": history, "metrics": metrics, "seconds": seconds,
             "coverage": coverage, "predictions": pd.concat(tables, ignore_index=True),
             "devices": setup.record()}
+
+
+def _training_fit(model: Any, datasets: dict[str, Any], lr: float) -> StageFit:
+    """Fit ``model``'s layers on their faster training path, compiled with Kim's optimizer."""
+    from tlkit.models.textcnn import compile_textcnn, kim_optimizer, training_model
+
+    fitted = training_model(model)
+    compile_textcnn(fitted, kim_optimizer(learning_rate=lr))
+    return StageFit(fitted, datasets["train"], datasets.get("val"))
 
 
 def _embeddings(recipe: TextCNNRecipe, data: TextData) -> tuple[np.ndarray | None,
