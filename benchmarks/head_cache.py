@@ -1,10 +1,11 @@
 """Head training on cached backbone features against plain Keras fit through the frozen backbone.
 
-Both methods train the same head (same initial weights, optimizer and seed) for the same
-epochs on the same train/val split of real JPEGs, in one process: tlkit's way builds the
-feature cache (timed) and fits the head on it; plain Keras fits the full model with the
-backbone frozen, from the same tf.data pipeline with decoded images cached in memory (so it
-does not pay for JPEG decoding each epoch). A second tlkit row times the run when the cache
+Both methods train the same head (same initial weights, dropout draws, optimizer and seed)
+for the same epochs on the same batches in the same order, in one process: tlkit's way builds
+the feature cache (timed) and fits the head on it; plain Keras fits the full model with the
+backbone frozen, from images decoded once into memory (so it does not pay for JPEG decoding
+each epoch). The two are the same computation but for where the backbone's features come
+from, so their accuracies must agree. A second tlkit row times the run when the cache
 is already on disk, and a linear-probe row shows the floor on the same features. Each row
 has wall and CPU seconds: on a shared machine the other jobs' load moves wall time. Then, in
 fresh processes, the peak resident memory while caching N images (the first images repeated
@@ -117,12 +118,58 @@ def tlkit_head(model: Any, split: dict, cache_dir: Path, args: argparse.Namespac
 
 
 def plain_keras_head(model: Any, split: dict, args: argparse.Namespace) -> float:
-    """Val accuracy of ``fit`` on the full model with the backbone frozen."""
+    """Val accuracy of ``fit`` on the full model with the backbone frozen, fed the batches
+    the cached head saw (``same_batches``), from images decoded once into memory."""
     size = model.input_shape[1]
-    train = make_dataset(*split["train"], size, args.batch_size, training=True, cache=True,
-                         seed=args.seed)
-    val = make_dataset(*split["val"], size, args.batch_size, cache=True)
+    train = same_batches(decoded_images(split["train"][0], size), split["train"][1],
+                         args.batch_size, shuffle=True, seed=args.seed)
+    val = same_batches(decoded_images(split["val"][0], size), split["val"][1], args.batch_size)
     return compile_and_fit(model, train, val, args)
+
+
+def head_state(model: Any) -> list[np.ndarray]:
+    """The head's weights and its dropout's random-number state: where a head fit starts."""
+    return [variable.numpy() for variable in model.get_layer("head").variables]
+
+
+def restore_head_state(model: Any, state: list[np.ndarray]) -> None:
+    """Put back ``head_state``, so a second fit starts from the same weights and draws the
+    same dropout masks (the head's layers are shared by the classifier and the cached head)."""
+    for variable, value in zip(model.get_layer("head").variables, state, strict=True):
+        variable.assign(value)
+
+
+def decoded_images(paths: list[str], size: int) -> np.ndarray:
+    """The images as the model reads them (RGB 0-255, resized), decoded once into memory."""
+    from tlkit.data.images import decode_image
+
+    return np.stack([decode_image(path, size).numpy() for path in paths])
+
+
+def same_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, **order: Any) -> Any:
+    """(images, labels) batches in the order ``head_dataset(cache, labels, batch_size,
+    **order)`` gives cached features: the same rows in each batch, epoch after epoch.
+
+    ``head_dataset`` itself decides the order, run over a stand-in cache whose row i holds
+    the number i, so plain ``fit`` and the cached head see the same batches by construction.
+    """
+    import tensorflow as tf
+
+    from tlkit.train.cache import FeatureCache
+
+    count = len(images)
+    numbers = FeatureCache(Path("row-numbers"), np.arange(count, dtype="float32")[:, None],
+                           {"views": 1, "n_images": count}, reused=True)
+    rows_in_order = head_dataset(numbers, labels, batch_size, **order)
+
+    def batches() -> Any:
+        for rows, batch_labels in rows_in_order:
+            yield images[rows.numpy()[:, 0].astype(int)], batch_labels
+
+    spec = (tf.TensorSpec((None, *images.shape[1:]), tf.float32),
+            tf.TensorSpec((None,), tf.int32))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(rows_in_order))).prefetch(2)
 
 
 def full_model_accuracy(model: Any, paths: list[str], labels: np.ndarray, batch: int) -> float:
@@ -135,7 +182,7 @@ def full_model_accuracy(model: Any, paths: list[str], labels: np.ndarray, batch:
 def speed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     split = load_split(args.data, args.limit, args.seed)
     model = build_model(args, int(split["train"][1].max()) + 1)
-    head_weights = model.get_layer("head").get_weights()
+    start_state = head_state(model)
     rows = []
     with tempfile.TemporaryDirectory(prefix="tlkit-head-cache-") as folder:
         cache_dir = Path(folder)
@@ -143,7 +190,7 @@ def speed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         full = full_model_accuracy(model, *split["val"], args.batch_size)
         rows.append({"method": "tlkit: cache + head fit", **times, "val_accuracy": accuracy,
                      "full_model_val_accuracy": full})
-        model.get_layer("head").set_weights(head_weights)
+        restore_head_state(model, start_state)
         (accuracy, _), times = timed(lambda: tlkit_head(model, split, cache_dir, args))
         rows.append({"method": "tlkit: cache on disk + head fit", **times,
                      "val_accuracy": accuracy})
@@ -151,7 +198,7 @@ def speed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                                                   caches["val"].features, split["val"][1]))
         rows.append({"method": f"linear probe (C={probe['C']:g})", **times,
                      "val_accuracy": probe["val_accuracy"]})
-    model.get_layer("head").set_weights(head_weights)
+    restore_head_state(model, start_state)
     accuracy, times = timed(lambda: plain_keras_head(model, split, args))
     rows.append({"method": "plain Keras: fit through frozen backbone", **times,
                  "val_accuracy": accuracy})
