@@ -9,15 +9,17 @@ VGG16. FLOPs are 2 x MACs.
 Training memory is that of the process a user starts, ``tlkit finetune``: training, the data
 pipeline, validation and test evaluation. It is estimated from the layer table as
 
-    runtime + model state + batch x per image
+    runtime + model state + batch x per image (+ for a head stage: a share of one region)
 
-where the runtime is TensorFlow, Keras and the traced step functions, the model state is the
+where the runtime is TensorFlow, Keras and the traced functions, the model state is the
 weights plus the gradients and optimizer slots of those that train (slots from
 ``tlkit.optimizers.OPTIMIZERS``, the table the trainer builds its optimizers from), and per
-image come the activations a step keeps (``kept_activations``) and the decoded images in
-the data pipeline. The constants below were fitted on measurements of ``tlkit finetune``
-with VGG16 and ResNet50 (``benchmarks/plan_check.py``) and checked on other backbones and
-budgets; docs/inspection.md shows both.
+image come the activations the allocator holds (what a training step keeps, or a forward
+pass's peak) and the decoded images in the data pipeline. A head stage runs the frozen
+backbone forward only, and its largest buffer needs an allocator region of its own
+(``region_bytes``). The constants below were fitted on measurements of ``tlkit finetune``
+(``benchmarks/plan_check.py``, ``benchmarks/results/plan_check_calibration.csv``);
+docs/inspection.md shows them and the check.
 """
 
 from __future__ import annotations
@@ -118,11 +120,19 @@ def format_bytes(count: float) -> str:
     return f"{count:.0f} B"
 
 
-# Fitted on measurements of `tlkit finetune` with VGG16 and ResNet50 (docs/inspection.md).
+# Fitted on measurements of `tlkit finetune` (docs/inspection.md). Full training: VGG16 and
+# ResNet50; the head stage: VGG16, ResNet50, EfficientNet-Lite0 and MobileNetV2.
 RUNTIME = 1_125_000_000  # TensorFlow, Keras, tlkit, the traced steps, the run's bookkeeping
 RUNTIME_PER_TRAINED_LAYER = 3_000_000  # its share of the traced backward pass and update
-ACTIVATION_FACTOR = 1.3  # kept activations -> what the allocator holds for them
+# A head stage traces forward passes only (the feature model's and the classifier's) and
+# trains a small head on cached features: less runtime, and a share per layer of the graphs.
+HEAD_RUNTIME = 875_000_000
+HEAD_RUNTIME_PER_LAYER = 1_000_000
+ACTIVATION_FACTOR = 1.3  # buffers in use -> what the allocator holds for them
 PIPELINE_IMAGES = 4  # decoded images per batch image in tf.data and Keras's hands
+# The share of the largest buffer's region that stays resident besides: the regions it
+# outgrew (see TrainingMemory.at).
+REGION_SHARE = 0.3
 # TensorFlow's allocator grows by regions of 2 MiB, 4 MiB, 8 MiB, ... and keeps them.
 FIRST_REGION = 2 << 20
 STAGES = ("full", "head")
@@ -246,9 +256,10 @@ class TrainingMemory:
     """Peak resident bytes of ``tlkit finetune`` at a batch: ``at(batch)``.
 
     ``fixed`` plus, per image, the ``activations`` and the ``pipeline``'s decoded images.
-    Full training keeps many buffers that share the allocator's regions (the factor in
-    ``activations`` covers that); a head stage's peak is a few large buffers of a forward
-    pass, which the allocator serves from regions that double (``region_bytes``).
+    A head stage adds a share of the allocator region that its ``largest_buffer`` (bytes
+    per image of the forward pass's largest tensor) needs: a tensor never spans two
+    regions, regions double (``region_bytes``), and the smaller regions the allocator
+    outgrew on the way stay resident.
 
     Example:
         >>> memory = TrainingMemory("full", "adam", "frozen", runtime=700, weights=100,
@@ -267,6 +278,7 @@ class TrainingMemory:
     optimizer_state: int
     activations: int
     pipeline: int
+    largest_buffer: int = 0
 
     @property
     def fixed(self) -> int:
@@ -280,10 +292,10 @@ class TrainingMemory:
 
     def at(self, batch: int) -> int:
         """Estimated peak resident bytes at ``batch`` images."""
-        held = batch * self.activations
+        regions = 0
         if self.stage == "head":
-            held = region_bytes(held)
-        return self.fixed + held + batch * self.pipeline
+            regions = math.ceil(REGION_SHARE * region_bytes(batch * self.largest_buffer))
+        return self.fixed + batch * self.per_image + regions
 
 
 def training_memory(table: Any, stage: str = "full", optimizer: str = "adam",
@@ -292,9 +304,11 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam",
 
     "full" trains every layer with weights (the schedule ``full``), BatchNorm's gamma and
     beta only when ``batchnorm`` is "trainable", and keeps ``kept_activations``; "head"
-    trains the head rows (the schedule ``feature-extraction``) and runs the backbone forward
-    only, whose peak is the most ``live_buffers`` hold at once. ``optimizer`` names a row of
-    ``tlkit.optimizers.OPTIMIZERS``, the table the trainer builds its optimizer from.
+    trains the head rows (the schedule ``feature-extraction``) on cached features and runs
+    the backbone forward only, whose peak is the most ``live_buffers`` hold at once. Either
+    way the allocator holds ``ACTIVATION_FACTOR`` times the buffers in use. ``optimizer``
+    names a row of ``tlkit.optimizers.OPTIMIZERS``, the table the trainer builds its
+    optimizer from.
 
     Example:
         >>> from tlkit.inspection import inspect_model
@@ -309,15 +323,17 @@ def training_memory(table: Any, stage: str = "full", optimizer: str = "adam",
                         f"{', '.join(OPTIMIZERS)}")
     trained = [_trained_bytes(row, stage, batchnorm) for row in table.itertuples()]
     if stage == "full":
-        activations = ACTIVATION_FACTOR * kept_activations(table, batchnorm)
+        runtime = RUNTIME + RUNTIME_PER_TRAINED_LAYER * sum(map(bool, trained))
+        in_use, largest = kept_activations(table, batchnorm), 0
     else:
-        activations = max(map(sum, live_buffers(table)))
+        runtime = HEAD_RUNTIME + HEAD_RUNTIME_PER_LAYER * len(table)
+        in_use, largest = max(map(sum, live_buffers(table))), max(_buffer_sizes(table))
     inputs = int(table.loc[table["kind"] == "input", "activation_bytes"].sum())
-    return TrainingMemory(stage, optimizer, batchnorm,
-                          RUNTIME + RUNTIME_PER_TRAINED_LAYER * sum(map(bool, trained)),
+    return TrainingMemory(stage, optimizer, batchnorm, runtime,
                           int(table["param_bytes"].sum()), sum(trained),
-                          OPTIMIZERS[optimizer].slots * sum(trained), math.ceil(activations),
-                          PIPELINE_IMAGES * inputs)
+                          OPTIMIZERS[optimizer].slots * sum(trained),
+                          math.ceil(ACTIVATION_FACTOR * in_use), PIPELINE_IMAGES * inputs,
+                          largest)
 
 
 def _trained_bytes(row: Any, stage: str, batchnorm: str) -> int:
