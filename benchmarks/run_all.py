@@ -158,10 +158,11 @@ def row(benchmark: str, setting: str, tlkit: str, reference: str, ratio: str, go
 
 
 class EpochTimer:
-    """A Keras callback factory's state: wall seconds and val accuracy of each epoch."""
+    """A Keras callback factory's state: wall and CPU seconds, val accuracy of each epoch."""
 
     def __init__(self, budget: float = float("inf"), min_epochs: int = 1) -> None:
         self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []  # every thread of this process: load-insensitive
         self.val_accuracy: list[float] = []
         self.val_loss: list[float] = []
         self.budget, self.min_epochs = budget, min_epochs
@@ -173,10 +174,11 @@ class EpochTimer:
 
         class Timing(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-                self.start = time.perf_counter()
+                self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
                 timer.seconds.append(time.perf_counter() - self.start)
+                timer.cpu_seconds.append(time.process_time() - self.cpu_start)
                 timer.val_accuracy.append(float((logs or {}).get("val_accuracy", np.nan)))
                 timer.val_loss.append(float((logs or {}).get("val_loss", np.nan)))
                 if len(timer.seconds) >= timer.min_epochs and sum(timer.seconds) > timer.budget:
@@ -201,10 +203,8 @@ def fit_timed(model: Any, train: Any, val: Any, epochs: int, lr: float, seed: in
 
 def head_stage(s: Settings) -> list[dict[str, Any]]:
     """tlkit's cache + head fit against plain ``fit`` through the frozen VGG16, the same
-    computation but for where the features come from (``head_cache.same_batches``).
-
-    Plain Keras's epochs each cost a forward pass over every image; past ``plain_head_budget``
-    seconds the rest of its epochs are extrapolated from its median epoch after the first.
+    computation but for where the features come from (``head_cache.same_batches``); plain
+    epochs past ``plain_head_budget`` seconds are extrapolated (``extrapolated``).
     """
     from tlkit.evaluation.probe import linear_probe
     from tlkit.train.cache import build_feature_cache, head_dataset, split_classifier
@@ -215,21 +215,24 @@ def head_stage(s: Settings) -> list[dict[str, Any]]:
     model = head_cache.build_model(args, int(train_y.max()) + 1)
     start_state = head_cache.head_state(model)
     with tempfile.TemporaryDirectory(prefix="tlkit-run-all-") as cache_dir:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         feature_model, head = split_classifier(model)
         caches = [build_feature_cache(feature_model, paths, 32, cache_dir, {"backbone": "vgg16"})
                   for paths in (train_paths, val_paths)]
-        cache_seconds = time.perf_counter() - start
+        cache_seconds, cache_cpu = time.perf_counter() - start, time.process_time() - cpu_start
         tl = fit_timed(head, head_dataset(caches[0], train_y, 32, shuffle=True, seed=args.seed),
                        head_dataset(caches[1], val_y, 32), s.head_epochs, 1e-3, args.seed)
         probe = linear_probe(caches[0].features, train_y, caches[1].features, val_y)
     head_cache.restore_head_state(model, start_state)
-    plain, decode_seconds = plain_head_fit(model, split, s, args.seed)
+    plain, decode_seconds, decode_cpu = plain_head_fit(model, split, s, args.seed)
     tlkit_seconds = cache_seconds + sum(tl.seconds)
-    measured = len(plain.seconds)
-    later = plain.seconds[1:] or plain.seconds
-    plain_seconds = (decode_seconds + sum(plain.seconds)
-                     + (s.head_epochs - measured) * statistics.median(later))
+    measured, later = len(plain.seconds), plain.seconds[1:] or plain.seconds
+    plain_seconds = decode_seconds + extrapolated(plain.seconds, s.head_epochs)
+    # The two halves run one after the other, so load from other jobs falls on them
+    # unequally; CPU seconds of this process do not depend on it. The goal needs both.
+    plain_cpu = decode_cpu + extrapolated(plain.cpu_seconds, s.head_epochs)
+    tlkit_cpu = cache_cpu + sum(tl.cpu_seconds)
+    cpu_ratio = plain_cpu / tlkit_cpu
     gap = abs(tl.val_accuracy[measured - 1] - plain.val_accuracy[-1]) * 100
     note = (f"{len(train_y)} train / {len(val_y)} val JPEGs; tlkit: cache {cache_seconds:.0f} s "
             f"+ {s.head_epochs} head epochs {sum(tl.seconds):.1f} s; plain Keras: decoding "
@@ -247,27 +250,38 @@ def head_stage(s: Settings) -> list[dict[str, Any]]:
              f"val accuracy "
              f"{tl.val_accuracy[measured - 1]:.3f} (epoch {s.head_epochs}: "
              f"{tl.val_accuracy[-1]:.3f}); with random backbone weights, a linear probe on "
-             f"the same cached features reaches {probe['val_accuracy']:.3f}")
+             f"the same cached features reaches {probe['val_accuracy']:.3f}. CPU seconds "
+             f"(extrapolated alike): tlkit {tlkit_cpu:.0f}, plain {plain_cpu:.0f}, which do not "
+             f"depend on other jobs' load; the goal needs both ratios")
     ratio = plain_seconds / tlkit_seconds
     return [row("head stage, 10 epochs", f"VGG16 {s.head_size}px, weights none",
                 f"{tlkit_seconds:.0f} s", f"{plain_seconds:.0f} s (plain fit, frozen backbone)",
-                f"{ratio:.1f}x", ">= 8x at equal accuracy (within 1 point)",
-                ratio >= 8 and gap <= 1,
+                f"{cpu_ratio:.1f}x CPU time ({ratio:.1f}x wall)",
+                ">= 8x at equal accuracy (within 1 point)",
+                min(cpu_ratio, ratio) >= 8 and gap <= 1,
                 f"{tl.val_accuracy[measured - 1]:.3f} / {plain.val_accuracy[-1]:.3f} val "
                 f"(epoch {measured})", note)]
 
 
-def plain_head_fit(model: Any, split: dict, s: Settings, seed: int) -> tuple[EpochTimer, float]:
-    """Plain ``fit`` through the frozen backbone on the cached head's batches; decode seconds."""
-    start = time.perf_counter()
+def extrapolated(per_epoch: list[float], epochs: int) -> float:
+    """The measured epochs' sum, the missing ones at the median epoch after the first."""
+    later = per_epoch[1:] or per_epoch
+    return sum(per_epoch) + (epochs - len(per_epoch)) * statistics.median(later)
+
+
+def plain_head_fit(model: Any, split: dict, s: Settings, seed: int
+                   ) -> tuple[EpochTimer, float, float]:
+    """Plain ``fit`` through the frozen backbone on the cached head's batches; decode wall
+    and CPU seconds."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     images = {name: head_cache.decoded_images(paths, s.head_size)
               for name, (paths, _) in split.items()}
-    decode_seconds = time.perf_counter() - start
+    decode_seconds, decode_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     train = head_cache.same_batches(images["train"], split["train"][1], 32, shuffle=True,
                                     seed=seed)
     val = head_cache.same_batches(images["val"], split["val"][1], 32)
     return fit_timed(model, train, val, s.head_epochs, 1e-3, seed, s.plain_head_budget,
-                     s.plain_head_min_epochs), decode_seconds
+                     s.plain_head_min_epochs), decode_seconds, decode_cpu
 
 
 def plain_mobilenet(size: int, n_classes: int, seed: int) -> Any:
