@@ -112,3 +112,8 @@ def test_cli_lists_and_refuses_an_unknown_name() -> None:
     assert code == 0 and all(name in out for name in DATASETS)
     code, _, err = run_cli(["datasets", "fetch", "imdb"])
     assert code == 2 and "'imdb' is not one of" in err
+
+
+def test_a_row_with_an_unknown_format_is_refused_when_the_table_is_built() -> None:
+    with pytest.raises(ValueError, match="format 'csv' is not one of"):
+        _row(format="csv")

@@ -58,6 +58,11 @@ class Dataset:
     notes: str = ""
     source: str = SOURCE
 
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:  # a table row's mistake, not a user's
+            raise ValueError(f"dataset {self.name}: format {self.format!r} is not one of "
+                             f"{FORMATS}")
+
 
 KIM_RECIPE = "tlkit textcnn train --recipe recipes/kim2014-cnn-rand.yaml"
 CV_COMMAND = f"{KIM_RECIPE} --data {{folder}}/all.csv --cv 10"  # no split: Kim's 10-fold CV

@@ -6,9 +6,10 @@ epoch, in this order:
 
 1. ``history.csv`` gets the epoch's row (with its stage);
 2. when the monitor improved, the best weights: ``checkpoints/best.weights.h5``, or in a
-   stage that fits a head on cached features, the head's own ``checkpoints/stage-best.weights.h5``
-   (the backbone cannot change there; ``fit_stages`` writes the classifier's best when the
-   stage ends), so an epoch writes kilobytes, not the backbone;
+   stage that fits another model sharing the run model's weights (a head on cached
+   features, the text CNN's training path), that model's own
+   ``checkpoints/stage-best.weights.h5``; ``fit_stages`` writes the run model's best when
+   the stage ends, so a head-only epoch writes kilobytes, not the backbone;
 3. ``backup/epoch-<e>/`` (weights with the optimizer's state), then ``backup/latest``
    names it.
 

@@ -1,9 +1,9 @@
 """The stage loop every job shares: compile once per stage, fit with Keras callbacks.
 
-A stage may fit another model than the one the run saves: a head trained on cached
-features shares its layers with the classifier. ``checkpoints/best.weights.h5`` always holds
-the classifier's weights; such a stage keeps its head's best epoch and writes the
-classifier's when it ends.
+A stage may fit another model than the one the run saves, sharing its weights: a head
+trained on cached features, or the text CNN's training path. ``checkpoints/best.weights.h5``
+always holds the run model's weights; such a stage keeps the fitted model's best epoch and
+writes the run model's when it ends.
 
 Example:
     >>> history = fit_stages(model, stages, datasets, folder,
@@ -109,9 +109,9 @@ def _stage_start(model: Any, folder: Path, index: int) -> None:
 
 
 def _keep_stage_best(model: Any, fitted: Any, stage_best: Path, folder: Path) -> None:
-    """After a stage that fitted a head alone: the classifier's weights at its best epoch."""
+    """After a stage that fitted another model: the run model's weights at its best epoch."""
     if fitted is not model and stage_best.is_file():
-        fitted.load_weights(stage_best)  # the head's layers are the classifier's
+        fitted.load_weights(stage_best)  # its weights are the run model's
         save_weights(model, folder / "checkpoints" / BEST_FILE)
 
 
