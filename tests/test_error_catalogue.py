@@ -245,6 +245,8 @@ CLI_CASES = [
      ["max_length must be at least 1"]),
     ("textcnn train --set filter_widths=[0]",
      "textcnn train --data {train} --set filter_widths=[0]", ["filter_widths"]),
+    ("textcnn train --set filter_widths=[3,3]",
+     "textcnn train --data {train} --set filter_widths=[3,3]", ["names a width twice"]),
     ("textcnn train --set dropout=-0.5", "textcnn train --data {train} --set dropout=-0.5",
      ["dropout must be in [0, 1)"]),
     ("textcnn train --set embedding_dim=0", "textcnn train --data {train} --set "

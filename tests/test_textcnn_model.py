@@ -104,11 +104,14 @@ def test_sparse_adadelta_dense_weights_match_keras_adadelta() -> None:
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("variant", ["rand", "multichannel"])
-def test_training_model_computes_the_model_and_its_gradients(variant) -> None:
+@pytest.mark.parametrize(("variant", "widths"), [
+    ("rand", (3, 4, 5)), ("multichannel", (3, 4, 5)),
+    ("rand", (4, 1, 2)),  # unsorted, and a width of one
+])
+def test_training_model_computes_the_model_and_its_gradients(variant, widths) -> None:
     vectors = np.random.default_rng(2).normal(size=(20, 6)).astype("float32")
     model = build_textcnn(20, 3, variant, embeddings=None if variant == "rand" else vectors,
-                          seed=3, **TINY)
+                          filter_widths=widths, seed=3, **TINY)
     fitted = training_model(model)
     assert {id(v) for v in fitted.trainable_variables} == {
         id(v) for v in model.trainable_variables}

@@ -625,6 +625,9 @@ class TextCNNRecipe(Checked):
                f"max_length must be at least 1 token, got {self.max_length}")
         _check(bool(self.filter_widths) and min(self.filter_widths) >= 1
                and self.feature_maps >= 1, "filter_widths and feature_maps must be >= 1")
+        _check(len(set(self.filter_widths)) == len(self.filter_widths),
+               f"filter_widths {self.filter_widths} names a width twice; list each width once "
+               "and raise feature_maps for more filters of it")
         _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         _check(self.embedding_dim >= 1, f"embedding_dim must be at least 1, got "
                f"{self.embedding_dim}")

@@ -259,6 +259,9 @@ def _checked_embedding_dim(vocab_size: int, num_classes: int, variant: str,
         embedding_dim = int(embeddings.shape[1])
     if not filter_widths or min(filter_widths) < 1:
         raise UserError(f"filter widths must be positive integers, got {list(filter_widths)}")
+    if len(set(filter_widths)) != len(filter_widths):
+        raise UserError(f"filter widths {list(filter_widths)} name a width twice; list each "
+                        "width once and raise feature_maps for more filters of it")
     if num_classes < 2:
         raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
     return embedding_dim
@@ -301,10 +304,10 @@ class PooledConvolutions(keras.layers.Layer):
     """Training's path through a Kim CNN's convolutions and max over time, on shared weights.
 
     It computes what the model's ``ZeroPadding1D -> Conv1D -> GlobalMaxPooling1D`` branches
-    compute (concatenated, ReLU filters), with two kinds of work left out: the window that
-    holds only padding gives each filter its bias, so the bias joins the max instead of a
-    convolved window; and the embeddings' gradient is a convolution over the sentence's own
-    positions, where Keras's gradient also fills the padding positions and then drops them.
+    compute (concatenated, ReLU filters) as three matrix products over the sentence's own
+    positions (``_offset_windows``), where the convolutions would run one narrow product per
+    width over padded positions. The window that holds only padding gives each filter its
+    bias, so ``relu(relu(max) + bias)`` stands for the max over it.
 
     Example:
         >>> model = build_textcnn(vocab_size=20, num_classes=2, embedding_dim=4, seed=0)
@@ -316,11 +319,20 @@ class PooledConvolutions(keras.layers.Layer):
     def __init__(self, convolutions: Sequence[keras.layers.Conv1D], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.convolutions = list(convolutions)
+        # Narrowest first: each filter offset's block of columns is then a suffix of them.
+        self._by_width = sorted(range(len(self.convolutions)),
+                                key=lambda i: self.convolutions[i].kernel_size[0])
         self.built = True  # the weights are the convolutions'
 
     def call(self, embedded: Any) -> Any:
-        return ops.concatenate([_edge_max_pool(embedded, conv.kernel, conv.bias)
-                                for conv in self.convolutions], axis=-1)
+        ordered = [self.convolutions[i] for i in self._by_width]
+        kernels = [ops.cast(conv.kernel, embedded.dtype) for conv in ordered]
+        biases = ops.concatenate([ops.cast(conv.bias, embedded.dtype) for conv in ordered], 0)
+        window_max = tf.reduce_max(_offset_windows(embedded, *kernels), axis=1)
+        pooled = tf.nn.relu(tf.nn.relu(window_max) + biases)
+        columns = dict(zip(self._by_width, tf.split(pooled, [conv.filters for conv in ordered],
+                                                     axis=-1), strict=True))
+        return ops.concatenate([columns[i] for i in range(len(columns))], axis=-1)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return (input_shape[0], sum(conv.filters for conv in self.convolutions))
@@ -336,29 +348,42 @@ class PooledConvolutions(keras.layers.Layer):
         return cls(convolutions, **config)
 
 
-def _edge_max_pool(embedded: Any, kernel: Any, bias: Any) -> Any:
-    """ReLU of each filter's max over the edge-padded windows and the all-padding one (bias)."""
-    kernel, bias = ops.cast(kernel, embedded.dtype), ops.cast(bias, embedded.dtype)
-    windows = _edge_windows(embedded, kernel)
-    return tf.nn.relu(tf.maximum(tf.reduce_max(windows, axis=1) + bias, bias))
-
-
 @tf.custom_gradient
-def _edge_windows(embedded: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
-    """Every window holding a real position (width - 1 zeros at both ends), without bias."""
-    width = kernel.shape[0]
-    padded = tf.pad(embedded, [[0, 0], [width - 1, width - 1], [0, 0]])
-    windows = tf.nn.conv1d(padded, kernel, 1, "VALID")
+def _offset_windows(embedded: tf.Tensor, *kernels: tf.Tensor) -> tuple[tf.Tensor, Any]:
+    """Every filter's windows (without bias) in one frame padded by the widest width - 1.
 
-    def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # Each position's gradient gathers the windows that hold it: a convolution of the
-        # upstream gradient with the flipped, transposed kernel, one output per position.
-        flipped = tf.transpose(tf.reverse(kernel, [0]), [0, 2, 1])
-        d_embedded = tf.nn.conv1d(upstream, flipped, 1, "VALID")
-        d_kernel = tf.raw_ops.Conv2DBackpropFilter(
-            input=padded[:, None], filter_sizes=tf.shape(kernel[None]),
-            out_backprop=upstream[:, None], strides=[1, 1, 1, 1], padding="VALID")[0]
-        return d_embedded, d_kernel
+    ``kernels`` come narrowest first. One product of the embeddings with every kernel row
+    (offset j of each filter at least j + 1 wide) gives each position's contribution to
+    each window; a window is the sum of its offsets' contributions, shifted into place.
+    Narrower filters get extra windows that hold only padding (value 0), which the
+    caller's ``relu(max)`` covers anyway. Both gradients are single products too, over real
+    positions only.
+    """
+    widest = max(kernel.shape[0] for kernel in kernels)
+    # (offset, kernel index) of each block of columns, offset-major.
+    rows = [(j, i) for j in range(widest) for i, k in enumerate(kernels) if k.shape[0] > j]
+    block_sizes = [sum(kernels[i].shape[2] for o, i in rows if o == j) for j in range(widest)]
+    stacked = tf.concat([kernels[i][j] for j, i in rows], axis=-1)
+    depth, total = embedded.shape[-1], block_sizes[0]
+    flat = tf.reshape(embedded, [-1, depth])
+    length = tf.shape(embedded)[1]
+    contributions = tf.reshape(tf.matmul(flat, stacked), [-1, length, stacked.shape[-1]])
+    windows = tf.add_n([
+        tf.pad(block, [[0, 0], [widest - 1 - j, j], [total - size, 0]])
+        for j, (block, size) in enumerate(zip(
+            tf.split(contributions, block_sizes, axis=-1), block_sizes, strict=True))])
+
+    def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        # A position's share of each window it sits in, at the offset it sits at.
+        shares = tf.reshape(tf.concat([
+            upstream[:, widest - 1 - j:widest - 1 - j + length, total - size:]
+            for j, size in enumerate(block_sizes)], axis=-1), [-1, stacked.shape[-1]])
+        d_embedded = tf.reshape(tf.matmul(shares, stacked, transpose_b=True), tf.shape(embedded))
+        d_rows = dict(zip(rows, tf.split(tf.matmul(flat, shares, transpose_a=True),
+                                         [kernels[i].shape[2] for j, i in rows], axis=-1),
+                          strict=True))
+        return (d_embedded, *[tf.stack([d_rows[(j, i)] for j in range(k.shape[0])])
+                              for i, k in enumerate(kernels)])
 
     return windows, gradient
 
