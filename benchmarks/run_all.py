@@ -233,7 +233,7 @@ def head_stage(s: Settings) -> list[dict[str, Any]]:
     plain_cpu = decode_cpu + extrapolated(plain.cpu_seconds, s.head_epochs)
     tlkit_cpu = cache_cpu + sum(tl.cpu_seconds)
     cpu_ratio = plain_cpu / tlkit_cpu
-    gap = abs(tl.val_accuracy[measured - 1] - plain.val_accuracy[-1]) * 100
+    gap = accuracy_gap(tl.val_accuracy[measured - 1], plain.val_accuracy[-1])
     note = (f"{len(train_y)} train / {len(val_y)} val JPEGs; tlkit: cache {cache_seconds:.0f} s "
             f"+ {s.head_epochs} head epochs {sum(tl.seconds):.1f} s; plain Keras: decoding "
             f"into memory {decode_seconds:.0f} s + fit")
@@ -456,6 +456,16 @@ def prediction_row(s: Settings, work: Path, rates: list[float]) -> list[dict[str
                 "process had the cores)")]
 
 
+def accuracy_gap(ours: float, theirs: float) -> float:
+    """Accuracy points between two accuracies, rounded so that 0.910 - 0.900 is 1 point.
+
+    Example:
+        >>> accuracy_gap(0.91, 0.9) <= 1
+        True
+    """
+    return round(abs(ours - theirs) * 100, 6)
+
+
 def textcnn_row(s: Settings, work: Path, rates: list[float]) -> list[dict[str, Any]]:
     """benchmarks/textcnn_speed.py's alternated epochs, and tlkit's FLOP/s per real token."""
     from tlkit.data.text import prepare_text_data, read_text_table
@@ -474,16 +484,20 @@ def textcnn_row(s: Settings, work: Path, rates: list[float]) -> list[dict[str, A
               for name in ("tlkit", "plain-keras")}
     rate = max(rates)
     ratio = summary["tlkit"][key] / summary["plain-keras"][key]
-    gap = abs(summary["tlkit"]["test_accuracy"] - summary["plain-keras"]["test_accuracy"]) * 100
+    # CPU seconds do not depend on how much of the machine other jobs take; wall time does.
+    cpu_ratio = result["ratio"]["cpu_seconds_median_epoch"]
+    gap = accuracy_gap(summary["tlkit"]["test_accuracy"], summary["plain-keras"]["test_accuracy"])
     return [row("Kim CNN-rand training", f"TREC, {s.textcnn_epochs} epochs each, alternated",
                 f"{summary['tlkit'][key]:.0f} sentences/s = {gflops['tlkit']:.1f} GFLOP/s "
                 f"({gflops['tlkit'] / rate:.0%} of matmul)",
                 f"{summary['plain-keras'][key]:.0f} sentences/s = "
                 f"{gflops['plain-keras']:.1f} GFLOP/s ({gflops['plain-keras'] / rate:.0%})",
-                f"{ratio:.2f}x", ">= 3x at equal accuracy", ratio >= 3 and gap <= 1,
+                f"{ratio:.2f}x wall ({cpu_ratio:.2f}x CPU time)", ">= 3x at equal accuracy",
+                min(ratio, cpu_ratio) >= 3 and gap <= 1,
                 f"{summary['tlkit']['test_accuracy']:.3f} / "
                 f"{summary['plain-keras']['test_accuracy']:.3f} test",
-                f"median epoch after the first; {tokens:.1f} real tokens per sentence, "
+                f"median epoch after the first (wall and CPU seconds; the goal needs both "
+                f"ratios); {tokens:.1f} real tokens per sentence, "
                 f"{KIM_FLOPS_PER_TOKEN / 1e6:.2f} MFLOP per token (convolutions, forward and "
                 f"backward); matmul {rate:.1f} GFLOP/s (best of {len(rates)}, median "
                 f"{statistics.median(rates):.1f})")]

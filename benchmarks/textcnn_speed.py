@@ -141,13 +141,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "sentences_per_second_median_epoch": float(np.median(
                 [r["sentences_per_second"] for r in later])),
             "cpu_seconds_per_epoch": round(sum(r["cpu_seconds"] for r in mine) / len(mine), 2),
+            "cpu_seconds_median_epoch": float(np.median([r["cpu_seconds"] for r in later])),
             "test_accuracy": mine[-1]["test_accuracy"],
         }
     ratio = {key: round(summary["tlkit"][key] / summary["plain-keras"][key], 2)
              for key in ("sentences_per_second", "sentences_per_second_after_epoch_1",
                          "sentences_per_second_median_epoch")}
-    ratio["cpu_seconds_per_epoch"] = round(summary["plain-keras"]["cpu_seconds_per_epoch"]
-                                           / summary["tlkit"]["cpu_seconds_per_epoch"], 2)
+    for key in ("cpu_seconds_per_epoch", "cpu_seconds_median_epoch"):
+        ratio[key] = round(summary["plain-keras"][key] / summary["tlkit"][key], 2)
 
     print(f"\n{folder.name}: {len(train.labels)} training sentences, {len(test.labels)} test, "
           f"vocabulary {vocab_size}, max length {data.vocabulary.max_length}, "
