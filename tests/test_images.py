@@ -114,13 +114,13 @@ def test_csv_with_custom_columns_and_paths_relative_to_the_csv(
 
 def test_csv_split_column_is_honoured(image_folder: Path, tmp_path: Path) -> None:
     paths = sorted(image_folder.rglob("*.png"))
-    splits = ["train", "train", "train", "validation", "train", "test", "train", "Train"] * 2
+    splits = ["train", "train", "train", "validation", "train", "test", "dev", "Train"] * 2
     frame = pd.DataFrame({"path": [str(p) for p in paths],
                           "label": [p.parent.name for p in paths], "split": splits})
     frame.to_csv(tmp_path / "data.csv", index=False)
     table = read_image_table(tmp_path / "data.csv")
-    assert table["split"].tolist() == [{"validation": "val", "Train": "train"}.get(s, s)
-                                       for s in splits]
+    named = {"validation": "val", "dev": "val", "Train": "train"}
+    assert table["split"].tolist() == [named.get(s, s) for s in splits]
 
 
 def test_csv_with_unknown_split_value(image_folder: Path) -> None:

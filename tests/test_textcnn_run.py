@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import assert_user_error, run_cli
 
 from tlkit.errors import UserError
 from tlkit.evaluate import evaluate
 from tlkit.predict import open_run, predict
 from tlkit.recipes import TextCNNRecipe, load_recipe
-from tlkit.train.text import train_textcnn
+from tlkit.train.text import read_recipe_tables, train_textcnn
 
 GOOD = ["great", "wonderful", "superb", "gripping", "funny", "moving"]
 BAD = ["awful", "boring", "dull", "clumsy", "tedious", "flat"]
@@ -128,7 +128,8 @@ def test_cli_train_evaluate_predict(text_files, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     train, test = text_files
     runs = tmp_path / "runs"
-    code, out, err = run_cli(["textcnn", "train", "--data", str(train), "--test", str(test),
+    # The folder of train.csv and test.csv, as `tlkit datasets fetch` writes them.
+    code, out, err = run_cli(["textcnn", "train", "--data", str(train.parent),
                            "--epochs", "6", "--batch-size", "10", "--embedding-dim", "16",
                            "--set", "feature_maps=8", "--out", str(runs), "--name", "c"], capsys)
     assert code == 0, err
@@ -145,6 +146,29 @@ def test_cli_train_evaluate_predict(text_files, tmp_path: Path,
     assert list(predictions.columns) == ["input", "label_1", "prob_1", "label_2", "prob_2",
                                          "error"]
     assert len(predictions) == 3
+
+
+def test_a_folder_of_split_tables_gives_train_dev_and_test(tmp_path: Path) -> None:
+    folder = tmp_path / "trec"
+    folder.mkdir()
+    _sentences(20, seed=0).to_csv(folder / "train.csv", index=False)
+    _sentences(6, seed=1).to_csv(folder / "Dev.csv", index=False)
+    _sentences(8, seed=2).to_csv(folder / "test.tsv", sep="\t", index=False)
+    (folder / "labels.txt").write_text("pos\nneg\n")  # a note beside the tables, not a class
+    tables = read_recipe_tables(TextCNNRecipe(data=str(folder)))
+    assert {split: len(table) for split, table in tables.items()} == {
+        "train": 20, "dev": 6, "test": 8}
+    assert tables["test"]["text"].tolist() == _sentences(8, seed=2)["text"].tolist()
+    assert_user_error(lambda: read_recipe_tables(TextCNNRecipe(
+        data=str(folder), test=str(folder / "test.tsv"))), "already holds test.tsv",
+        "leave out --test")
+    (folder / "val.csv").write_text("text,label\na,b\n")
+    assert_user_error(lambda: read_recipe_tables(TextCNNRecipe(data=str(folder))),
+                      "two val tables", "keep one")
+    (folder / "val.csv").unlink()
+    (folder / "train.csv").unlink()
+    assert_user_error(lambda: read_recipe_tables(TextCNNRecipe(data=str(folder))),
+                      "no train table", "add train.csv")
 
 
 def test_cli_predict_on_an_image_run_is_a_clear_error(tmp_path: Path,

@@ -83,8 +83,7 @@ DATASETS: dict[str, Dataset] = {row.name: row for row in (
                                 "70788eaac51073cdb35ee8c7784426d1"),),
                 "test": (RawFile("data/stsa.binary.test", "6a80dc9b9a0db2d3b37f2f809304feba"
                                  "d31c90ab67a5b4157b7d9f881c53ef5b"),)},
-            f"{KIM_RECIPE} --data {{folder}}/train.csv --dev {{folder}}/dev.csv "
-            "--test {folder}/test.csv", labels=("negative", "positive"),
+            f"{KIM_RECIPE} --data {{folder}}", labels=("negative", "positive"),
             notes="Kim also trained on the treebank's phrases; these are its sentences only."),
     Dataset("trec", "TREC question classification, 6 coarse classes",
             "Li & Roth, COLING 2002", "coarse-label", {
@@ -92,8 +91,7 @@ DATASETS: dict[str, Dataset] = {row.name: row for row in (
                                   "d52793a8e91d84fc3a8646885f466ec3", "cp1252"),),
                 "test": (RawFile("data/raw/TREC.test", "033f22c028c2bbba9ca682f68ffe204d"
                                  "c1aa6e1cf35dd6207f2d4ca67f0d0e8e"),)},
-            f"{KIM_RECIPE} --data {{folder}}/train.csv --test {{folder}}/test.csv "
-            "--tokenizer kim-cased"),
+            f"{KIM_RECIPE} --data {{folder}} --tokenizer kim-cased"),
     Dataset("subj", "Subjectivity: subjective and objective movie sentences",
             "Pang & Lee, ACL 2004", "one-class-per-file", {
                 "all": (RawFile("data/raw/subj.subjective", "73a2dcf8dc3cbcc7f068a70ef9f021c8"

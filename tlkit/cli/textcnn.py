@@ -18,8 +18,8 @@ def textcnn() -> None:
 
 @textcnn.command()
 @click.option("--data", multiple=True,
-              help="Training CSV/TSV, a folder of <class>.txt files, or Kim's class files "
-                   "(repeat --data for each).")
+              help="Training CSV/TSV, a folder of train/dev/test tables, a folder of "
+                   "<class>.txt files, or Kim's class files (repeat --data for each).")
 @click.option("--test", help="Test file (same format as --data).")
 @click.option("--dev", help="Dev file; default: a stratified part of --data (dev_fraction).")
 @recipe_option("textcnn", "text_column", help="Text column of CSV/TSV files.")

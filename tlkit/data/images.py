@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tlkit.data.tables import (
+    SPLIT_NAMES,
     as_labels,
     class_order,
     label_ids,
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
     from tlkit.train.epochs import EpochClock
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val",
-                 "test": "test"}
 
 
 @dataclass
@@ -119,13 +118,13 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
                         f"e.g. '{shown(absent[0])}' (relative paths are read from {base_name})")
     split: Any = None
     if "split" in frame.columns:
-        split = [None if pd.isna(s) or not str(s).strip() else SPLIT_FOLDERS.get(str(s).lower())
+        split = [None if pd.isna(s) or not str(s).strip() else SPLIT_NAMES.get(str(s).lower())
                  for s in frame["split"]]
         unknown = sorted({str(s) for s, v in zip(frame["split"], split, strict=True)
                           if v is None and not pd.isna(s) and str(s).strip()})
         if unknown:
             raise UserError(f"{source} has unknown split value '{shown(unknown[0])}'; use "
-                            "train, val or test (or leave it empty to split automatically)")
+                            "train, val (or dev) or test, or leave it empty to split automatically")
     table = pd.DataFrame({"path": paths, "label": as_labels(frame[label_column]),
                           "split": split})
     return table
@@ -159,11 +158,11 @@ def _table_from_folder(folder: Path, min_classes: int = 2) -> pd.DataFrame:
                 else "is empty" if not any(folder.iterdir()) else "has no class subfolders")
         raise UserError(f"data folder '{folder}' {what}; put each class's images in a subfolder "
                         "named after the class")
-    split_dirs = {SPLIT_FOLDERS[p.name.lower()]: p for p in subfolders
-                  if p.name.lower() in SPLIT_FOLDERS}
+    split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in subfolders
+                  if p.name.lower() in SPLIT_NAMES}
     if split_dirs and "train" not in split_dirs:
         raise UserError(f"folder '{folder}' has split folders but no 'train' folder")
-    stray = [p.name for p in subfolders if p.name.lower() not in SPLIT_FOLDERS]
+    stray = [p.name for p in subfolders if p.name.lower() not in SPLIT_NAMES]
     if split_dirs and stray:
         raise UserError(f"folder '{folder}' mixes split folders ({', '.join(split_dirs)}) with "
                         f"other folders ({', '.join(stray)}); move those classes into train/")

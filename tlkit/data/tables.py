@@ -10,6 +10,9 @@ CSV, order their classes and hold out a split the same way:
   ``2 < 10`` and ``img2 < img10``. Class ``i`` of a model is ``class_order(labels)[i]``.
 - **Hold-outs.** Stratified and seeded (scikit-learn); the held-out count is
   ``ceil(fraction * n)``, and at least one example per class.
+- **Split names.** ``train``, ``val`` (also ``dev``, ``valid``, ``validation``) and ``test``,
+  for an image folder's split subfolders, an image CSV's ``split`` column and a text folder's
+  split tables (``SPLIT_NAMES``).
 
 Example:
     >>> class_order(["10", "2", "b", "a", "007"])
@@ -34,6 +37,8 @@ import pandas as pd
 from tlkit.errors import UserError
 
 SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+SPLIT_NAMES = {"train": "train", "val": "val", "dev": "val", "valid": "val", "validation": "val",
+               "test": "test"}
 
 
 def decode_file(path: str | Path, encoding: str = "utf-8") -> str:
@@ -80,6 +85,25 @@ def shown(value: object) -> str:
 def is_table_file(path: str | Path) -> bool:
     """True for the suffixes read as tables (``.csv``, ``.tsv``, ``.tab``)."""
     return Path(path).suffix.lower() in SEPARATORS
+
+
+def split_tables(folder: str | Path) -> dict[str, Path]:
+    """The split tables a folder holds (``train.csv``, ``dev.tsv``, ...), by split name.
+
+    Example:
+        >>> split_tables(".")  # a folder without split tables
+        {}
+    """
+    found: dict[str, Path] = {}
+    for path in sorted(Path(folder).iterdir()):
+        split = SPLIT_NAMES.get(path.stem.lower())
+        if split is None or not path.is_file() or not is_table_file(path):
+            continue
+        if split in found:
+            raise UserError(f"folder '{folder}' holds two {split} tables, {found[split].name} "
+                            f"and {path.name}; keep one")
+        found[split] = path
+    return found
 
 
 def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:

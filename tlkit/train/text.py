@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tlkit.data.tables import split_tables
 from tlkit.data.text import (
     TextData,
     kfold_splits,
@@ -39,18 +40,40 @@ VOCABULARY_FILE = "vocabulary.json"
 
 
 def read_recipe_tables(recipe: TextCNNRecipe) -> dict[str, pd.DataFrame]:
-    """The recipe's train (``data``), dev and test tables, read with its columns and encoding."""
+    """The recipe's train (``data``), dev and test tables, read with its columns and encoding.
+
+    ``data`` may be a folder of split tables (``train.csv``, ``dev.csv`` or ``val.csv``,
+    ``test.csv``; what ``tlkit datasets fetch`` writes): its train table is the training
+    data and its other tables the dev and test splits.
+    """
     if recipe.data is None:
         raise UserError("no data given; pass --data a CSV/TSV file, a folder of <class>.txt "
                         "files, or Kim's class files")
-    tables = {"train": read_text_table(recipe.data, recipe.text_column, recipe.label_column,
-                                       recipe.encoding)}
-    for split in ("dev", "test"):
-        source = getattr(recipe, split)
-        if source is not None:
-            tables[split] = read_text_table(source, recipe.text_column, recipe.label_column,
-                                            recipe.encoding)
-    return tables
+    sources = {"train": recipe.data, "dev": recipe.dev, "test": recipe.test}
+    if isinstance(recipe.data, (str, Path)) and Path(recipe.data).is_dir():
+        sources.update(_split_folder_sources(recipe))
+    return {split: read_text_table(source, recipe.text_column, recipe.label_column,
+                                   recipe.encoding)
+            for split, source in sources.items() if source is not None}
+
+
+def _split_folder_sources(recipe: TextCNNRecipe) -> dict[str, Any]:
+    """The train, dev and test files of a ``data`` folder of split tables (none: {})."""
+    folder = Path(recipe.data)
+    tables = split_tables(folder)
+    if not tables:
+        return {}
+    if "train" not in tables:
+        raise UserError(f"folder '{folder}' holds {', '.join(p.name for p in tables.values())} "
+                        "but no train table; add train.csv or pass --data the training file")
+    found = {"dev": tables.get("val"), "test": tables.get("test")}
+    for split, path in found.items():
+        if path is not None and getattr(recipe, split) is not None:
+            raise UserError(f"folder '{folder}' already holds {path.name} and --{split} was "
+                            f"given too; leave out --{split}, or pass --data "
+                            f"{tables['train']} to use your --{split}")
+    return {"train": tables["train"],
+            **{split: path for split, path in found.items() if path is not None}}
 
 
 def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | None = None,
