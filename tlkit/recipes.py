@@ -39,6 +39,11 @@ class Checked:
 
     The same checks run whether a value comes from YAML, a flag, ``--set`` or Python:
     ``ImageRecipe(batch_size="16")`` and ``stage.epochs = 0`` are errors, not surprises.
+
+    Example:
+        >>> Stage().epochs = 0
+        Traceback (most recent call last):
+        tlkit.errors.UserError: stage 'head': epochs must be at least 1, got 0
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -104,7 +109,13 @@ class Stage(Checked):
 
 @dataclass
 class Augment(Checked):
-    """Random augmentation of the training stream (never of validation or test images)."""
+    """Random augmentation of the training stream (never of validation or test images).
+
+    Example:
+        >>> Augment(zoom=1.0)
+        Traceback (most recent call last):
+        tlkit.errors.UserError: augment.zoom must be in [0, 1), got 1.0
+    """
 
     flip: bool = True
     rotation: float = 0.05  # fraction of a full turn
@@ -262,7 +273,15 @@ SCHEDULES: dict[str, Any] = {
 
 
 def validate_image_recipe(recipe: ImageRecipe) -> None:
-    """Check the values a type check cannot (choices and ranges); raise a UserError."""
+    """Check the values a type check cannot (choices and ranges); raise a UserError.
+
+    ``ImageRecipe.validate`` calls it on every change, so an out-of-range field fails at once.
+
+    Example:
+        >>> ImageRecipe(backbone="vgg16", val_fraction=0.5, test_fraction=0.5)
+        Traceback (most recent call last):
+        tlkit.errors.UserError: val_fraction + test_fraction must leave images to train on
+    """
     from tlkit.backbones import check_input_size, get_backbone
 
     row = get_backbone(recipe.backbone)
@@ -317,7 +336,12 @@ def _check_common(recipe: Any) -> None:
 
 
 def recipe_to_dict(recipe: Any) -> dict[str, Any]:
-    """A plain dict of the recipe, ready for YAML or JSON."""
+    """A plain dict of the recipe, ready for YAML or JSON.
+
+    Example:
+        >>> recipe_to_dict(ImageRecipe(backbone="vgg16"))["stages"][0]["name"]
+        'head'
+    """
     return dataclasses.asdict(recipe)
 
 
@@ -347,7 +371,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:
 
 
 def read_recipe_file(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """The kind and the raw fields of a recipe file, not yet checked against its class."""
+    """The kind and the raw fields of a recipe file, not yet checked against its class.
+
+    Example:
+        >>> kind, fields = read_recipe_file("recipes/vgg16-two-stage.yaml")
+        >>> kind, fields["backbone"]
+        ('image', 'vgg16')
+    """
     file = Path(path)
     if not file.is_file():
         raise UserError(f"recipe file '{file}' does not exist")
@@ -355,7 +385,14 @@ def read_recipe_file(path: str | Path) -> tuple[str, dict[str, Any]]:
 
 
 def parse_recipe_text(text: str, source: str = "recipe") -> tuple[str, dict[str, Any]]:
-    """The kind and raw fields of recipe YAML (``yaml.safe_load``: no Python objects)."""
+    """The kind and raw fields of recipe YAML (``yaml.safe_load``: no Python objects).
+
+    Without a ``kind`` key the recipe is an image recipe.
+
+    Example:
+        >>> parse_recipe_text("{kind: textcnn, epochs: 3}")
+        ('textcnn', {'epochs': 3})
+    """
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
@@ -371,7 +408,12 @@ def parse_recipe_text(text: str, source: str = "recipe") -> tuple[str, dict[str,
 
 def load_recipe_text(text: str, overrides: list[str] | None = None,
                      source: str = "recipe") -> Any:
-    """Like ``load_recipe`` for YAML text."""
+    """Like ``load_recipe`` for YAML text.
+
+    Example:
+        >>> load_recipe_text("{kind: textcnn, epochs: 3}", ["lr=0.5"]).lr
+        0.5
+    """
     kind, data = parse_recipe_text(text, source)
     return build_recipe(RECIPE_KINDS[kind], data, overrides, source)
 
@@ -397,7 +439,13 @@ def build_recipe(cls: type, data: dict[str, Any], overrides: list[str] | None = 
 
 
 def apply_overrides(recipe: Any, overrides: list[str]) -> Any:
-    """A copy of ``recipe`` with ``key=value`` overrides applied and checked."""
+    """A copy of ``recipe`` with ``key=value`` overrides applied and checked.
+
+    Example:
+        >>> recipe = ImageRecipe(backbone="vgg16")
+        >>> apply_overrides(recipe, ["stages.0.lr=1e-4"]).stages[0].lr, recipe.stages[0].lr
+        (0.0001, 0.003)
+    """
     return build_recipe(type(recipe), recipe_to_dict(recipe), overrides)
 
 
