@@ -65,7 +65,13 @@ def decode_file(path: str | Path, encoding: str = "utf-8") -> str:
 
 
 def existing_path(path: str | Path) -> Path:
-    """``path`` as a Path, or a UserError naming it when it does not exist."""
+    """``path`` as a Path, or a UserError naming it when it does not exist.
+
+    Example:
+        >>> existing_path("no/such/folder")
+        Traceback (most recent call last):
+        tlkit.errors.UserError: data path 'no/such/folder' does not exist; check the path
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"data path '{path}' does not exist; check the path")
@@ -83,7 +89,12 @@ def shown(value: object) -> str:
 
 
 def is_table_file(path: str | Path) -> bool:
-    """True for the suffixes read as tables (``.csv``, ``.tsv``, ``.tab``)."""
+    """True for the suffixes read as tables (``.csv``, ``.tsv``, ``.tab``).
+
+    Example:
+        >>> is_table_file("train.TSV"), is_table_file("labels.xlsx")
+        (True, False)
+    """
     return Path(path).suffix.lower() in SEPARATORS
 
 
@@ -110,9 +121,12 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     """Read a CSV/TSV file with every cell as a string (empty cells are ``""``).
 
     Example:
-        >>> read_table("labels.xlsx")  # doctest: +SKIP
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp(), "labels.xlsx")
+        >>> path.touch()
+        >>> read_table(path)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        tlkit.errors.UserError: 'labels.xlsx' is not a table file; use .csv or .tsv
+        tlkit.errors.UserError: '.../labels.xlsx' is not a table file; use .csv or .tsv (...)
     """
     path = existing_path(path)
     if not is_table_file(path):
@@ -153,7 +167,12 @@ def require_columns(frame: pd.DataFrame, columns: dict[str, str | None], source:
 
 
 def as_labels(values: Sequence[object] | pd.Series) -> np.ndarray:
-    """Labels as stripped strings (an object array), whatever type the source gave."""
+    """Labels as stripped strings (an object array), whatever type the source gave.
+
+    Example:
+        >>> as_labels([7, " cat ", 2.5]).tolist()
+        ['7', 'cat', '2.5']
+    """
     return pd.Series(values, dtype=object).map(lambda v: str(v).strip()).to_numpy(dtype=object)
 
 
