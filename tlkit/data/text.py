@@ -64,6 +64,10 @@ class Tokenizer:
 
     ``rules`` are ``(pattern, replacement)`` pairs in RE2 syntax (what TensorFlow's
     ``tf.strings.regex_replace`` runs), applied in order; the result is split on spaces.
+
+    Example:
+        >>> sorted(TOKENIZERS), TOKENIZERS["kim-cased"].lower
+        (['kim', 'kim-cased', 'lower'], 'none')
     """
 
     name: str
@@ -346,7 +350,13 @@ def build_vocabulary(tokenized: Sequence[Sequence[str]], tokenizer: str,
 
 @dataclass
 class TextSplit:
-    """One split after tokenising: the texts kept, their tokens, label ids and token ids."""
+    """One split after tokenising: the texts kept, their tokens, label ids and token ids.
+
+    Example:
+        >>> split = TextSplit(["a b"], [["a", "b"]], np.array([0]), np.array([[2, 3, 0]]))
+        >>> split.lengths.tolist()
+        [2]
+    """
 
     texts: list[str]
     tokens: list[list[str]]
@@ -361,7 +371,15 @@ class TextSplit:
 
 @dataclass
 class TextData:
-    """Everything a text run trains on: classes, vocabulary, and train/dev/test splits."""
+    """Everything a text run trains on: classes, vocabulary, and train/dev/test splits.
+
+    Example:
+        >>> table = read_text_table(pd.DataFrame({"text": ["good", "", "bad"],
+        ...                                       "label": ["pos", "pos", "neg"]}))
+        >>> data = prepare_text_data(table, dev_fraction=0.0)
+        >>> data.class_names, data.skipped, data.splits["train"].ids.tolist()
+        (['neg', 'pos'], {'train': 1}, [[3], [2]])
+    """
 
     class_names: list[str]
     vocabulary: Vocabulary
