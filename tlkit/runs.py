@@ -52,6 +52,10 @@ class Run:
     ``model`` is the saved model (raw RGB 0-255 images in, or raw strings in), None when
     loaded with ``model=False``; ``history`` has one row per epoch with its ``stage``;
     ``folds`` has one row per fold of a cross-validated run.
+
+    Example:
+        >>> Run(Path("r"), "image", None, ["a", "b"], {})  # the model and tables stay out
+        Run(path=PosixPath('r'), kind='image', recipe=None, class_names=['a', 'b'], metrics={})
     """
 
     path: Path
@@ -65,17 +69,32 @@ class Run:
 
 
 def run_name(prefix: str) -> str:
-    """A readable, sortable run name: ``PREFIX-YYYYmmdd-HHMMSS``."""
+    """A readable, sortable run name: ``PREFIX-YYYYmmdd-HHMMSS``.
+
+    Example:
+        >>> run_name("shapes")  # doctest: +ELLIPSIS
+        'shapes-...-...'
+    """
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def partial_path(final: Path) -> Path:
-    """Where the run that will be published at ``final`` is written until it is finished."""
+    """Where the run that will be published at ``final`` is written until it is finished.
+
+    Example:
+        >>> str(partial_path(Path("runs/shapes")))
+        'runs/.shapes.partial'
+    """
     return final.parent / f".{final.name}{PARTIAL_SUFFIX}"
 
 
 def check_run_name(name: str) -> str:
-    """``name`` if it can name one run folder, else a UserError."""
+    """``name`` if it can name one run folder, else a UserError.
+
+    Example:
+        >>> check_run_name("shapes-v2")
+        'shapes-v2'
+    """
     if (not name or "/" in name or "\\" in name or name in (".", "..")
             or name.startswith(".")):
         raise UserError(f"run name '{name}' must be one folder name (no '/', not '.' or '..', "
@@ -113,7 +132,15 @@ def check_destination(out: str | Path, name: str, resume: bool = False) -> Path:
 
 
 class RunWriter:
-    """Writes the files of a run into its partial folder; ``final`` is where it will appear."""
+    """Writes the files of a run into its partial folder; ``final`` is where it will appear.
+
+    Example:
+        >>> import tempfile
+        >>> writer = RunWriter(Path(tempfile.mkdtemp()), Path("runs/demo"))
+        >>> writer.write_classes(["cat", "dog"])
+        >>> read_json(writer.path / CLASSES_FILE)
+        ['cat', 'dog']
+    """
 
     def __init__(self, partial: Path, final: Path) -> None:
         self.path = partial
@@ -167,6 +194,14 @@ def new_run_folder(out: str | Path, name: str, kind: str = "image", resume: bool
     An interrupt (Ctrl-C, or SIGTERM through the CLI) keeps the partial folder so that
     ``--resume`` can continue it; any other failure removes it. With ``resume`` the partial
     folder of an earlier, killed run is written into again.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> with new_run_folder(out, "demo") as run:
+        ...     run.write_classes(["cat", "dog"])
+        >>> [p.name for p in out.iterdir()], [p.name for p in (out / "demo").iterdir()]
+        (['demo'], ['classes.json'])
     """
     from tlkit.recipes import KIND_COMMANDS
 
@@ -256,7 +291,15 @@ def _kind_in(path: Path) -> str:
 
 
 def remove_unfinished(folder: str | Path) -> list[Path]:
-    """Delete every unfinished run folder under ``folder``; returns what was removed."""
+    """Delete every unfinished run folder under ``folder``; returns what was removed.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> (out / ".old.partial").mkdir()
+        >>> [p.name for p in remove_unfinished(out)], list(out.iterdir())
+        (['.old.partial'], [])
+    """
     removed = [Path(p) for p in list_runs(folder).query("status == 'unfinished'")["path"]]
     for path in removed:
         shutil.rmtree(path)
@@ -264,14 +307,31 @@ def remove_unfinished(folder: str | Path) -> list[Path]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, beside ``path`` first and then renamed into place."""
+    """Write ``data`` as indented JSON, beside ``path`` first and then renamed into place.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "metrics.json"
+        >>> write_json(path, {"accuracy": 0.5})
+        >>> path.read_text().splitlines()
+        ['{', '  "accuracy": 0.5', '}']
+    """
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(partial, path)
 
 
 def read_json(path: Path) -> Any:
-    """Read a JSON file; one that is damaged (or is not JSON at all) is a UserError."""
+    """Read a JSON file; one that is damaged (or is not JSON at all) is a UserError.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "metrics.json"
+        >>> _ = path.write_text("{oops")
+        >>> read_json(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: '.../metrics.json' is not a readable JSON file (JSONDecodeError)...
+    """
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -280,7 +340,16 @@ def read_json(path: Path) -> Any:
 
 
 def check_run_folder(path: str | Path) -> Path:
-    """Return ``path`` if it is a finished run folder, else a UserError saying what it is."""
+    """Return ``path`` if it is a finished run folder, else a UserError saying what it is.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / RECIPE_FILE).write_text("kind: image")
+        >>> check_run_folder(folder)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: ... finished tlkit run folder (no classes.json, model.keras); ...
+    """
     folder = Path(path)
     if folder.name.startswith(".") and folder.name.endswith(PARTIAL_SUFFIX):
         raise UserError(f"'{folder}' is an unfinished run (it stopped before the end); "
@@ -334,7 +403,15 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 
 
 def load_keras_file(path: str | Path) -> Any:
-    """Load a ``.keras`` file written by tlkit (image or text run) for inference."""
+    """Load a ``.keras`` file written by tlkit (image or text run) for inference.
+
+    Example:
+        >>> import keras, tempfile
+        >>> path = Path(tempfile.mkdtemp()) / MODEL_FILE
+        >>> keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(path)
+        >>> load_keras_file(path).output_shape
+        (None, 2)
+    """
     import keras
 
     import tlkit.models.textcnn  # noqa: F401 - registers the text model's custom layers
