@@ -31,7 +31,13 @@ RAW_FOLDER = "raw"
 
 @dataclass(frozen=True)
 class RawFile:
-    """One file of a dataset's source: its path there, sha256, encoding, and class if whole."""
+    """One file of a dataset's source: its path there, sha256, encoding, and class if whole.
+
+    Example:
+        >>> subjective = DATASETS["subj"].splits["all"][0]
+        >>> subjective.path, subjective.encoding, subjective.label
+        ('data/raw/subj.subjective', 'cp1252', 'subjective')
+    """
 
     path: str
     sha256: str
@@ -46,6 +52,10 @@ class Dataset:
     ``format`` says how a line becomes a row: ``label-first`` (``1 a fine film``, the id
     indexing ``labels``), ``coarse-label`` (TREC's ``DESC:manner How did ...``: the part
     before the colon), ``one-class-per-file`` (the file's ``label``).
+
+    Example:
+        >>> DATASETS["sst2"].format, DATASETS["sst2"].labels
+        ('label-first', ('negative', 'positive'))
     """
 
     name: str
