@@ -29,7 +29,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Field:
-    """Unit 0's interval per spatial axis; ``jump`` is None once the axes are pooled away."""
+    """Unit 0's interval per spatial axis; ``jump`` is None once the axes are pooled away.
+
+    Example:
+        >>> field = Field(lo=(-1,), hi=(2,), jump=(1,))
+        >>> field.size, field.centre, field.spatial
+        ((3,), (0.5,), True)
+    """
 
     lo: tuple[int, ...]
     hi: tuple[int, ...]
@@ -58,6 +64,10 @@ def input_field(shape: Sequence[int | None], dtype: str) -> Field:
     Images and feature maps ``(batch, *axes, channels)`` have ``rank - 2`` spatial axes;
     integer ``(batch, length)`` inputs are token ids with one axis; anything else (a feature
     vector, raw strings) has none.
+
+    Example:
+        >>> input_field((None, 50), "int32"), input_field((None, 128), "float32").spatial
+        (Field(lo=(0,), hi=(1,), jump=(1,), context=False), False)
     """
     rank = len(shape)
     if rank >= 3:
@@ -70,13 +80,24 @@ def input_field(shape: Sequence[int | None], dtype: str) -> Field:
 
 
 def token_field() -> Field:
-    """The field of a token sequence produced inside the model (``TextVectorization``)."""
+    """The field of a token sequence produced inside the model (``TextVectorization``).
+
+    Example:
+        >>> token_field() == input_field((None, 20), "int32")  # as if token ids came in
+        True
+    """
     return Field((0,), (1,), (1,))
 
 
 def window(field: Field, kernel: Sequence[int], strides: Sequence[int],
            dilation: Sequence[int], pad_before: Sequence[int]) -> Field | None:
-    """Apply a convolution or pooling window; None when the axes do not match the kernel."""
+    """Apply a convolution or pooling window; None when the axes do not match the kernel.
+
+    Example:
+        >>> f = window(token_field(), kernel=(3,), strides=(2,), dilation=(1,), pad_before=(1,))
+        >>> f.lo, f.hi, f.jump
+        ((-1,), (2,), (2,))
+    """
     if not field.spatial:
         return field
     if len(kernel) != len(field.lo):
@@ -91,7 +112,12 @@ def window(field: Field, kernel: Sequence[int], strides: Sequence[int],
 
 
 def shift(field: Field, before: Sequence[int]) -> Field | None:
-    """Zero padding (``before`` > 0) or cropping (``before`` < 0) moves unit 0, nothing else."""
+    """Zero padding (``before`` > 0) or cropping (``before`` < 0) moves unit 0, nothing else.
+
+    Example:
+        >>> shift(token_field(), before=(2,))  # two zeros in front: unit 0 sees zeros
+        Field(lo=(-2,), hi=(-1,), jump=(1,), context=False)
+    """
     if not field.spatial:
         return field
     if len(before) != len(field.lo):
@@ -106,6 +132,10 @@ def collapse(field: Field, sizes: Sequence[int | None]) -> Field | None:
     """Global pooling or flattening: every unit now sees all ``sizes`` positions at once.
 
     None when a size is unknown (a sequence of unspecified length).
+
+    Example:
+        >>> collapse(token_field(), sizes=(10,))
+        Field(lo=(0,), hi=(10,), jump=None, context=False)
     """
     if not field.spatial:
         return field
@@ -120,6 +150,11 @@ def join(fields: Sequence[Field | None]) -> Field | None:
 
     Inputs that have no spatial axes any more (a squeeze-excite gate broadcast over the map)
     set ``context``. None when any input is unknown.
+
+    Example:
+        >>> gate = collapse(token_field(), sizes=(10,))
+        >>> join([Field((0,), (3,), (1,)), Field((-2,), (3,), (1,)), gate])
+        Field(lo=(-2,), hi=(3,), jump=(1,), context=True)
     """
     if not fields or any(f is None for f in fields):
         return None
@@ -144,6 +179,10 @@ def same_padding_before(size: int | None, kernel: int, stride: int, dilation: in
 
     The total is whatever makes ``ceil(size / stride)`` outputs fit; the odd one goes after.
     For an unknown size, assume it is a multiple of the stride (the usual case).
+
+    Example:
+        >>> same_padding_before(224, kernel=7, stride=2, dilation=1)  # 5 zeros: 2 before
+        2
     """
     span = (kernel - 1) * dilation + 1
     if size is None:
@@ -154,7 +193,14 @@ def same_padding_before(size: int | None, kernel: int, stride: int, dilation: in
 
 
 def window_of_layer(field: Field, layer: Any, in_sizes: Sequence[int | None]) -> Field | None:
-    """A Keras convolution or pooling layer as a window (kernel, strides, dilation, padding)."""
+    """A Keras convolution or pooling layer as a window (kernel, strides, dilation, padding).
+
+    Example:
+        >>> import keras
+        >>> conv = keras.layers.Conv2D(8, 3, strides=2, padding="same")
+        >>> window_of_layer(input_field((None, 32, 32, 3), "float32"), conv, (32, 32))
+        Field(lo=(0, 0), hi=(3, 3), jump=(2, 2), context=False)
+    """
     kernel = tuple(getattr(layer, "kernel_size", None) or layer.pool_size)
     strides = tuple(layer.strides)
     dilation = tuple(getattr(layer, "dilation_rate", None) or (1,) * len(kernel))
@@ -169,7 +215,15 @@ def window_of_layer(field: Field, layer: Any, in_sizes: Sequence[int | None]) ->
 
 
 def padding_before(layer: Any) -> tuple[int, ...]:
-    """Leading zeros per axis of a ZeroPadding layer, or minus the leading crop of Cropping."""
+    """Leading zeros per axis of a ZeroPadding layer, or minus the leading crop of Cropping.
+
+    Example:
+        >>> import keras
+        >>> padding_before(keras.layers.ZeroPadding2D(((1, 2), (3, 4))))
+        (1, 3)
+        >>> padding_before(keras.layers.Cropping1D((2, 0)))
+        (-2,)
+    """
     amounts = getattr(layer, "padding", None)
     sign = 1
     if amounts is None:
