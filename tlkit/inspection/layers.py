@@ -79,7 +79,12 @@ VIEW_KINDS = frozenset({"identity", "flatten", "reshape"})
 
 @dataclass
 class Step:
-    """One call of one layer, with everything the per-layer columns are computed from."""
+    """One call of one layer, with everything the per-layer columns are computed from.
+
+    Example:
+        >>> Step("fc", None, "dense", [(None, 128)], [(None, 10)], ["flatten"]).output_shape
+        (10,)
+    """
 
     name: str
     layer: Any
@@ -110,7 +115,13 @@ class _Tensor:
 
 def kind_of(layer: Any) -> str:
     """The arithmetic kind of a layer: that of its class or of the nearest known base class
-    (a subclass of Embedding is an embedding); "unknown" when none is in ``LAYER_KINDS``."""
+    (a subclass of Embedding is an embedding); "unknown" when none is in ``LAYER_KINDS``.
+
+    Example:
+        >>> import keras
+        >>> kind_of(keras.layers.Conv2D(8, 3)), kind_of(keras.layers.Lambda(lambda x: x))
+        ('conv', 'unknown')
+    """
     for cls in type(layer).__mro__:
         if cls.__name__ in LAYER_KINDS:
             return LAYER_KINDS[cls.__name__]
@@ -278,7 +289,14 @@ def _blocks_of(model: Any) -> dict[str, str]:
 
 
 def block_names(model: Any, row: Any) -> dict[str, str]:
-    """Layer name -> name of the block it belongs to ("stem", then each block's first layer)."""
+    """Layer name -> name of the block it belongs to ("stem", then each block's first layer).
+
+    Example:
+        >>> from tlkit.backbones import build_backbone, get_backbone
+        >>> names = block_names(build_backbone("tiny_cnn", 32), get_backbone("tiny_cnn"))
+        >>> names["block1_pool"], names["block2_bn"]
+        ('stem', 'block2_conv')
+    """
     from tlkit.backbones import block_of_layers
 
     return {layer: row.block_names[index] for layer, index in block_of_layers(model, row).items()}
@@ -290,6 +308,13 @@ def shapes_only() -> Iterator[None]:
 
     The variables are left unallocated (``tlkit.keras_internals.variables_left_unallocated``):
     VGG16 builds in milliseconds instead of seconds and 2 GB. Models built here cannot run.
+
+    Example:
+        >>> from tlkit.backbones import build_backbone
+        >>> with shapes_only():
+        ...     model = build_backbone("vgg16", 224)
+        >>> model.count_params()
+        14714688
     """
     with variables_left_unallocated():
         yield
@@ -297,7 +322,12 @@ def shapes_only() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class ConvArithmetic:
-    """One convolution layer by the lecture formulas (shapes are height x width x depth)."""
+    """One convolution layer by the lecture formulas (shapes are height x width x depth).
+
+    Example:
+        >>> ConvArithmetic((32, 32, 10), weights=750, biases=10, units=10240, macs=7680000).params
+        760
+    """
 
     output_shape: tuple[int, int, int]
     weights: int

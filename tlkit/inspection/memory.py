@@ -49,7 +49,12 @@ def dtype_bytes(dtype: str) -> int:
 
 
 def activations(step: Step) -> int | None:
-    """Values a layer call creates per image: its output size, 0 for views, None if unknown."""
+    """Values a layer call creates per image: its output size, 0 for views, None if unknown.
+
+    Example:
+        >>> activations(Step("conv", None, "conv", [(None, 8, 8, 3)], [(None, 8, 8, 16)], []))
+        1024
+    """
     if step.kind in VIEW_KINDS:
         return 0
     sizes = [_per_image(shape) for shape in step.output_shapes]
@@ -57,7 +62,15 @@ def activations(step: Step) -> int | None:
 
 
 def macs(step: Step) -> int | None:
-    """Multiply-accumulates of a layer call per image; None for unknown layers or sizes."""
+    """Multiply-accumulates of a layer call per image; None for unknown layers or sizes.
+
+    Example:
+        >>> from tlkit.backbones import build_backbone
+        >>> from tlkit.inspection.layers import walk_model
+        >>> conv = walk_model(build_backbone("tiny_cnn", 32))[1]
+        >>> conv.name, macs(conv)  # 32*32*8 outputs, each 3*3*3 taps
+        ('block1_conv', 221184)
+    """
     if step.kind == "unknown":
         return None
     if step.kind not in ("conv", "depthwise", "separable", "dense"):
@@ -348,7 +361,14 @@ def _trained_bytes(row: Any, stage: str, batchnorm: str) -> int:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """The largest batch whose estimate fits in ``budget`` bytes (0: none fits)."""
+    """The largest batch whose estimate fits in ``budget`` bytes (0: none fits).
+
+    Example:
+        >>> memory = TrainingMemory("full", "adam", "frozen", runtime=700, weights=100,
+        ...                         gradients=50, optimizer_state=100, activations=8, pipeline=2)
+        >>> BatchPlan(budget=1300, batch=35, memory=memory).estimate
+        1300
+    """
 
     budget: int
     batch: int
