@@ -68,7 +68,13 @@ def _gpu_memory_limits() -> dict[str, int]:
 
 
 def use_gpus(gpus: str | None) -> None:
-    """Make only ``gpus`` (e.g. ``"0,1"``; None: all) visible, each with memory growth on."""
+    """Make only ``gpus`` (e.g. ``"0,1"``; None: all) visible, each with memory growth on.
+
+    Example:
+        >>> use_gpus("99")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: --gpus 99: no GPU 99; this machine has ...
+    """
     import tensorflow as tf
 
     physical = tf.config.list_physical_devices("GPU")
@@ -92,7 +98,12 @@ def use_gpus(gpus: str | None) -> None:
 
 
 def precision_policy(setting: str) -> str | None:
-    """The Keras dtype policy for a recipe's ``mixed_precision`` setting (None: float32)."""
+    """The Keras dtype policy for a recipe's ``mixed_precision`` setting (None: float32).
+
+    Example:
+        >>> precision_policy("bfloat16"), precision_policy("off")
+        ('mixed_bfloat16', None)
+    """
     if setting not in PRECISIONS:
         raise UserError(f"mixed_precision '{setting}' is not one of {', '.join(PRECISIONS)}")
     if setting == "off":
@@ -120,6 +131,14 @@ def dtype_policy(setting: str) -> Iterator[str]:
 
     Under a ``mixed_float16`` policy Keras wraps the optimizer in a ``LossScaleOptimizer``
     at compile time; output layers compute in float32.
+
+    Example:
+        >>> import keras
+        >>> with dtype_policy("float16") as policy:
+        ...     print(policy, keras.config.dtype_policy().compute_dtype)
+        mixed_float16 float16
+        >>> keras.config.dtype_policy().name
+        'float32'
     """
     import keras
 
@@ -136,7 +155,7 @@ def make_strategy(setting: str) -> Any:
     """The ``tf.distribute`` strategy of a recipe's ``strategy`` field.
 
     Example:
-        >>> make_strategy("none").num_replicas_in_sync  # doctest: +SKIP
+        >>> make_strategy("none").num_replicas_in_sync
         1
     """
     import tensorflow as tf
@@ -199,7 +218,13 @@ def worker_role() -> tuple[bool, int]:
 
 
 class TrainingSetup:
-    """The strategy, precision and role of one training process (see ``training_setup``)."""
+    """The strategy, precision and role of one training process (see ``training_setup``).
+
+    Example:
+        >>> setup = TrainingSetup(make_strategy("none"), "float32")
+        >>> setup.replicas, setup.chief, setup.record()["precision"]
+        (1, True, 'float32')
+    """
 
     def __init__(self, strategy: Any, policy: str) -> None:
         self.strategy = strategy
@@ -223,6 +248,12 @@ def training_setup(recipe: Any) -> Iterator[TrainingSetup]:
     """Seeds, determinism, GPUs, precision policy and strategy for one run, in that order.
 
     The strategy is made before any other TensorFlow work, as multi-worker training needs.
+
+    Example:
+        >>> from tlkit.recipes import ImageRecipe
+        >>> with training_setup(ImageRecipe(strategy="none", deterministic=False)) as setup:
+        ...     print(setup.replicas, setup.policy)
+        1 float32
     """
     import keras
 
@@ -252,14 +283,28 @@ def worker_out(out: str | Path) -> Path:
 def worker_destination(setup: TrainingSetup, out: Any, name: str) -> tuple[Any, str]:
     """Where this process writes its run: the chief writes the run folder; another worker
     writes the same files (all replicas save together) into a hidden folder of its own,
-    kept for its restarts and removed when the run ends."""
+    kept for its restarts and removed when the run ends.
+
+    Example:
+        >>> worker_destination(TrainingSetup(make_strategy("none"), "float32"), "runs", "r1")
+        ('runs', 'r1')
+    """
     if setup.chief:
         return out, name
     return worker_out(out), name
 
 
 def discard_worker_run(path: Any, setup: TrainingSetup) -> None:
-    """Remove a non-chief worker's copy of the run; the chief's folder is the run."""
+    """Remove a non-chief worker's copy of the run; the chief's folder is the run.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> discard_worker_run(folder / "r1", TrainingSetup(make_strategy("none"), "float32"))
+        worker 0: done; the chief wrote the run folder
+        >>> folder.exists()
+        False
+    """
     import shutil
 
     shutil.rmtree(Path(path).parent, ignore_errors=True)
