@@ -325,7 +325,7 @@ class ConvArithmetic:
     """One convolution layer by the lecture formulas (shapes are height x width x depth).
 
     Example:
-        >>> ConvArithmetic((32, 32, 10), weights=750, biases=10, units=10240, macs=7680000).params
+        >>> ConvArithmetic((32, 32, 10), weights=750, biases=10, units=10240, macs=768000).params
         760
     """
 

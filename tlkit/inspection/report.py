@@ -95,7 +95,16 @@ def _render(table: pd.DataFrame, fmt: str, totals: dict[str, Any],
 
 
 def render_totals(table: pd.DataFrame, totals: dict[str, Any]) -> str:
-    """The totals as a few lines of text."""
+    """The totals as a few lines of text.
+
+    Example:
+        >>> from tlkit.inspection.table import inspect_model, inspection_totals
+        >>> table = inspect_model("tiny_cnn")
+        >>> print(render_totals(table, inspection_totals(table)))  # doctest: +ELLIPSIS
+        tiny_cnn: 12 layers, input 32x32x3, activations in float32
+        parameters        6,200 (trainable 6,088, frozen 112), 24.80 kB
+        ...
+    """
     first = table.iloc[0]
     lines = [f"{table.attrs['model']}: {totals['layers']} layers, input "
              f"{_dims(first['output_shape'])}, activations in {table.attrs['dtype']}",
@@ -119,7 +128,18 @@ def render_totals(table: pd.DataFrame, totals: dict[str, Any]) -> str:
 
 
 def render_plans(plans: list[BatchPlan], model: str) -> str:
-    """The batch plans as a small table."""
+    """The batch plans as a small table.
+
+    Example:
+        >>> from tlkit.inspection.memory import TrainingMemory
+        >>> memory = TrainingMemory("full", "adam", "frozen", runtime=700, weights=100,
+        ...                         gradients=50, optimizer_state=100, activations=8, pipeline=2)
+        >>> print(render_plans([BatchPlan(1300, 35, memory)], "tiny_cnn"))  # doctest: +ELLIPSIS
+        batch plan for 1.30 kB (tiny_cnn, adam, BatchNorm frozen when the backbone trains):
+          stage  largest batch    estimate       fixed   per image
+          full              35     1.30 kB       950 B        10 B
+          estimate: peak resident memory of `tlkit finetune` at that batch ...
+    """
     memory = plans[0].memory
     lines = [f"batch plan for {format_bytes(plans[0].budget)} ({model}, {memory.optimizer}, "
              f"BatchNorm {memory.batchnorm} when the backbone trains):",
@@ -221,6 +241,13 @@ def conv_report(input_shape: str, filters: int, kernel: int, stride: int = 1,
     """``tlkit inspect conv``: the arithmetic of one convolution layer, step by step.
 
     ``input_shape`` is written ``HxW`` or ``HxWxD``, e.g. ``32x32x3``.
+
+    Example:
+        >>> print(conv_report("32x32x3", filters=10, kernel=5, pad=2))
+        input 32x32x3, 10 filters 5x5, stride 1, pad 2
+        output side (32 - 5 + 2*2) / 1 + 1 = 32 -> 32x32x10 = 10,240 units
+        parameters 5*5*3*10 + 10 = 760 (750 weights + 10 biases)
+        MACs 768,000 per image; receptive field 5
     """
     if not re.fullmatch(r"\d+(x\d+){1,2}", input_shape.strip().lower()):
         raise UserError(f"cannot read input shape '{input_shape}'; write HxWxD, e.g. 32x32x3")

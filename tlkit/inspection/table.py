@@ -60,7 +60,12 @@ def inspect_model(model_or_name: Any, input_size: int | None = None, include_top
 
 
 def is_backbone_name(value: Any) -> bool:
-    """True for a string naming a row of the backbone table."""
+    """True for a string naming a row of the backbone table (any case, ``-`` for ``_``).
+
+    Example:
+        >>> is_backbone_name("Tiny-CNN"), is_backbone_name("runs/flowers")
+        (True, False)
+    """
     return isinstance(value, str) and value.lower().replace("-", "_") in BACKBONES
 
 
@@ -107,7 +112,17 @@ def _resolve(target: Any, input_size: int | None, include_top: bool, classes: in
 
 
 def saved_model_file(path: str | Path) -> Path:
-    """The ``.keras`` file of a run folder or a path, or a UserError saying what would work."""
+    """The ``.keras`` file of a run folder or a path, or a UserError saying what would work.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> saved_model_file(folder)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: '...' is a folder without model.keras; give a backbone name ...
+        >>> (folder / "model.keras").touch(); saved_model_file(folder).name
+        'model.keras'
+    """
     path = Path(path)
     file = path / "model.keras" if path.is_dir() else path
     if not file.is_file() or file.suffix != ".keras":
@@ -121,7 +136,15 @@ def saved_model_file(path: str | Path) -> Path:
 
 
 def load_saved_model(path: str | Path) -> Any:
-    """Load a run folder's ``model.keras`` or a ``.keras`` file, or explain what would work."""
+    """Load a run folder's ``model.keras`` or a ``.keras`` file, or explain what would work.
+
+    Example:
+        >>> import keras, tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "small.keras"
+        >>> keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(path)
+        >>> load_saved_model(path).output_shape
+        (None, 2)
+    """
     from tlkit.runs import load_keras_file
 
     return load_keras_file(saved_model_file(path))
