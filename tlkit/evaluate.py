@@ -34,6 +34,12 @@ def read_labelled(run: Run, data: str | Path | list[str], columns: dict[str, str
 
     ``columns`` may override the recipe's ``path_column``, ``text_column``,
     ``label_column`` and ``encoding``.
+
+    Example:
+        >>> from tlkit.recipes import ImageRecipe
+        >>> run = Run(Path("r"), "image", ImageRecipe(), ["circle", "square", "triangle"], {})
+        >>> read_labelled(run, "datasets/shapes", {}).iloc[0].to_dict()
+        {'input': 'datasets/shapes/circle/circle_000.jpg', 'label': 'circle'}
     """
     recipe = run.recipe
     given = {key: value for key, value in columns.items() if value is not None}
@@ -119,6 +125,10 @@ def report_after_training(run_path: Path) -> Path | None:
 
     The run folder is already complete when this runs, so any problem drawing the report
     becomes one warning line naming the command that retries it.
+
+    Example:
+        >>> print(report_after_training(Path("no/such/run")))  # the warning goes to stderr
+        None
     """
     from tlkit.evaluation.report import build_run_report
 
@@ -142,6 +152,11 @@ def report_name(data: str | Path | list[str]) -> str:
 
 
 def metrics_summary(metrics: dict[str, Any]) -> str:
-    """One line: accuracy, macro F1 and count."""
+    """One line: accuracy, macro F1 and count.
+
+    Example:
+        >>> metrics_summary({"accuracy": 0.9125, "macro_f1": 0.9, "n": 500})
+        'accuracy 0.9125, macro F1 0.9000 on 500 examples'
+    """
     return (f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
             f"on {metrics['n']} examples")

@@ -19,7 +19,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class OptimizerRow:
-    """One optimizer: ``keras.optimizers.<keras_class>(**fixed, learning_rate=...)``."""
+    """One optimizer: ``keras.optimizers.<keras_class>(**fixed, learning_rate=...)``.
+
+    Example:
+        >>> import keras
+        >>> row = OPTIMIZERS["sgd"]
+        >>> getattr(keras.optimizers, row.keras_class)(**row.fixed, learning_rate=0.01).momentum
+        0.9
+    """
 
     keras_class: str
     slots: int
