@@ -65,7 +65,12 @@ img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 
 @dataclass
 class Png:
-    """A rendered figure: its file name beside report.md and its PNG bytes."""
+    """A rendered figure: its file name beside report.md and its PNG bytes.
+
+    Example:
+        >>> Png("confusion.png", b"\\x89PNG")
+        Png(name='confusion.png', data=b'\\x89PNG')
+    """
 
     name: str
     data: bytes
@@ -73,7 +78,13 @@ class Png:
 
 @dataclass
 class Section:
-    """One report section: its anchor, and blocks (paragraphs, tables, figures) in order."""
+    """One report section: its anchor, and blocks (paragraphs, tables, figures) in order.
+
+    Example:
+        >>> section = Section("per-class", ["Precision and recall of each class."])
+        >>> section.title, len(section.blocks)
+        ('Per-class metrics', 1)
+    """
 
     key: str
     blocks: list[str | pd.DataFrame | Png] = field(default_factory=list)
