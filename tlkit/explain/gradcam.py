@@ -54,7 +54,15 @@ def default_layer(model: keras.Model) -> str:
 
 
 def gradcam_maps(scores: keras.Model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Grad-CAM maps from a two-output ``score_model`` (feature map, logits) for ``classes``."""
+    """Grad-CAM maps from a two-output ``score_model`` (feature map, logits) for ``classes``.
+
+    Example:
+        >>> from tlkit.backbones import build_tiny_cnn
+        >>> model = build_tiny_cnn(include_top=True, classes=3)
+        >>> scores, images, _ = prepare(model, np.zeros((2, 32, 32, 3)), None, "block3_relu")
+        >>> gradcam_maps(scores, images, np.array([0, 2])).shape  # upsampled from 8x8
+        (2, 32, 32)
+    """
     import tensorflow as tf
 
     x = tf.convert_to_tensor(images, dtype="float32")

@@ -190,6 +190,14 @@ def input_gradients(scores: keras.Model, images: np.ndarray, classes: np.ndarray
     """Gradient of each image's class logit with respect to its pixels, ``(n, h, w, 3)``.
 
     ``scores`` is a ``score_model``; ``classes`` holds one class index per image.
+
+    Example:
+        >>> import keras
+        >>> scores = keras.Sequential([keras.Input((1, 2, 3)), keras.layers.Flatten(),
+        ...                            keras.layers.Dense(2)])
+        >>> scores.set_weights([np.arange(12.0).reshape(6, 2), np.zeros(2)])
+        >>> input_gradients(scores, np.zeros((1, 1, 2, 3)), np.array([1])).tolist()  # kernel[:, 1]
+        [[[[1.0, 3.0, 5.0], [7.0, 9.0, 11.0]]]]
     """
     import tensorflow as tf
 
@@ -203,13 +211,32 @@ def input_gradients(scores: keras.Model, images: np.ndarray, classes: np.ndarray
 
 
 def gradient_maps(scores: keras.Model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Saliency maps from a ``score_model`` for the given classes (see ``saliency``)."""
+    """Saliency maps from a ``score_model`` for the given classes (see ``saliency``).
+
+    Example:
+        >>> import keras
+        >>> scores = keras.Sequential([keras.Input((1, 2, 3)), keras.layers.Flatten(),
+        ...                            keras.layers.Dense(2)])
+        >>> scores.set_weights([np.arange(12.0).reshape(6, 2), np.zeros(2)])
+        >>> gradient_maps(scores, np.zeros((1, 1, 2, 3)), np.array([1])).tolist()  # 5 and 11
+        [[[0.3125, 0.6875]]]
+    """
     return to_distribution(np.abs(input_gradients(scores, images, classes)).max(axis=-1))
 
 
 def smoothgrad_maps(scores: keras.Model, images: np.ndarray, classes: np.ndarray,
                     samples: int = 20, noise: float = 0.15, seed: int = 0) -> np.ndarray:
-    """SmoothGrad maps from a ``score_model`` for the given classes (see ``smoothgrad``)."""
+    """SmoothGrad maps from a ``score_model`` for the given classes (see ``smoothgrad``).
+
+    Example:
+        >>> import keras
+        >>> scores = keras.Sequential([keras.Input((1, 2, 3)), keras.layers.Flatten(),
+        ...                            keras.layers.Dense(2)])
+        >>> scores.set_weights([np.arange(12.0).reshape(6, 2), np.zeros(2)])
+        >>> # A linear model's gradient is the same at every noisy copy: the plain saliency map.
+        >>> smoothgrad_maps(scores, np.zeros((1, 1, 2, 3)), np.array([1]), samples=3).tolist()
+        [[[0.3125, 0.6875]]]
+    """
     rng = np.random.default_rng(seed)
     maps = []
     for image, chosen in zip(images, classes, strict=True):
@@ -256,14 +283,31 @@ def smoothgrad(model: keras.Model, images: np.ndarray,
 
 def prepare(model: keras.Model, images: np.ndarray, class_index: int | Sequence[int] | None,
             layer: str | None = None) -> tuple[keras.Model, np.ndarray, np.ndarray]:
-    """(``score_model(model, layer)``, images as float32, the class to explain per image)."""
+    """(``score_model(model, layer)``, images as float32, the class to explain per image).
+
+    Example:
+        >>> from tlkit.backbones import build_tiny_cnn
+        >>> model = build_tiny_cnn(include_top=True, classes=3)
+        >>> scores, images, classes = prepare(model, np.zeros((2, 32, 32, 3)), class_index=1)
+        >>> scores.output_shape, images.dtype.name, classes.tolist()
+        ((None, 3), 'float32', [1, 1])
+    """
     images = np.asarray(images, dtype="float32")
     scores = score_model(model, layer)
     return scores, images, class_indices(predict_logits(scores, images), class_index)
 
 
 def predict_logits(scores: keras.Model, images: np.ndarray) -> np.ndarray:
-    """The class logits a ``score_model`` gives ``images`` (its last output)."""
+    """The class logits a ``score_model`` gives ``images`` (its last output).
+
+    Example:
+        >>> import keras
+        >>> scores = keras.Sequential([keras.Input((1, 2, 3)), keras.layers.Flatten(),
+        ...                            keras.layers.Dense(2)])
+        >>> scores.set_weights([np.arange(12.0).reshape(6, 2), np.zeros(2)])
+        >>> predict_logits(scores, np.ones((1, 1, 2, 3))).tolist()  # column sums of the kernel
+        [[30.0, 36.0]]
+    """
     import keras
 
     outputs = scores(images, training=False)

@@ -66,7 +66,12 @@ def preprocessing_layers(mode: str) -> list[Any]:
 
 def build_head(feature_shape: tuple[int | None, ...], num_classes: int, dropout: float
                ) -> keras.Model:
-    """Global average pooling, dropout and a softmax layer, as a model of its own."""
+    """Global average pooling, dropout (left out when 0) and a softmax layer, as a model.
+
+    Example:
+        >>> [layer.name for layer in build_head((None, 7, 7, 512), 5, dropout=0.0).layers]
+        ['features', 'avg_pool', 'predictions']
+    """
     import keras
 
     features = keras.Input(shape=feature_shape[1:], name="features")
@@ -80,7 +85,14 @@ def build_head(feature_shape: tuple[int | None, ...], num_classes: int, dropout:
 
 def build_classifier(row: Backbone, backbone: keras.Model, num_classes: int,
                      dropout: float = 0.2) -> keras.Model:
-    """Wrap ``backbone`` (built from ``row``) with its preprocessing and a new head."""
+    """Wrap ``backbone`` (built from ``row``) with its preprocessing and a new head.
+
+    Example:
+        >>> from tlkit.backbones import build_backbone, get_backbone
+        >>> model = build_classifier(get_backbone("tiny_cnn"), build_backbone("tiny_cnn", 32), 3)
+        >>> [layer.name for layer in model.layers]
+        ['image', 'preprocess_tf', 'tiny_cnn', 'head']
+    """
     import keras
 
     size = backbone.input_shape[1]
