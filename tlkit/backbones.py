@@ -42,6 +42,11 @@ class Backbone:
     (Inception). ``last_conv`` is the last convolutional feature map, the natural layer for
     Grad-CAM (``tlkit.explain.gradcam``); None means the backbone's output, where Keras
     leaves that layer unnamed.
+
+    Example:
+        >>> row = get_backbone("tiny_cnn")
+        >>> row.block_names, row.last_conv
+        (('stem', 'block2_conv', 'block3_conv'), 'block3_relu')
     """
 
     name: str
