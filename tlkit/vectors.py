@@ -41,6 +41,11 @@ class WordVectors:
 
     ``found`` counts vocabulary words (padding excluded) that had a vector; ``scale`` is the
     ``a`` of the U[-a, a] draw that filled the others.
+
+    Example:
+        >>> vectors = WordVectors(np.zeros((5, 3)), found=2, words=4, scale=0.25, path="v.txt")
+        >>> vectors.coverage, vectors.dim
+        (0.5, 3)
     """
 
     matrix: np.ndarray
