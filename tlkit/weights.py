@@ -42,7 +42,13 @@ DOWNLOAD_TIMEOUT_SECONDS = 10
 
 @dataclass(frozen=True)
 class KerasWeightsFile:
-    """The ImageNet weights file Keras fetches for a backbone: name, URL, hash, cache path."""
+    """The ImageNet weights file Keras fetches for a backbone: name, URL, hash, cache path.
+
+    Example:
+        >>> found = expected_weights_file("vgg16")  # read from Keras, nothing downloaded
+        >>> found.cache_path == keras_cache_dir() / found.fname, len(found.file_hash)  # md5
+        (True, 32)
+    """
 
     fname: str
     origin: str
