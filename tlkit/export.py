@@ -67,7 +67,12 @@ VOCABULARY_FILE = "vocabulary.json"
 
 
 class ParityError(UserError):
-    """The exported model's probabilities differ from the run's model beyond the tolerance."""
+    """The exported model's probabilities differ from the run's model beyond the tolerance.
+
+    Example:
+        >>> issubclass(ParityError, UserError)  # the CLI prints it as one "Error: ..." line
+        True
+    """
 
 
 def check_export(fmt: str, quantize: str | None = None) -> None:
@@ -159,6 +164,14 @@ def reference_inputs(run: Run) -> tuple[list[str], list[str], str]:
     """Inputs and labels of the run's test split (else its validation split), and its name.
 
     Image runs read ``split.csv``; text runs the rows of ``predictions.csv``.
+
+    Example:
+        >>> import tempfile
+        >>> run = Run(Path(tempfile.mkdtemp()), "textcnn", None, ["neg", "pos"], {})
+        >>> rows = ["input,label,split", "fine,pos,val", "dull,neg,test"]
+        >>> _ = (run.path / "predictions.csv").write_text("\\n".join(rows))
+        >>> reference_inputs(run)
+        (['dull'], ['neg'], 'test')
     """
     source = run.path / (SPLIT_FILE if run.kind == "image" else PREDICTIONS_FILE)
     if not source.is_file():
@@ -213,6 +226,13 @@ def exported_model(run: Run, fmt: str) -> tuple[Any, Any, str]:
 
     ``takes`` is ``images``, ``text`` or ``token_ids``: a text run's string model for a
     SavedModel, its inner token-id model for the formats that cannot carry the tokenizer.
+
+    Example:
+        >>> from tlkit.backbones import build_tiny_cnn
+        >>> run = Run(Path("runs/shapes"), "image", None, ["circle", "square"], {},
+        ...           model=build_tiny_cnn(include_top=True, classes=2))
+        >>> exported_model(run, "onnx")[1:]
+        (TensorSpec(shape=(None, 32, 32, 3), dtype=tf.float32, name='image'), 'images')
     """
     import keras
     import tensorflow as tf
@@ -238,6 +258,14 @@ def tokenizer_spec(run: Run) -> dict[str, Any]:
     need the ``regex`` package in Python) in order, lower-case as ``lower`` says (``ascii``
     after the rules, ``unicode`` before them), strip, split on spaces, then look tokens up
     in ``vocabulary.json`` (unknown: 1), cut to ``max_length`` and pad with 0.
+
+    Example:
+        >>> import tempfile
+        >>> from tlkit.data.text import build_vocabulary
+        >>> run = Run(Path(tempfile.mkdtemp()), "textcnn", None, ["neg", "pos"], {})
+        >>> build_vocabulary([["a", "film"]], "kim", max_length=20).save(run.path / VOCABULARY_FILE)
+        >>> {key: value for key, value in tokenizer_spec(run).items() if key != "rules"}
+        {'name': 'kim', 'lower': 'ascii', 'max_length': 20}
     """
     from tlkit.data.text import Vocabulary, get_tokenizer
 

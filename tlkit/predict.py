@@ -55,6 +55,14 @@ def gather_inputs(run: Run, inputs: Sequence[str], input_file: str | Path | None
     ``input_file`` is a CSV/TSV (``column``, default the recipe's path or text column) or,
     for text runs, a file with one sentence per line. CSV image paths are relative to the
     CSV's folder.
+
+    Example:
+        >>> import tempfile
+        >>> lines = Path(tempfile.mkdtemp()) / "more.txt"
+        >>> _ = lines.write_text("second one\\n\\nthird one\\n")
+        >>> gather_inputs(Run(Path("runs/sst2"), "textcnn", None, ["neg", "pos"], {}),
+        ...               ["a fine film"], lines)
+        ['a fine film', 'second one', 'third one']
     """
     items = _image_inputs(inputs) if run.kind == "image" else _text_inputs(inputs)
     if input_file is not None:
@@ -112,6 +120,15 @@ def probabilities(run: Run, items: Sequence[str]) -> tuple[np.ndarray, list[str 
     """Class probabilities of each input, and an error (or None) for each.
 
     Rows with an error hold NaN.
+
+    Example:
+        >>> import keras
+        >>> hashed = keras.Sequential([keras.Input((), dtype="string"),  # a stand-in text model
+        ...                            keras.layers.Hashing(2, output_mode="one_hot")])
+        >>> run = Run(Path("runs/sst2"), "textcnn", None, ["neg", "pos"], {}, model=hashed)
+        >>> probs, errors = probabilities(run, ["a fine film", " "])
+        >>> np.isnan(probs).any(axis=1).tolist(), errors
+        ([False, True], [None, 'empty text: nothing to classify'])
     """
     if run.kind == "image":
         return _image_probabilities(run, list(items))

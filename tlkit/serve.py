@@ -55,7 +55,13 @@ Predictor = Callable[[list[str]], tuple[np.ndarray, list[str | None]]]
 
 
 class RequestError(Exception):
-    """A request the server refuses: an HTTP status and a one-line reason."""
+    """A request the server refuses: an HTTP status and a one-line reason.
+
+    Example:
+        >>> error = RequestError(413, "1025 inputs in one request; send at most 1024")
+        >>> error.status, str(error)
+        (413, '1025 inputs in one request; send at most 1024')
+    """
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -144,7 +150,16 @@ class Batcher:
 
 
 class PredictionServer(ThreadingHTTPServer):
-    """The HTTP server of one run (``run``, ``batcher``); ``url`` is where it listens."""
+    """The HTTP server of one run (``run``, ``batcher``); ``url`` is where it listens.
+
+    Built unbound: ``make_server`` binds it and loads the run.
+
+    Example:
+        >>> server = PredictionServer(("127.0.0.1", 8080), Batcher(lambda items: None))
+        >>> server.url
+        'http://127.0.0.1:8080'
+        >>> server.server_close()  # stops the batcher too
+    """
 
     daemon_threads = True
     run: Run
@@ -269,7 +284,16 @@ def top_k_rows(probs: np.ndarray, errors: Sequence[str | None], class_names: Seq
 
 def predict_request(server: PredictionServer, inputs: list[str], top_k: int
                     ) -> list[dict[str, Any]]:
-    """Run one request's inputs through the server's batcher; image inputs become files."""
+    """Run one request's inputs through the server's batcher; image inputs become files.
+
+    Example:
+        >>> batcher = Batcher(lambda x: (np.tile([0.3, 0.7], (len(x), 1)), [None] * len(x)))
+        >>> server = PredictionServer(("127.0.0.1", 0), batcher)
+        >>> server.run = Run(Path("runs/sst2"), "textcnn", None, ["neg", "pos"], {})
+        >>> predict_request(server, ["a fine film"], top_k=2)
+        [{'labels': ['pos', 'neg'], 'probabilities': [0.7, 0.3]}]
+        >>> server.server_close()
+    """
     run, batcher = server.run, server.batcher
     if run.kind != "image":
         probs, errors = batcher.submit(inputs).result()

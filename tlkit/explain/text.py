@@ -40,6 +40,15 @@ class KimParts:
     ``probe`` maps token ids to (embedded sentence, each convolution's activations, pooled
     features); ``convolutions`` holds (name, width, left padding) in the order their pooled
     features are concatenated.
+
+    Example:
+        >>> from tlkit.data.text import build_vocabulary
+        >>> from tlkit.models.textcnn import build_string_model, build_textcnn
+        >>> vocab = build_vocabulary([["a", "fine", "film"]], "kim")
+        >>> parts = kim_parts(build_string_model(build_textcnn(len(vocab), 2, filter_widths=(2, 3),
+        ...                                                    feature_maps=4), vocab))
+        >>> parts.convolutions, parts.kernel.shape  # 2 widths x 4 maps -> 2 classes
+        ([('conv_2', 2, 1), ('conv_3', 3, 2)], (8, 2))
     """
 
     standardize: Any
