@@ -42,7 +42,15 @@ STAGE_BEST = "stage-best.weights.h5"
 
 
 def save_weights(model: Any, path: Path) -> None:
-    """``model.save_weights(path)``, written beside ``path`` and renamed into place."""
+    """``model.save_weights(path)``, written beside ``path`` and renamed into place.
+
+    Example:
+        >>> import keras, tempfile
+        >>> path = Path(tempfile.mkdtemp()) / BEST_FILE
+        >>> save_weights(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), path)
+        >>> [file.name for file in path.parent.iterdir()]  # no partial file left beside it
+        ['best.weights.h5']
+    """
     partial = path.with_name(f".{path.name.removesuffix('.weights.h5')}.partial.weights.h5")
     model.save_weights(partial)
     os.replace(partial, path)
@@ -50,7 +58,15 @@ def save_weights(model: Any, path: Path) -> None:
 
 @dataclass
 class ResumePoint:
-    """Where a run folder's training stands: stages done, epochs, the backup to load."""
+    """Where a run folder's training stands: stages done, epochs, the backup to load.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> pd.DataFrame({"epoch": [0, 1, 2]}).to_csv(folder / HISTORY_FILE, index=False)
+        >>> ResumePoint(0, 0, epoch=2, backup=None).log(folder)["epoch"].tolist()
+        [0, 1]
+    """
 
     stages_done: int
     stage_first_epoch: int
@@ -83,13 +99,31 @@ class ResumePoint:
 
 
 def record_stage(folder: Path, stages_done: int, epoch: int) -> None:
-    """Note that ``stages_done`` stages are finished at ``epoch``; drop the stage's backup."""
+    """Note that ``stages_done`` stages are finished at ``epoch``; drop the stage's backup.
+
+    Example:
+        >>> import tempfile
+        >>> record_stage(folder := Path(tempfile.mkdtemp()), stages_done=1, epoch=7)
+        >>> ResumePoint.read(folder)
+        ResumePoint(stages_done=1, stage_first_epoch=7, epoch=7, backup=None)
+    """
     write_json(folder / PROGRESS_FILE, {"stages_done": stages_done, "epoch": epoch})
     shutil.rmtree(folder / BACKUP_FOLDER, ignore_errors=True)
 
 
 def restore(model: Any, backup: Path) -> None:
-    """Load the weights and optimizer state of a backup into a compiled ``model``."""
+    """Load the weights and optimizer state of a backup into a compiled ``model``.
+
+    A freshly compiled optimizer is built first, or its saved state would be skipped.
+
+    Example:
+        >>> import keras, tempfile
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile("adam", "mse"); model.optimizer.build(model.trainable_variables)
+        >>> model.save_weights(Path(backup := tempfile.mkdtemp()) / "state.weights.h5")
+        >>> model.compile("adam", "mse"); restore(model, Path(backup)); model.optimizer.built
+        True
+    """
     with model.distribute_strategy.scope():  # the optimizer's slots are the strategy's
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
@@ -102,6 +136,15 @@ def epoch_callbacks(best_file: Path, folder: Path, stage: str, stage_index: int,
 
     The fitted model's weights go to ``best_file`` when the monitor beats ``best``. The
     backup holds the fitted model with its optimizer.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> log, best, backup = epoch_callbacks(folder / BEST_FILE, folder, "head", 0,
+        ...                                     "val_loss", "min", None)
+        >>> log.on_epoch_end(0, {"val_loss": 0.5})
+        >>> pd.read_csv(folder / HISTORY_FILE).to_dict("records")
+        [{'epoch': 0, 'stage': 'head', 'val_loss': 0.5}]
     """
     import keras
 
