@@ -36,7 +36,13 @@ KERAS_TESTED = ">=3.15,<3.16"
 
 class KerasInternalsError(UserError):
     """This Keras no longer has a private part tlkit relies on; tlkit stopped instead of
-    guessing. The message names the part and the Keras versions tlkit is tested with."""
+    guessing. The message names the part and the Keras versions tlkit is tested with.
+
+    Example:
+        >>> optimizer_variable_index(object(), None)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.keras_internals.KerasInternalsError: keras ... (object._get_variable_index); ...
+    """
 
 
 def _unsupported(what: str) -> KerasInternalsError:
@@ -180,7 +186,16 @@ def functional_graph(model: Any) -> Any | None:
 
 @dataclass(frozen=True)
 class LayerCall:
-    """One call of a layer in a functional graph: the layer and its input and output tensors."""
+    """One call of a layer in a functional graph: the layer and its input and output tensors.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+        ...                           keras.layers.Dense(2)])
+        >>> calls = layer_calls(functional_graph(model))
+        >>> calls[1].inputs[0] is calls[0].outputs[0], calls[1].outputs[0].shape
+        (True, (None, 2))
+    """
 
     layer: Any
     inputs: list[Any]
