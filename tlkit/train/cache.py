@@ -50,7 +50,14 @@ _POOLING_CLASSES = ("GlobalAveragePooling2D", "GlobalMaxPooling2D")
 
 @dataclass
 class FeatureCache:
-    """Features of one list of images: a read-only memory map and the manifest beside it."""
+    """Features of one list of images: a read-only memory map and the manifest beside it.
+
+    Example:
+        >>> cache = FeatureCache(Path("c.npy"), np.arange(12.0).reshape(6, 2),
+        ...                      {"views": 2, "n_images": 3}, reused=False)
+        >>> cache.view(1).tolist()  # view 1 of each of the 3 images
+        [[6.0, 7.0], [8.0, 9.0], [10.0, 11.0]]
+    """
 
     path: Path
     features: np.ndarray
@@ -168,6 +175,13 @@ def cache_key(feature_model: keras.Model, paths: list[str], key_parts: dict[str,
 
     The seed and batch size matter only with augmentation: they fix which random draw each
     image gets; without it the features do not depend on them.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalMaxPooling2D()])
+        >>> key = cache_key(model, [], {"backbone": "tiny_cnn"}, None, 1, seed=0, batch_size=32)
+        >>> key["backbone"], key["input_shape"], key["feature_shape"], "seed" in key
+        ('tiny_cnn', [8, 8, 3], [3], False)
     """
     key: dict[str, Any] = {"format": CACHE_FORMAT, **key_parts,
                            "weights": weights_fingerprint(feature_model),
