@@ -468,7 +468,9 @@ def make_dataset(paths: list[str], labels: np.ndarray, image_size: int, batch_si
     uninterrupted one saw.
 
     Example:
-        >>> ds = make_dataset(["a.png"], np.array([0]), 32, 8)  # doctest: +SKIP
+        >>> ds = make_dataset(["datasets/shapes/circle/circle_000.jpg"], np.array([0]), 32, 8)
+        >>> [tuple(part.shape) for part in next(iter(ds))]
+        [(1, 32, 32, 3), (1,)]
     """
     import tensorflow as tf
 
