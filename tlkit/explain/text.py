@@ -65,8 +65,10 @@ def kim_parts(run_or_model: Any, class_names: Sequence[str] | None = None) -> Ki
     """Take a text run (folder or loaded) or a string-in Kim CNN apart for explanation.
 
     Example:
-        >>> kim_parts("runs/trec").convolutions  # doctest: +SKIP
-        [('conv_3', 3, 2), ('conv_4', 4, 3), ('conv_5', 5, 4)]
+        >>> from tlkit.backbones import build_tiny_cnn
+        >>> kim_parts(build_tiny_cnn(include_top=True))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: model 'tiny_cnn' is not a tlkit text CNN taking strings; ...
     """
     import keras
 
@@ -191,7 +193,13 @@ def filter_ngrams(run_or_model: Any, texts: Sequence[str],
     class's logit.
 
     Example:
-        >>> filter_ngrams("runs/trec", ["Who wrote Hamlet ?"]).head(3)  # doctest: +SKIP
+        >>> from tlkit.data.text import build_vocabulary
+        >>> from tlkit.models.textcnn import build_string_model, build_textcnn
+        >>> vocab = build_vocabulary([["a", "fine", "film"]], "kim")
+        >>> model = build_string_model(build_textcnn(len(vocab), 2, embedding_dim=8,
+        ...                                          feature_maps=4, seed=0), vocab)
+        >>> list(filter_ngrams(model, ["a fine film"]).columns)
+        ['sentence', 'class', 'filter', 'width', 'start', 'ngram', 'activation', 'contribution']
     """
     parts = kim_parts(run_or_model, class_names)
     frames = []
@@ -212,7 +220,14 @@ def explain_sentences(run_or_model: Any, texts: Sequence[str], top: int = 5,
     ``contribution`` (summed over the filters it won) and ``filters`` (how many it won).
 
     Example:
-        >>> explain_sentences("runs/trec", ["Who wrote Hamlet ?"], top=3)  # doctest: +SKIP
+        >>> from tlkit.data.text import build_vocabulary
+        >>> from tlkit.models.textcnn import build_string_model, build_textcnn
+        >>> vocab = build_vocabulary([["a", "fine", "film"]], "kim")
+        >>> model = build_string_model(build_textcnn(len(vocab), 2, embedding_dim=8,
+        ...                                          feature_maps=4, seed=0), vocab)
+        >>> table = explain_sentences(model, ["a fine film"], top=2, class_index=1)
+        >>> table[["text", "class", "rank"]].values.tolist()
+        [['a fine film', '1', 1], ['a fine film', '1', 2]]
     """
     parts = kim_parts(run_or_model, class_names)
     frames = []
@@ -241,7 +256,13 @@ def top_ngrams(run_or_model: Any, texts: Sequence[str], top: int = 10,
     many texts it won a filter in) and ``mean`` (contribution per such text).
 
     Example:
-        >>> top_ngrams("runs/trec", trec_test_sentences, top=5)  # doctest: +SKIP
+        >>> from tlkit.data.text import build_vocabulary
+        >>> from tlkit.models.textcnn import build_string_model, build_textcnn
+        >>> vocab = build_vocabulary([["a", "fine", "film"]], "kim")
+        >>> model = build_string_model(build_textcnn(len(vocab), 2, embedding_dim=8,
+        ...                                          feature_maps=4, seed=0), vocab)
+        >>> list(top_ngrams(model, ["a fine film", "a dull film"], top=1).columns)
+        ['class', 'rank', 'ngram', 'contribution', 'texts', 'mean']
     """
     parts = kim_parts(run_or_model, class_names)
     per_text = []
@@ -271,7 +292,14 @@ def token_saliency(run_or_model: Any, texts: Sequence[str],
     winning windows touch, weighted by how much the logit moves with each one.
 
     Example:
-        >>> token_saliency("runs/trec", ["Who wrote Hamlet ?"])  # doctest: +SKIP
+        >>> from tlkit.data.text import build_vocabulary
+        >>> from tlkit.models.textcnn import build_string_model, build_textcnn
+        >>> vocab = build_vocabulary([["a", "fine", "film"]], "kim")
+        >>> model = build_string_model(build_textcnn(len(vocab), 2, embedding_dim=8,
+        ...                                          feature_maps=4, seed=0), vocab)
+        >>> table = token_saliency(model, ["a great film"])  # "great" is not in the vocabulary
+        >>> table["token"].tolist(), round(float(table["saliency"].sum()), 6)
+        (['a', '[UNK]', 'film'], 1.0)
     """
     parts = kim_parts(run_or_model, class_names)
     rows = []
