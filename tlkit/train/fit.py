@@ -35,7 +35,12 @@ from tlkit.train.epochs import EpochClock, epoch_seeds
 
 
 def progress_verbosity() -> int:
-    """Keras's progress bar on a terminal, one line per epoch in logs and CI."""
+    """Keras's progress bar on a terminal, one line per epoch in logs and CI.
+
+    Example:
+        >>> progress_verbosity()  # a doctest's output is not a terminal
+        2
+    """
     return 1 if sys.stdout.isatty() else 2
 
 
@@ -52,7 +57,12 @@ def monitored(monitor: str, has_val: bool) -> tuple[str, str]:
 
 @dataclass
 class StageFit:
-    """What one stage fits: a model sharing the run model's layers, and its data streams."""
+    """What one stage fits: a model sharing the run model's layers, and its data streams.
+
+    Example:
+        >>> StageFit(model="head", train="train batches")  # no val: the stage watches loss
+        StageFit(model='head', train='train batches', val=None)
+    """
 
     model: Any
     train: Any
@@ -130,6 +140,15 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
     ``folder``. A folder left by a killed run continues where it stopped
     (``tlkit.train.checkpoints``): finished stages are skipped, and the current one
     restarts from its last epoch's weights and optimizer state.
+
+    Example:
+        >>> import keras, numpy as np, tempfile, tensorflow as tf
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> train = tf.data.Dataset.from_tensor_slices((np.eye(2), [0.0, 1.0])).batch(2)
+        >>> log = fit_stages(model, [Stage(epochs=2)], {"train": train}, Path(tempfile.mkdtemp()),
+        ...                  prepare=lambda stage: model.compile("sgd", "mse"), verbose=0)
+        >>> list(log.columns), log["epoch"].tolist()  # no val split: loss is watched
+        (['epoch', 'stage', 'loss'], [0, 1])
     """
     monitor, mode = monitored(monitor, "val" in datasets)
     (folder / "checkpoints").mkdir(exist_ok=True)
