@@ -159,9 +159,9 @@ def kept_activations(table: Any, batchnorm: str = "frozen") -> int:
 
     Example:
         >>> from tlkit.inspection import inspect_model
-        >>> table = inspect_model("resnet50")
-        >>> kept_activations(table, "trainable") > kept_activations(table, "frozen")
-        True
+        >>> table = inspect_model("tiny_cnn")  # 3 BatchNorms of 32 kB, 16 kB and 8 kB per image
+        >>> kept_activations(table, "trainable"), kept_activations(table, "frozen")
+        (139264, 81920)
     """
     sizes = dict(zip(table.index, _buffer_sizes(table), strict=True))
     return sum(sizes[name] for name in set(buffers(table, batchnorm).values()))
