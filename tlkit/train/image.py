@@ -53,7 +53,18 @@ from tlkit.train.fit import StageFit, fit_stages
 
 @dataclass
 class CheckedImageRun:
-    """An image recipe whose model-free checks passed: resolved size, table, destination."""
+    """An image recipe whose model-free checks passed: resolved size, table, destination.
+
+    Example:
+        >>> import tempfile
+        >>> data = Path(tempfile.mkdtemp())
+        >>> for label in ("cat", "dog"):
+        ...     (data / label).mkdir(); (data / label / "1.png").touch()
+        >>> checked = check_image_run(ImageRecipe(backbone="tiny_cnn", data=str(data)),
+        ...                           out=tempfile.mkdtemp())
+        >>> checked.recipe.input_size, checked.table["label"].tolist()  # the row's default size
+        (32, ['cat', 'dog'])
+    """
 
     recipe: ImageRecipe
     row: Backbone
@@ -174,6 +185,17 @@ class FrozenFeatures:
     The feature model and the head share the classifier's layers, so a head fitted on these
     features is the classifier's head. The cache key includes the backbone's weights, so a
     head stage after an unfrozen one computes fresh features.
+
+    Example:
+        >>> from tlkit.backbones import build_backbone
+        >>> from tlkit.models.image import build_classifier
+        >>> model = build_classifier(row := get_backbone("tiny_cnn"), build_backbone("tiny_cnn"), 2)
+        >>> images = ImageData(pd.DataFrame({"path": ["a.png", "b.png"], "label": ["dog", "cat"],
+        ...                                  "split": "train"}), ["cat", "dog"], [])
+        >>> frozen = FrozenFeatures(ImageRecipe(backbone="tiny_cnn"), row, model, images,
+        ...                         Path("cache"), EpochClock(0), model.distribute_strategy)
+        >>> frozen.feature_model.output_shape, frozen.head.output_shape, frozen.labels("train")
+        ((None, 32), (None, 2), array([1, 0], dtype=int32))
     """
 
     def __init__(self, recipe: ImageRecipe, row: Backbone, model: Any, images: ImageData,

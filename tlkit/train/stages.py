@@ -30,7 +30,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class StagePlan:
-    """What a stage trains: the backbone blocks, and each variable's learning-rate factor."""
+    """What a stage trains: the backbone blocks, and each variable's learning-rate factor.
+
+    Example:
+        >>> StagePlan([], {}).backbone_frozen, StagePlan([2], {"conv/kernel": 1.0}).backbone_frozen
+        (True, False)
+    """
 
     trainable_blocks: list[int]
     lr_multipliers: dict[str, float]

@@ -45,6 +45,14 @@ def read_recipe_tables(recipe: TextCNNRecipe) -> dict[str, pd.DataFrame]:
     ``data`` may be a folder of split tables (``train.csv``, ``dev.csv`` or ``val.csv``,
     ``test.csv``; what ``tlkit datasets fetch`` writes): its train table is the training
     data and its other tables the dev and test splits.
+
+    Example:
+        >>> import tempfile
+        >>> folder, table = Path(tempfile.mkdtemp()), pd.DataFrame({"text": ["ok"], "label": ["+"]})
+        >>> for split in ("train", "test"):
+        ...     table.to_csv(folder / f"{split}.csv", index=False)
+        >>> {k: len(v) for k, v in read_recipe_tables(TextCNNRecipe(data=folder)).items()}
+        {'train': 1, 'test': 1}
     """
     if recipe.data is None:
         raise UserError("no data given; pass --data a CSV/TSV file, a folder of <class>.txt "
