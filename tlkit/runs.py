@@ -371,9 +371,14 @@ def load_run(path: str | Path, model: bool = True) -> Run:
     """Open a finished run of any kind; ``model=False`` skips loading the Keras model.
 
     Example:
-        >>> run = load_run("runs/shapes")  # doctest: +SKIP
-        >>> run.kind, run.class_names  # doctest: +SKIP
-        ('image', ['circle', 'square', 'triangle'])
+        >>> import tempfile
+        >>> from tlkit.recipes import TextCNNRecipe
+        >>> with new_run_folder(out := Path(tempfile.mkdtemp()), "demo", "textcnn") as writer:
+        ...     writer.write_recipe(TextCNNRecipe()); writer.write_classes(["neg", "pos"])
+        ...     (writer.path / MODEL_FILE).touch()  # only checked for, with model=False
+        >>> run = load_run(out / "demo", model=False)
+        >>> run.kind, run.class_names, run.model
+        ('textcnn', ['neg', 'pos'], None)
     """
     from tlkit.recipes import kind_of, load_recipe
 

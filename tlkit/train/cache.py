@@ -208,10 +208,13 @@ def build_feature_cache(feature_model: keras.Model, paths: list[str], batch_size
     that a later run would take as complete.
 
     Example:
-        >>> cache = build_feature_cache(feature_model, paths, 32, "cache",
-        ...                             {"backbone": "tiny_cnn"})  # doctest: +SKIP
-        >>> cache.features.shape  # doctest: +SKIP
-        (16, 32)
+        >>> import keras, tempfile
+        >>> paths = [f"{tempfile.mkdtemp()}/image.png" for _ in range(3)]
+        >>> for path in paths: keras.utils.save_img(path, np.zeros((8, 8, 3)))
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalMaxPooling2D()])
+        >>> cache = build_feature_cache(model, paths, 2, tempfile.mkdtemp(), {"backbone": "demo"})
+        >>> cache.features.shape, cache.reused
+        ((3, 3), False)
     """
     if views < 1:
         raise UserError(f"augment_views must be at least 1 (got {views})")
@@ -287,7 +290,10 @@ def head_dataset(cache: FeatureCache, labels: np.ndarray, batch_size: int, *,
     run draws what the uninterrupted one drew.
 
     Example:
-        >>> head.fit(head_dataset(cache, labels, 32, shuffle=True), epochs=5)  # doctest: +SKIP
+        >>> cache = FeatureCache(Path("c.npy"), np.eye(3, dtype="float32"),
+        ...                      {"views": 1, "n_images": 3}, reused=False)
+        >>> [labels.numpy().tolist() for _, labels in head_dataset(cache, [0, 1, 2], 2)]
+        [[0, 1], [2]]
     """
     import tensorflow as tf
 
