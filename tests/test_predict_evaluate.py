@@ -102,6 +102,8 @@ def test_unknown_classes_are_named_or_ignored(image_run: Path, tmp_path: Path) -
     (["predict", "{tmp}/.colours.partial", "{image}"], ["unfinished run"]),
     (["predict", "{run}", "{image}", "--output", "/no/such/dir/p.csv"], ["cannot write"]),
     (["evaluate", "{run}", "--data", "{tmp}/none"], ["does not exist"]),
+    (["evaluate", "{run}", "--data", "{tmp}", "--data", "{tmp}"],
+     ["2 --data were given", "one folder or CSV/TSV"]),
     (["textcnn", "predict", "{run}", "words"], ["image run, not a textcnn run"]),
 ])
 def test_bad_input_is_one_line(image_run: Path, tmp_path: Path, args: list[str],

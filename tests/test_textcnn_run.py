@@ -12,9 +12,10 @@ import pytest
 from conftest import assert_user_error, run_cli
 
 from tlkit.errors import UserError
-from tlkit.evaluate import evaluate
+from tlkit.evaluate import evaluate, read_labelled
 from tlkit.predict import open_run, predict
 from tlkit.recipes import TextCNNRecipe, load_recipe
+from tlkit.runs import Run
 from tlkit.train.text import read_recipe_tables, train_textcnn
 
 GOOD = ["great", "wonderful", "superb", "gripping", "funny", "moving"]
@@ -136,6 +137,10 @@ def test_cli_train_evaluate_predict(text_files, tmp_path: Path,
     assert "test accuracy" in out
     code, out, _ = run_cli(["textcnn", "evaluate", str(runs / "c"), "--data", str(test)], capsys)
     assert code == 0 and out.startswith("accuracy ") and "report.html" in out
+    # The folder is evaluated on its test table.
+    code, folder_out, _ = run_cli(["evaluate", str(runs / "c"), "--data", str(train.parent),
+                                   "--name", "folder"], capsys)
+    assert code == 0 and folder_out.split()[:2] == out.split()[:2]
     lines = tmp_path / "in.txt"
     lines.write_text("superb gripping film\n\nboring dull plot\n")
     code, out, _ = run_cli(["textcnn", "predict", str(runs / "c"), "a wonderful story",
@@ -169,6 +174,10 @@ def test_a_folder_of_split_tables_gives_train_dev_and_test(tmp_path: Path) -> No
     (folder / "train.csv").unlink()
     assert_user_error(lambda: read_recipe_tables(TextCNNRecipe(data=str(folder))),
                       "no train table", "add train.csv")
+    run = Run(tmp_path, "textcnn", TextCNNRecipe(), ["neg", "pos"], {})
+    assert len(read_labelled(run, str(folder), {})) == 8  # evaluation reads the test table
+    (folder / "test.tsv").unlink()
+    assert_user_error(lambda: read_labelled(run, str(folder), {}), "no test table")
 
 
 def test_cli_predict_on_an_image_run_is_a_clear_error(tmp_path: Path,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tlkit.data.tables import label_ids
+from tlkit.data.tables import label_ids, split_tables
 from tlkit.errors import UserError
 from tlkit.predict import open_run, probabilities
 from tlkit.runs import Run, write_json
@@ -46,15 +46,30 @@ def read_labelled(run: Run, data: str | Path | list[str], columns: dict[str, str
     if run.kind == "image":
         from tlkit.data.images import read_image_table
 
+        if isinstance(data, list):
+            raise UserError(f"{len(data)} --data were given; an image run is evaluated on one "
+                            "folder or CSV/TSV at a time")
+
         table = read_image_table(data, given.get("path_column", recipe.path_column),
                                  given.get("label_column", recipe.label_column), min_classes=1)
         return pd.DataFrame({"input": table["path"], "label": table["label"]})
     from tlkit.data.text import read_text_table
 
-    table = read_text_table(data, given.get("text_column", recipe.text_column),
+    table = read_text_table(_test_table(data), given.get("text_column", recipe.text_column),
                             given.get("label_column", recipe.label_column),
                             given.get("encoding", recipe.encoding))
     return pd.DataFrame({"input": table["text"], "label": table["label"]})
+
+
+def _test_table(data: str | Path | list[str]) -> str | Path | list[str]:
+    """A folder of split tables is evaluated on its test table; other data as it is."""
+    if isinstance(data, list) or not Path(data).is_dir():
+        return data
+    tables = split_tables(data)
+    if tables and "test" not in tables:
+        raise UserError(f"folder '{data}' holds {', '.join(p.name for p in tables.values())} "
+                        "but no test table; pass --data the file to evaluate on")
+    return tables.get("test", data)
 
 
 def known_rows(table: pd.DataFrame, class_names: list[str], ignore_unknown: bool
