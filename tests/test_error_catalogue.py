@@ -245,6 +245,8 @@ CLI_CASES = [
      ["max_length must be at least 1"]),
     ("textcnn train --set filter_widths=[0]",
      "textcnn train --data {train} --set filter_widths=[0]", ["filter_widths"]),
+    ("finetune --set stages.0.lr.x=3", "finetune --data {images} --set stages.0.lr.x=3",
+     ["stages.0.lr is 0.003, which has no fields"]),
     ("textcnn train --set filter_widths=[3,3]",
      "textcnn train --data {train} --set filter_widths=[3,3]", ["names a width twice"]),
     ("textcnn train --set dropout=-0.5", "textcnn train --data {train} --set dropout=-0.5",

@@ -146,3 +146,13 @@ def test_an_item_of_a_default_list_can_be_set() -> None:
     assert recipe.filter_widths == [2, 4, 5]  # the other widths stay the paper's
     assert_user_error(lambda: build_recipe(TextCNNRecipe, {}, ["filter_widths.3=6"]),
                       "no list item 3")
+
+
+def test_a_dotted_override_into_a_plain_value_is_one_line() -> None:
+    assert_user_error(lambda: apply_overrides(ImageRecipe(), ["batch_size.x=1"]),
+                      "batch_size is 32, which has no fields", "--set batch_size=")
+    assert_user_error(lambda: build_recipe(TextCNNRecipe, {}, ["filter_widths.0.x=3"]),
+                      "filter_widths.0 is 3")
+    # An empty section takes fields: augmentation off, then one of its settings.
+    recipe = build_recipe(ImageRecipe, {"augment": None}, ["augment.zoom=0.2"])
+    assert recipe.augment is not None and recipe.augment.zoom == 0.2

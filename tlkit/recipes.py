@@ -507,13 +507,19 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
                         f"({str(error).splitlines()[0]}); quote it or fix it") from error
     parts = key.strip().split(".")
     target: Any = data
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1], start=1):
         if isinstance(target, list):
             if not part.isdigit() or int(part) >= len(target):
                 raise UserError(f"override '{override}': no list item {part}")
             target = target[int(part)]
         else:
-            target = target.setdefault(part, {})
+            if target.get(part) is None:  # empty (e.g. augment off): start its fields
+                target[part] = {}
+            target = target[part]
+        if not isinstance(target, (dict, list)):
+            whole = ".".join(parts[:depth])
+            raise UserError(f"override '{override}': {whole} is {target!r}, which has no "
+                            f"fields; set it whole, e.g. --set {whole}=...")
     if isinstance(target, list):
         if not parts[-1].isdigit() or int(parts[-1]) >= len(target):
             raise UserError(f"override '{override}': no list item {parts[-1]}")
