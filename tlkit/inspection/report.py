@@ -113,8 +113,8 @@ def render_totals(table: pd.DataFrame, totals: dict[str, Any]) -> str:
     if totals["activations"] is not None:
         lines.append(f"activations       {totals['activations']:,} per image, forward only: "
                      f"{format_bytes(totals['activation_bytes'])}")
-    lines.append(f"MACs              {totals['macs'] / 1e9:.2f} G per image "
-                 f"(FLOPs {totals['flops'] / 1e9:.2f} G)")
+    lines.append(f"MACs              {_si(totals['macs'])} per image "
+                 f"(FLOPs {_si(totals['flops'])})")
     if "full_training_fixed_bytes" in totals:
         lines.append("training memory   " + "; ".join(
             f"{label}: {format_bytes(totals[f'{stage}_training_fixed_bytes'])} + "
