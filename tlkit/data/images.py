@@ -102,10 +102,10 @@ def describe_source(source: str | Path | pd.DataFrame) -> str:
 
     Example:
         >>> describe_source("labels.csv"), describe_source(pd.DataFrame({"path": ["a.png"]}))
-        ("'labels.csv'", 'the DataFrame (1 rows)')
+        ("'labels.csv'", 'the DataFrame (1 row)')
     """
     if isinstance(source, pd.DataFrame):
-        return f"the DataFrame ({len(source)} rows)"
+        return f"the DataFrame ({len(source)} row{'' if len(source) == 1 else 's'})"
     return f"'{source}'"
 
 
