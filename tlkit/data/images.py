@@ -80,7 +80,7 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
         >>> read_image_table(pd.DataFrame({"path": ["/no/cat.png"], "label": ["cat"]}))
         ... # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        tlkit.errors.UserError: 1 of 1 image paths in the DataFrame (1 rows) do not exist, ...
+        tlkit.errors.UserError: 1 of 1 image paths in the DataFrame (1 row) do not exist, ...
     """
     if isinstance(source, pd.DataFrame):
         table = _table_from_frame(source, path_column, label_column, Path.cwd(),
