@@ -291,6 +291,8 @@ CLI_CASES = [
     ("textcnn train --set vectors_format=xyz", "textcnn train --data {train} --variant static "
      "--vectors {vectors} --embedding-dim 3 --set vectors_format=xyz",
      ["unknown vectors format 'xyz'", "glove"]),
+    ("finetune --out /proc/tlkit-runs", "finetune --data {images} --out /proc/tlkit-runs",
+     ["cannot", "'/proc/tlkit-runs'", "pass another --out"]),
     ("finetune --out a-file/sub", "finetune --data {images} --out {train}/sub",
      ["cannot write run folders under", "--out"]),
     ("finetune --name of an existing run", "finetune --data {images} --out {runs} "

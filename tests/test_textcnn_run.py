@@ -16,7 +16,7 @@ from tlkit.evaluate import evaluate, read_labelled
 from tlkit.predict import open_run, predict
 from tlkit.recipes import TextCNNRecipe, load_recipe
 from tlkit.runs import Run
-from tlkit.train.text import read_recipe_tables, train_textcnn
+from tlkit.train.text import check_text_run, read_recipe_tables, train_textcnn
 
 GOOD = ["great", "wonderful", "superb", "gripping", "funny", "moving"]
 BAD = ["awful", "boring", "dull", "clumsy", "tedious", "flat"]
@@ -167,6 +167,9 @@ def test_a_folder_of_split_tables_gives_train_dev_and_test(tmp_path: Path) -> No
     assert_user_error(lambda: read_recipe_tables(TextCNNRecipe(
         data=str(folder), test=str(folder / "test.tsv"))), "already holds test.tsv",
         "leave out --test")
+    assert_user_error(lambda: check_text_run(TextCNNRecipe(data=str(folder), cv=3),
+                                             out=tmp_path / "runs"),
+                      "--cv 3", "the dev and test data would go unused")
     (folder / "val.csv").write_text("text,label\na,b\n")
     assert_user_error(lambda: read_recipe_tables(TextCNNRecipe(data=str(folder))),
                       "two val tables", "keep one")

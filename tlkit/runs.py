@@ -128,7 +128,28 @@ def check_destination(out: str | Path, name: str, resume: bool = False) -> Path:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write run folders under '{out}' ('{existing}' is not a "
                         "writable folder); pass another --out")
+    _check_creatable(out)
     return final
+
+
+def _check_creatable(out: Path) -> None:
+    """Make the missing folders of ``out`` and remove them again, or say why they cannot be.
+
+    Asking ``os.access`` of the nearest existing folder is not enough: it answers yes for
+    root under /proc, where no folder can be made, and the run would then fail only after
+    building its model.
+    """
+    made: list[Path] = []
+    try:
+        for folder in reversed([p for p in (out, *out.absolute().parents) if not p.exists()]):
+            folder.mkdir()
+            made.append(folder)
+    except OSError as error:
+        raise UserError(f"cannot write run folders under '{out}' ({error.strerror}); pass "
+                        "another --out") from error
+    finally:
+        for folder in reversed(made):
+            folder.rmdir()
 
 
 class RunWriter:

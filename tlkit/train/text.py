@@ -104,7 +104,13 @@ def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | 
     suffix = f"-cv{recipe.cv}" if recipe.cv else ""
     name = name or run_name(f"textcnn-{recipe.variant}{suffix}")
     check_destination(out, name, resume)
-    return read_recipe_tables(recipe), name
+    tables = read_recipe_tables(recipe)
+    unused = [split for split in ("dev", "test") if split in tables]
+    if recipe.cv and unused:
+        raise UserError(f"--cv {recipe.cv} tests each fold on its own held-out part, so the "
+                        f"{' and '.join(unused)} data would go unused; drop --cv, or pass "
+                        "--data the one table to cross-validate")
+    return tables, name
 
 
 def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | None = None,
