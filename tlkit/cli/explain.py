@@ -42,7 +42,9 @@ def explain(run: str, inputs: tuple[str, ...], method: str | None, class_name: s
         for row in table.to_dict("records"):
             click.echo(f"{row['path']}: {row['class']} ({row['probability']:.3f}) -> {row['png']}")
         folder = Path(table["png"].iloc[0]).parent
-        click.echo(f"wrote {len(table)} overlays (.png) and heatmaps (.npy) to {folder}")
+        plural = "" if len(table) == 1 else "s"
+        click.echo(f"wrote {len(table)} overlay{plural} (.png) and heatmap{plural} (.npy) "
+                   f"to {folder}")
         return
     _echo_text_table(table)
     if out:
