@@ -274,3 +274,15 @@ def test_renamed_optimizer_internals_are_clear_errors() -> None:
     sgd = keras.optimizers.SGD()
     sgd.build([weight])
     _internals_error(lambda: adadelta_accumulators(sgd, weight), "SGD._accumulated_grads")
+
+
+def test_gpu_memory_limits_list_no_gpu_here_and_fail_closed_without_device_lib(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorflow.python.client import device_lib
+
+    from tlkit.keras_internals import gpu_memory_limits
+
+    assert gpu_memory_limits() == {}  # this machine has no GPU; the CPU is not listed
+    monkeypatch.delattr(device_lib, "list_local_devices")
+    with pytest.raises(KerasInternalsError, match="no device_lib.list_local_devices"):
+        gpu_memory_limits()

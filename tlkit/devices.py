@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from tlkit.errors import UserError
+from tlkit.keras_internals import gpu_memory_limits
 
 PRECISIONS = ("off", "auto", "float16", "bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
@@ -44,7 +45,7 @@ def describe_devices() -> pd.DataFrame:
     import tensorflow as tf
 
     rows = []
-    gpu_memory = _gpu_memory_limits() if tf.config.list_physical_devices("GPU") else {}
+    gpu_memory = gpu_memory_limits() if tf.config.list_physical_devices("GPU") else {}
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     for device in tf.config.list_logical_devices():
         row: dict[str, Any] = {"name": device.name, "type": device.device_type}
@@ -56,15 +57,6 @@ def describe_devices() -> pd.DataFrame:
             row["model"] = details.get("device_name", "")
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _gpu_memory_limits() -> dict[str, int]:
-    """Bytes TensorFlow may allocate on each GPU, by logical device name."""
-    # TensorFlow has no public call for a GPU's size; device_lib is what its own guides use.
-    from tensorflow.python.client import device_lib
-
-    return {device.name: device.memory_limit for device in device_lib.list_local_devices()
-            if device.device_type == "GPU"}
 
 
 def use_gpus(gpus: str | None) -> None:

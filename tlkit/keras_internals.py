@@ -1,9 +1,11 @@
-"""Every use of Keras's private API in tlkit, in one place, each failing closed.
+"""Every use of Keras's (and TensorFlow's) private API in tlkit, in one place, each failing
+closed.
 
 Keras has no public way to ask which weights file a ``keras.applications`` constructor
 loads, to walk a functional model's graph call by call, to build a model without allocating
-its weights, or (in an optimizer subclass) to find a variable's slots. tlkit needs all four,
-so it reaches into Keras here and nowhere else. Each function checks that what it reaches
+its weights, or (in an optimizer subclass) to find a variable's slots; TensorFlow has none
+to ask how much memory a GPU gives it. tlkit needs all five, so it reaches into Keras and
+TensorFlow here and nowhere else. Each function checks that what it reaches
 for still exists and raises ``KerasInternalsError`` (a one-line ``UserError`` naming the
 Keras versions tlkit is tested with) rather than silently doing something else; each has a
 test in ``tests/test_keras_internals.py``. The weights lookup in particular never falls
@@ -32,6 +34,7 @@ from tlkit.errors import UserError
 
 # The Keras releases the test suite has passed on; pyproject.toml pins the same range.
 KERAS_TESTED = ">=3.15,<3.16"
+TENSORFLOW_TESTED = "2.21"
 
 
 class KerasInternalsError(UserError):
@@ -314,3 +317,35 @@ def adadelta_accumulators(optimizer: Any, variable: Any) -> tuple[Any, Any]:
     grads = _private(optimizer, "_accumulated_grads", "Adadelta gradient accumulators")
     deltas = _private(optimizer, "_accumulated_delta_vars", "Adadelta update accumulators")
     return grads[index], deltas[index]
+
+
+# --- GPU memory -----------------------------------------------------------------------------
+
+def gpu_memory_limits() -> dict[str, int]:
+    """Bytes TensorFlow may allocate on each GPU, by logical device name (``{}``: no GPU).
+
+    Example:
+        >>> import tensorflow as tf
+        >>> len(gpu_memory_limits()) == len(tf.config.list_logical_devices("GPU"))
+        True
+    """
+    # device_lib is what TensorFlow's own guides use for a GPU's size.
+    try:
+        from tensorflow.python.client import device_lib
+    except ImportError:
+        device_lib = None
+    listing = _tensorflow_private(device_lib, "list_local_devices", "device_lib")
+    return {device.name: device.memory_limit for device in listing()
+            if device.device_type == "GPU"}
+
+
+def _tensorflow_private(owner: Any, name: str, what: str) -> Any:
+    """``owner.<name>``, or a KerasInternalsError saying that TensorFlow's ``what`` is gone."""
+    found = getattr(owner, name, None)
+    if found is None:
+        import tensorflow as tf
+
+        raise KerasInternalsError(
+            f"tensorflow {tf.__version__} has no {what}.{name}, through which tlkit reads "
+            f"GPU memory; tlkit is tested with tensorflow {TENSORFLOW_TESTED}")
+    return found
