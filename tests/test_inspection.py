@@ -486,3 +486,26 @@ def test_the_checked_plans_are_the_planners_plans() -> None:
         assert (plan.batch, round(plan.estimate / 1e6)) == (row.batch, row.estimate_mb), row
         share = row.measured_mb * 1e6 / parse_memory(row.budget)
         assert 0.8 <= share <= 1, row
+
+
+def test_a_sentence_model_is_counted_per_sentence_and_has_no_batch_plan(tmp_path: Path) -> None:
+    import keras
+
+    from tlkit.inspection.report import inspection_report, render_totals
+
+    ids = keras.Input(shape=(8,), dtype="int32")
+    pooled = keras.layers.GlobalMaxPooling1D()(keras.layers.Conv1D(4, 3)(
+        keras.layers.Embedding(50, 6)(ids)))
+    model = keras.Model(ids, keras.layers.Dense(2)(pooled), name="sentences")
+    table = inspect_model(model)
+    summary = render_totals(table, inspection_totals(table))
+    assert "per sentence" in summary and "per image" not in summary
+    assert "training memory" not in summary  # its model is tlkit finetune's, for images
+    with pytest.raises(UserError, match="sentences does not take images"):
+        inspection_report(model, memory="1GB")
+    run = tmp_path / "text-run"  # a text run folder is refused before its model loads
+    run.mkdir()
+    (run / "recipe.yaml").write_text("kind: textcnn\n")
+    (run / "model.keras").write_text("not read")
+    with pytest.raises(UserError, match="leave out --memory"):
+        inspection_report(str(run), memory="1GB")

@@ -293,7 +293,7 @@ def list_runs(folder: str | Path) -> pd.DataFrame:
         metrics = read_json(metrics_file) if metrics_file.is_file() and not unfinished else {}
         rows.append({"name": path.name[1:-len(PARTIAL_SUFFIX)] if unfinished else path.name,
                      "status": "unfinished" if unfinished else "finished",
-                     "kind": _kind_in(path),
+                     "kind": run_kind(path),
                      "val_accuracy": metrics.get("val", {}).get("accuracy"),
                      "test_accuracy": metrics.get("test", {}).get("accuracy"),
                      "path": str(path)})
@@ -301,10 +301,21 @@ def list_runs(folder: str | Path) -> pd.DataFrame:
                                        "test_accuracy", "path"])
 
 
-def _kind_in(path: Path) -> str:
+def run_kind(path: str | Path) -> str:
+    """The kind (``image``, ``textcnn``) a run folder's recipe names; ``?`` without one.
+
+    Reads only ``recipe.yaml``, so checks can use it before TensorFlow loads.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / RECIPE_FILE).write_text("kind: textcnn\\n")
+        >>> run_kind(folder), run_kind(folder / "elsewhere")
+        ('textcnn', '?')
+    """
     import yaml
 
-    recipe = path / RECIPE_FILE
+    recipe = Path(path) / RECIPE_FILE
     if not recipe.is_file():
         return "?"
     data = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}

@@ -30,6 +30,10 @@ _SHOWN = {"type": "type", "output_shape": "output", "params": "params",
           "activations": "activations", "macs": "MACs", "note": "note"}
 
 
+_NO_PLAN = ("--memory plans the batches of tlkit finetune, which trains on images; {} does "
+            "not take images: leave out --memory")
+
+
 def inspection_report(target: Any, input_size: int | None = None, include_top: bool = False,
                       dtype: str = "float32", fmt: str = "table",
                       output: str | Path | None = None, memory: str | None = None,
@@ -61,11 +65,18 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
     # Mistakes that need no model answer before Keras (and pandas) load.
     budget = None if memory is None else parse_memory(memory)
     check_target(target, input_size)
+    if budget is not None and isinstance(target, str | Path) and not is_backbone_name(target):
+        from tlkit.runs import run_kind
+
+        if run_kind(target) == "textcnn":
+            raise UserError(_NO_PLAN.format(target))
     batchnorm = ImageRecipe(weights=weights, batchnorm=batchnorm).batchnorm_policy
     table = inspect_model(target, input_size=input_size, include_top=include_top, dtype=dtype)
     totals = inspection_totals(table, optimizer, batchnorm)
     plans: list[BatchPlan] = []
     if budget is not None:
+        if table.attrs["unit"] != "image":
+            raise UserError(_NO_PLAN.format(table.attrs["model"]))
         planned = table
         if not include_top and is_backbone_name(target):
             planned = inspect_model(target, input_size=input_size, dtype=dtype, classes=classes)
@@ -105,17 +116,18 @@ def render_totals(table: pd.DataFrame, totals: dict[str, Any]) -> str:
         parameters        6,200 (trainable 6,088, frozen 112), 24.80 kB
         ...
     """
-    first = table.iloc[0]
+    first, unit = table.iloc[0], table.attrs.get("unit", "image")
     lines = [f"{table.attrs['model']}: {totals['layers']} layers, input "
-             f"{_dims(first['output_shape'])}, activations in {table.attrs['dtype']}",
+             f"{_dims(first['output_shape']) or unit}, activations in {table.attrs['dtype']}",
              f"parameters        {totals['params']:,} (trainable {totals['trainable_params']:,},"
              f" frozen {totals['frozen_params']:,}), {format_bytes(totals['param_bytes'])}"]
     if totals["activations"] is not None:
-        lines.append(f"activations       {totals['activations']:,} per image, forward only: "
+        lines.append(f"activations       {totals['activations']:,} per {unit}, forward only: "
                      f"{format_bytes(totals['activation_bytes'])}")
-    lines.append(f"MACs              {_si(totals['macs'])} per image "
+    lines.append(f"MACs              {_si(totals['macs'])} per {unit} "
                  f"(FLOPs {_si(totals['flops'])})")
-    if "full_training_fixed_bytes" in totals:
+    # The training-memory model is tlkit finetune's (images through stages).
+    if "full_training_fixed_bytes" in totals and unit == "image":
         lines.append("training memory   " + "; ".join(
             f"{label}: {format_bytes(totals[f'{stage}_training_fixed_bytes'])} + "
             f"{format_bytes(totals[f'{stage}_training_bytes_per_image'])} per image"

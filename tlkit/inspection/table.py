@@ -55,8 +55,17 @@ def inspect_model(model_or_name: Any, input_size: int | None = None, include_top
     for column in ("activations", "activation_bytes", "macs"):
         table[column] = table[column].astype("Int64")
     table = table[list(COLUMNS)]
-    table.attrs.update(model=model.name, dtype=dtype)
+    table.attrs.update(model=model.name, dtype=dtype, unit=_example_unit(model))
     return table
+
+
+def _example_unit(model: Any) -> str:
+    """What one example of ``model`` is: an image (4-d input), a sentence (strings or token
+    ids) or, for anything else, an example."""
+    spec = model.inputs[0]
+    if len(spec.shape) == 4:
+        return "image"
+    return "sentence" if spec.dtype == "string" or "int" in str(spec.dtype) else "example"
 
 
 def is_backbone_name(value: Any) -> bool:
