@@ -126,3 +126,19 @@ def test_text_run_refuses_images(tmp_path: Path) -> None:
     image = write_image(tmp_path / "x.jpg", (1, 2, 3))
     run = Run(tmp_path, "textcnn", TextCNNRecipe(), ["a", "b"], {})
     assert_user_error(lambda: gather_inputs(run, [str(image)]), "image file", "text run")
+
+
+def test_data_with_named_splits_is_evaluated_on_its_test_split(tmp_path: Path) -> None:
+    from tlkit.evaluate import read_labelled
+    from tlkit.runs import Run
+
+    run = Run(tmp_path, "image", ImageRecipe(), ["green", "red"], {})
+    make_image_folder(tmp_path / "splits" / "train", per_class=3)
+    make_image_folder(tmp_path / "splits" / "test", per_class=2)
+    rows = read_labelled(run, str(tmp_path / "splits"), {})
+    assert len(rows) == 4 and all("/test/" in path for path in rows["input"])
+    assert len(read_labelled(run, str(tmp_path / "splits" / "train"), {})) == 6  # no splits
+    make_image_folder(tmp_path / "no-test" / "train", per_class=2)
+    make_image_folder(tmp_path / "no-test" / "val", per_class=2)
+    assert_user_error(lambda: read_labelled(run, str(tmp_path / "no-test"), {}),
+                      "names its splits (train, val) but has no test images")

@@ -33,7 +33,9 @@ def read_labelled(run: Run, data: str | Path | list[str], columns: dict[str, str
     """``input, label`` rows of labelled data, read as the run's job reads its data.
 
     ``columns`` may override the recipe's ``path_column``, ``text_column``,
-    ``label_column`` and ``encoding``.
+    ``label_column`` and ``encoding``. Data that names its splits (an image folder's
+    ``train/ val/ test/``, an image CSV's ``split`` column, a folder of text split tables) is
+    evaluated on its test split: the others were trained or tuned on.
 
     Example:
         >>> from tlkit.recipes import ImageRecipe
@@ -49,9 +51,14 @@ def read_labelled(run: Run, data: str | Path | list[str], columns: dict[str, str
         if isinstance(data, list):
             raise UserError(f"{len(data)} --data were given; an image run is evaluated on one "
                             "folder or CSV/TSV at a time")
-
         table = read_image_table(data, given.get("path_column", recipe.path_column),
                                  given.get("label_column", recipe.label_column), min_classes=1)
+        named = table["split"].dropna()
+        if len(named):
+            if not (named == "test").any():
+                raise UserError(f"the data names its splits ({', '.join(sorted(set(named)))}) "
+                                "but has no test images; pass --data the images to evaluate on")
+            table = table[table["split"] == "test"]
         return pd.DataFrame({"input": table["path"], "label": table["label"]})
     from tlkit.data.text import read_text_table
 
