@@ -45,7 +45,10 @@ def test_image_run_trains_and_saves_with_engine_settings(changes: dict, tmp_path
     assert loaded.model.predict(np.zeros((1, 32, 32, 3)), verbose=0).dtype == np.float32
 
 
-def test_text_run_trains_and_saves_in_mixed_float16(tmp_path: Path) -> None:
+@pytest.mark.parametrize("changes", [{"mixed_precision": "float16"},
+                                     {"mixed_precision": "bfloat16"},
+                                     {"jit_compile": True}], ids=str)
+def test_text_run_trains_and_saves_with_engine_settings(changes: dict, tmp_path: Path) -> None:
     import pandas as pd
 
     from tlkit.train.text import train_textcnn
@@ -54,9 +57,11 @@ def test_text_run_trains_and_saves_in_mixed_float16(tmp_path: Path) -> None:
             for i in range(40)]
     pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
     run = train_textcnn(TextCNNRecipe(data=str(tmp_path / "t.csv"), embedding_dim=8,
-                                      feature_maps=4, epochs=2, batch_size=8,
-                                      mixed_precision="float16"), out=tmp_path / "runs")
-    assert run.metrics["devices"]["precision"] == "mixed_float16"
+                                      feature_maps=4, epochs=2, batch_size=8, **changes),
+                        out=tmp_path / "runs")
+    policy = changes.get("mixed_precision")
+    assert run.metrics["devices"]["precision"] == (f"mixed_{policy}" if policy else "float32")
+    assert run.history["loss"].notna().all()
     probabilities = run.model.predict(np.array(["good film"], dtype=object), verbose=0)
     assert probabilities.dtype == np.float32
 
