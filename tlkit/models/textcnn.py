@@ -366,8 +366,8 @@ def _offset_windows(embedded: tf.Tensor, *kernels: tf.Tensor) -> tuple[tf.Tensor
     stacked = tf.concat([kernels[i][j] for j, i in rows], axis=-1)
     depth, total = embedded.shape[-1], block_sizes[0]
     flat = tf.reshape(embedded, [-1, depth])
-    length = tf.shape(embedded)[1]
-    contributions = tf.reshape(tf.matmul(flat, stacked), [-1, length, stacked.shape[-1]])
+    batch, length = tf.shape(embedded)[0], tf.shape(embedded)[1]
+    contributions = tf.reshape(tf.matmul(flat, stacked), [batch, length, stacked.shape[-1]])
     windows = tf.add_n([
         tf.pad(block, [[0, 0], [widest - 1 - j, j], [total - size, 0]])
         for j, (block, size) in enumerate(zip(
