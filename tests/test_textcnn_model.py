@@ -128,6 +128,8 @@ def test_training_model_computes_the_model_and_its_gradients(variant, widths) ->
         np.testing.assert_allclose(probabilities, model(ids, training=False), rtol=1e-5)
     for ours, keras_graph in zip(gradients[1], gradients[0], strict=True):
         np.testing.assert_allclose(ours, keras_graph, rtol=1e-4, atol=1e-6)
+    empty = np.zeros((2, 0), "int32")  # sentences without tokens: each filter's bias alone
+    np.testing.assert_allclose(fitted(empty), model(empty), rtol=1e-5)
 
 
 def test_training_model_keeps_other_activations_on_the_keras_graph() -> None:
