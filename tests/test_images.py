@@ -477,3 +477,16 @@ def test_every_row_in_the_test_split_is_a_user_error(image_folder: Path) -> None
     table = read_image_table(image_folder).assign(split="test")
     assert_user_error_ci(lambda: split_table(table, 0.25, 0.0, seed=0),
                          "no image is in the train split")
+
+
+def test_images_in_formats_tensorflow_cannot_read_are_skipped_with_one_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = make_image_folder(tmp_path / "data", per_class=3)
+    write_image(folder / "red" / "extra.webp", (220, 30, 30))
+    write_image(folder / "green" / "scan.TIFF", (30, 220, 30))
+    (folder / "green" / ".hidden.webp").write_bytes(b"")  # hidden files stay unmentioned
+    table = read_image_table(folder)
+    assert len(table) == 6 and not table["path"].str.lower().str.endswith((".webp", ".tiff")).any()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "skipping 2 image file(s)" in err
+    assert "(.tiff: 1, .webp: 1)" in err and "convert them to .jpg or .png" in err

@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from tlkit.train.epochs import EpochClock
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Image formats a class folder may hold that TensorFlow's decoder does not read: skipped, said.
+OTHER_IMAGE_EXTENSIONS = (".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".jp2")
 
 
 @dataclass
@@ -198,8 +201,21 @@ def _table_from_folder(folder: Path, min_classes: int = 2) -> pd.DataFrame:
                 raise UserError(f"class folder '{class_dir}' has no images "
                                 f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
             rows += [(str(p), class_dir.name, split) for p in images]
+    _warn_other_formats([p for split, root in parts for p in root.rglob("*")
+                         if p.suffix.lower() in OTHER_IMAGE_EXTENSIONS
+                         and not any(_hidden(part) for part in p.relative_to(root).parts)])
     return _check_classes(pd.DataFrame(rows, columns=["path", "label", "split"]),
                           describe_source(folder), min_classes)
+
+
+def _warn_other_formats(files: list[Path]) -> None:
+    """One warning line for image files in formats that are skipped, counted by suffix."""
+    if files:
+        counts = Counter(p.suffix.lower() for p in files)
+        listing = ", ".join(f"{suffix}: {n}" for suffix, n in sorted(counts.items()))
+        print(f"warning: skipping {len(files)} image file(s) in formats tlkit does not read "
+              f"({listing}); convert them to .jpg or .png to use them", file=sys.stderr,
+              flush=True)
 
 
 def _check_classes(table: pd.DataFrame, source: str, min_classes: int = 2) -> pd.DataFrame:
