@@ -482,11 +482,13 @@ def test_every_row_in_the_test_split_is_a_user_error(image_folder: Path) -> None
 def test_images_in_formats_tensorflow_cannot_read_are_skipped_with_one_warning(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = make_image_folder(tmp_path / "data", per_class=3)
-    write_image(folder / "red" / "extra.webp", (220, 30, 30))
+    write_image(folder / "red" / "extra.webp", (220, 30, 30))  # WebP is read
     write_image(folder / "green" / "scan.TIFF", (30, 220, 30))
-    (folder / "green" / ".hidden.webp").write_bytes(b"")  # hidden files stay unmentioned
+    (folder / "red" / "photo.heic").write_bytes(b"not read")
+    (folder / "green" / ".hidden.tif").write_bytes(b"")  # hidden files stay unmentioned
     table = read_image_table(folder)
-    assert len(table) == 6 and not table["path"].str.lower().str.endswith((".webp", ".tiff")).any()
+    assert len(table) == 7 and table["path"].str.endswith("extra.webp").any()
+    assert not table["path"].str.lower().str.endswith((".heic", ".tiff")).any()
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "skipping 2 image file(s)" in err
-    assert "(.tiff: 1, .webp: 1)" in err and "convert them to .jpg or .png" in err
+    assert "(.heic: 1, .tiff: 1)" in err and "convert them to .jpg or .png" in err

@@ -42,9 +42,11 @@ if TYPE_CHECKING:
     from tlkit.recipes import Augment, ImageRecipe
     from tlkit.train.epochs import EpochClock
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# What tf.io.decode_image reads (WebP in the TensorFlow tlkit is tested with; an older one
+# that cannot skips such files as unreadable, with the reason).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Image formats a class folder may hold that TensorFlow's decoder does not read: skipped, said.
-OTHER_IMAGE_EXTENSIONS = (".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".jp2")
+OTHER_IMAGE_EXTENSIONS = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".jp2")
 
 
 @dataclass
@@ -431,7 +433,7 @@ def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
 
 
 def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Read any JPEG/PNG/BMP/GIF as RGB float32 in 0-255, resized to a square.
+    """Read any JPEG/PNG/BMP/GIF/WebP as RGB float32 in 0-255, resized to a square.
 
     Example:
         >>> import tensorflow as tf
