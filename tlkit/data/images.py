@@ -169,10 +169,18 @@ def images_in(folder: Path) -> list[Path]:
         >>> [p.name for p in images_in(folder)]
         ['a.PNG']
     """
+    return _with_suffixes(_visible_files(folder), IMAGE_EXTENSIONS)
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Files (and symbolic links that are not folders) under ``folder``, none hidden, sorted."""
     return sorted(p for p in folder.rglob("*")
                   if (p.is_file() or p.is_symlink() and not p.is_dir())
-                  and p.suffix.lower() in IMAGE_EXTENSIONS
                   and not any(_hidden(part) for part in p.relative_to(folder).parts))
+
+
+def _with_suffixes(files: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    return [p for p in files if p.suffix.lower() in suffixes]
 
 
 def _table_from_folder(folder: Path, min_classes: int = 2) -> pd.DataFrame:
@@ -191,21 +199,21 @@ def _table_from_folder(folder: Path, min_classes: int = 2) -> pd.DataFrame:
         raise UserError(f"folder '{folder}' mixes split folders ({', '.join(split_dirs)}) with "
                         f"other folders ({', '.join(stray)}); move those classes into train/")
     parts = split_dirs.items() if split_dirs else [(None, folder)]
-    rows = []
+    rows, others = [], []
     for split, root in parts:
         class_dirs = _subfolders(root)
         if not class_dirs:
             raise UserError(f"folder '{root}' has no class subfolders; put each class's images "
                             "in a subfolder named after the class")
         for class_dir in class_dirs:
-            images = images_in(class_dir)
+            files = _visible_files(class_dir)  # one walk for both kinds of file
+            images = _with_suffixes(files, IMAGE_EXTENSIONS)
             if not images:
                 raise UserError(f"class folder '{class_dir}' has no images "
                                 f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
             rows += [(str(p), class_dir.name, split) for p in images]
-    _warn_other_formats([p for split, root in parts for p in root.rglob("*")
-                         if p.suffix.lower() in OTHER_IMAGE_EXTENSIONS
-                         and not any(_hidden(part) for part in p.relative_to(root).parts)])
+            others += _with_suffixes(files, OTHER_IMAGE_EXTENSIONS)
+    _warn_other_formats(others)
     return _check_classes(pd.DataFrame(rows, columns=["path", "label", "split"]),
                           describe_source(folder), min_classes)
 

@@ -126,8 +126,7 @@ def render_totals(table: pd.DataFrame, totals: dict[str, Any]) -> str:
                      f"{format_bytes(totals['activation_bytes'])}")
     lines.append(f"MACs              {_si(totals['macs'])} per {unit} "
                  f"(FLOPs {_si(totals['flops'])})")
-    # The training-memory model is tlkit finetune's (images through stages).
-    if "full_training_fixed_bytes" in totals and unit == "image":
+    if "full_training_fixed_bytes" in totals:
         lines.append("training memory   " + "; ".join(
             f"{label}: {format_bytes(totals[f'{stage}_training_fixed_bytes'])} + "
             f"{format_bytes(totals[f'{stage}_training_bytes_per_image'])} per image"

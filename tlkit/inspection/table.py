@@ -217,7 +217,8 @@ def inspection_totals(table: pd.DataFrame, optimizer: str = "adam",
     Sums are over the rows, so they always agree with the table. Training memory (bytes,
     ``training_memory`` with ``optimizer`` and the ``batchnorm`` policy) is given for full
     fine-tuning and for training the head only, as fixed bytes plus bytes per image (left
-    out when some output size is unknown); ``unknown_layers`` lists the rows whose MACs and
+    out when some output size is unknown, and for models that do not take images);
+    ``unknown_layers`` lists the rows whose MACs and
     receptive fields could not be computed.
 
     Example:
@@ -240,7 +241,8 @@ def inspection_totals(table: pd.DataFrame, optimizer: str = "adam",
     if not table["activations"].isna().any():
         totals["activations"] = int(table["activations"].sum())
         totals["activation_bytes"] = int(table["activation_bytes"].sum())
-        for stage in ("full", "head"):
+        # The training-memory model is tlkit finetune's, for image classifiers.
+        for stage in ("full", "head") if table.attrs.get("unit", "image") == "image" else ():
             estimate = training_memory(table, stage, optimizer, batchnorm)
             totals[f"{stage}_training_fixed_bytes"] = estimate.fixed
             totals[f"{stage}_training_bytes_per_image"] = estimate.per_image
