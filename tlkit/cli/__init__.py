@@ -11,11 +11,13 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import click
 
 from tlkit.errors import UserError
+from tlkit.files import disk_full_error, is_disk_full
 
 # One row per top-level command: name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
@@ -62,6 +64,12 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except UserError as error:
             raise UserErrorExit(str(error)) from error
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            # a full disk met outside a write tlkit guards (TensorFlow, h5py, a library)
+            where = Path(getattr(error, "filename", None) or os.getcwd())
+            raise UserErrorExit(str(disk_full_error(where))) from error
 
 
 @click.group(cls=LazyGroup)
