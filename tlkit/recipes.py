@@ -663,7 +663,7 @@ class TextCNNRecipe(Checked):
 
     def validate(self) -> None:
         """Check what a type cannot (choices, ranges); raise a UserError."""
-        from tlkit.data.text import TOKENIZERS
+        from tlkit.choices import TOKENIZERS
 
         _check(self.variant in TEXTCNN_VARIANTS, f"unknown variant '{self.variant}'; choose "
                f"one of: {', '.join(TEXTCNN_VARIANTS)}")

@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.choices import SERVE_MAX_BATCH as MAX_BATCH
+from tlkit.choices import SERVE_MAX_WAIT_MS as MAX_WAIT_MS
 from tlkit.errors import UserError
 from tlkit.runs import Run, check_run_folder
 
-MAX_BATCH = 64
-MAX_WAIT_MS = 5.0
 MAX_INPUTS = 1024  # per request
 MAX_BODY_BYTES = 64 * 2**20
 REQUEST_FIELDS = ("inputs", "top_k")

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from tlkit.export import FORMATS, QUANTIZATIONS
+from tlkit.choices import EXPORT_FORMATS as FORMATS
+from tlkit.choices import EXPORT_QUANTIZATIONS as QUANTIZATIONS
 
 
 @click.command(short_help="Export a run as SavedModel, TFLite or ONNX, checked against it.")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from tlkit.serve import MAX_BATCH, MAX_WAIT_MS
+from tlkit.choices import SERVE_MAX_BATCH as MAX_BATCH
+from tlkit.choices import SERVE_MAX_WAIT_MS as MAX_WAIT_MS
 
 
 @click.command(short_help="Serve a run over HTTP: POST /predict, GET /health (JSON).")

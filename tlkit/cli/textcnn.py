@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from tlkit.choices import TOKENIZERS
 from tlkit.cli.evaluate import evaluate_options, run_evaluate
 from tlkit.cli.options import recipe_option, run_options, run_recipe, summary_line
 from tlkit.cli.predict import predict_options, run_predict
-from tlkit.data.text import TOKENIZERS
 from tlkit.recipes import TEXTCNN_VARIANTS
 
 

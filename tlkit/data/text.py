@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tlkit.choices import TOKENIZERS, Tokenizer
 from tlkit.data.tables import (
     as_labels,
     class_order,
@@ -56,65 +57,6 @@ DEV_FRACTION = 0.1
 # text is 37 to 120 tokens); one runaway line (a whole file on one line) would otherwise set
 # every batch it joins, and the exported model's input, to its length.
 DEFAULT_MAX_LENGTH = 400
-
-
-@dataclass(frozen=True)
-class Tokenizer:
-    """One way of cutting text into tokens: regex rewrites, optional lower-casing, split.
-
-    ``rules`` are ``(pattern, replacement)`` pairs in RE2 syntax (what TensorFlow's
-    ``tf.strings.regex_replace`` runs), applied in order; the result is split on spaces.
-
-    Example:
-        >>> sorted(TOKENIZERS), TOKENIZERS["kim-cased"].lower
-        (['kim', 'kim-cased', 'lower'], 'none')
-    """
-
-    name: str
-    description: str
-    rules: tuple[tuple[str, str], ...]
-    lower: str  # "none", "ascii" (after the rules, as Kim does) or "unicode" (before them)
-
-
-# Kim's clean_str, from the preprocessing his paper's code describes: keep letters, digits and
-# ( ) , ! ? ' `; split off the clitics 's 've n't 're 'd 'll and the punctuation , ! ( ) ?;
-# collapse whitespace; lower-case last (his TREC runs keep the case).
-_KIM_RULES = (
-    (r"[^A-Za-z0-9(),!?'`]", " "),
-    (r"'s", " 's"),
-    (r"'ve", " 've"),
-    (r"n't", " n't"),
-    (r"'re", " 're"),
-    (r"'d", " 'd"),
-    (r"'ll", " 'll"),
-    (r",", " , "),
-    (r"!", " ! "),
-    (r"\(", " ( "),
-    (r"\)", " ) "),
-    (r"\?", " ? "),
-    (r"\s+", " "),
-)
-
-TOKENIZERS: dict[str, Tokenizer] = {
-    t.name: t
-    for t in (
-        Tokenizer("kim", "Kim's clean_str, lower-cased (his default)", _KIM_RULES, "ascii"),
-        Tokenizer("kim-cased", "Kim's clean_str keeping case (his TREC setting)", _KIM_RULES,
-                  "none"),
-        Tokenizer(
-            "lower",
-            "lower-case words of letters and digits (inner apostrophes kept), no punctuation",
-            (
-                # \pM keeps combining marks, which Unicode lower-casing can produce.
-                (r"[^\pL\pM\pN']+", " "),
-                # Apostrophes only count inside a word (don't), not as quotes ('word').
-                (r"(?:^| )'+|'+(?: |$)", " "),
-                (r"\s+", " "),
-            ),
-            "unicode",
-        ),
-    )
-}
 
 
 def get_tokenizer(name: str) -> Tokenizer:

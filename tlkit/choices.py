@@ -1,0 +1,82 @@
+"""The small tables that command-line choices come from, importing nothing heavy.
+
+``tlkit --help`` and every ``--help`` build their ``click.Choice`` lists from these tables, so
+they live apart from the data code that uses them (NumPy, pandas, TensorFlow): reading a
+choice costs nothing.
+
+Example:
+    >>> list(TOKENIZERS)
+    ['kim', 'kim-cased', 'lower']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """One way of cutting text into tokens: regex rewrites, optional lower-casing, split.
+
+    ``rules`` are ``(pattern, replacement)`` pairs in RE2 syntax (what TensorFlow's
+    ``tf.strings.regex_replace`` runs), applied in order; the result is split on spaces.
+
+    Example:
+        >>> sorted(TOKENIZERS), TOKENIZERS["kim-cased"].lower
+        (['kim', 'kim-cased', 'lower'], 'none')
+    """
+
+    name: str
+    description: str
+    rules: tuple[tuple[str, str], ...]
+    lower: str  # "none", "ascii" (after the rules, as Kim does) or "unicode" (before them)
+
+
+# Kim's clean_str, from the preprocessing his paper's code describes: keep letters, digits and
+# ( ) , ! ? ' `; split off the clitics 's 've n't 're 'd 'll and the punctuation , ! ( ) ?;
+# collapse whitespace; lower-case last (his TREC runs keep the case).
+_KIM_RULES = (
+    (r"[^A-Za-z0-9(),!?'`]", " "),
+    (r"'s", " 's"),
+    (r"'ve", " 've"),
+    (r"n't", " n't"),
+    (r"'re", " 're"),
+    (r"'d", " 'd"),
+    (r"'ll", " 'll"),
+    (r",", " , "),
+    (r"!", " ! "),
+    (r"\(", " ( "),
+    (r"\)", " ) "),
+    (r"\?", " ? "),
+    (r"\s+", " "),
+)
+
+TOKENIZERS: dict[str, Tokenizer] = {
+    t.name: t
+    for t in (
+        Tokenizer("kim", "Kim's clean_str, lower-cased (his default)", _KIM_RULES, "ascii"),
+        Tokenizer("kim-cased", "Kim's clean_str keeping case (his TREC setting)", _KIM_RULES,
+                  "none"),
+        Tokenizer(
+            "lower",
+            "lower-case words of letters and digits (inner apostrophes kept), no punctuation",
+            (
+                # \pM keeps combining marks, which Unicode lower-casing can produce.
+                (r"[^\pL\pM\pN']+", " "),
+                # Apostrophes only count inside a word (don't), not as quotes ('word').
+                (r"(?:^| )'+|'+(?: |$)", " "),
+                (r"\s+", " "),
+            ),
+            "unicode",
+        ),
+    )
+}
+
+# `tlkit export --format` and `--quantize`.
+EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
+EXPORT_QUANTIZATIONS = ("dynamic",)
+
+# `tlkit serve` defaults: most inputs joined into one model call, and how long the first
+# waiting request waits for others to join it.
+SERVE_MAX_BATCH = 64
+SERVE_MAX_WAIT_MS = 5.0
