@@ -393,13 +393,13 @@ def read_recipe_table(recipe: ImageRecipe, data: str | Path | pd.DataFrame | Non
 
     Example:
         >>> from tlkit.recipes import ImageRecipe
-        >>> read_recipe_table(ImageRecipe())
+        >>> read_recipe_table(ImageRecipe())  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        tlkit.errors.UserError: no data given; pass --data a folder or CSV of labelled images
+        tlkit.errors.UserError: no data given; pass --data (or data=) a folder or CSV of ...
     """
     source = data if data is not None else recipe.data
     if source is None:
-        raise UserError("no data given; pass --data a folder or CSV of labelled images")
+        raise UserError("no data given; pass --data (or data=) a folder or CSV of labelled images")
     table = read_image_table(source, recipe.path_column, recipe.label_column)
     table.attrs["source"] = describe_source(source)
     return table

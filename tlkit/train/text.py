@@ -55,8 +55,8 @@ def read_recipe_tables(recipe: TextCNNRecipe) -> dict[str, pd.DataFrame]:
         {'train': 1, 'test': 1}
     """
     if recipe.data is None:
-        raise UserError("no data given; pass --data a CSV/TSV file, a folder of <class>.txt "
-                        "files, or Kim's class files")
+        raise UserError("no data given; pass --data (or data=) a CSV/TSV file, a folder "
+                        "of <class>.txt files, or Kim's class files")
     sources = {"train": recipe.data, "dev": recipe.dev, "test": recipe.test}
     if isinstance(recipe.data, (str, Path)) and Path(recipe.data).is_dir():
         sources.update(_split_folder_sources(recipe))
