@@ -1,7 +1,25 @@
 """The run folder, shared by every kind of run: written so it is never half there, and loaded.
 
 A run is built in a hidden ``.NAME.partial`` folder next to its final place and renamed when
-everything is written; a failure removes the partial folder. Every kind writes::
+everything is written. What a failure does to the partial folder:
+
+- a resumed run keeps it, whatever the failure: it holds epochs that cost time, and the
+  error says where it is and how to resume it again once the cause is fixed;
+- a new run keeps it when interrupted (Ctrl-C, SIGTERM) or stopped by a full disk once it
+  holds a completed epoch (a backup or a finished stage): ``--resume`` continues it after
+  space is freed. A new run that fails otherwise, or on a full disk before its first
+  epoch, removes it: it held nothing worth resuming.
+
+A full disk is one line naming the path and its free space (``tlkit.files``).
+
+While a process trains a run it holds an OS lock (``flock``) on ``.lock`` in the partial
+folder, with its PID written in it; the kernel releases it when the process ends, however
+it ends. A second process on that run (a resume, or a new run of that name) is refused
+before any work; the lock file is removed when the folder is published.
+
+Paths in ``recipe.yaml`` (and the image job's ``split.csv``) are stored absolute, so a run
+folder works from any working folder; relative ones of older runs are read from the
+working folder. Every kind writes::
 
     recipe.yaml  classes.json  model.keras  history.csv  metrics.json  predictions.csv
     report.html  report.md  report.json  (and the report's figures)
@@ -19,6 +37,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -34,6 +54,7 @@ from typing import Any
 import pandas as pd
 
 from tlkit.errors import UserError
+from tlkit.files import disk_full_error, is_disk_full, remove, replacing, write_text
 
 MODEL_FILE = "model.keras"
 RECIPE_FILE = "recipe.yaml"
@@ -43,6 +64,12 @@ HISTORY_FILE = "history.csv"
 FOLDS_FILE = "folds.csv"
 PREDICTIONS_FILE = "predictions.csv"
 PARTIAL_SUFFIX = ".partial"
+LOCK_FILE = ".lock"
+# Recipe fields that name files or folders: stored absolute in the run's recipe.yaml.
+PATH_FIELDS = ("data", "dev", "test", "vectors", "weights", "cache_dir")
+
+# The run locks this process holds: the partial folder's real path -> the locked file.
+_HELD: dict[str, int] = {}
 
 
 @dataclass
@@ -117,6 +144,10 @@ def check_destination(out: str | Path, name: str, resume: bool = False) -> Path:
     if final.exists():
         raise UserError(f"run folder '{final}' exists already; choose another --name or --out")
     partial = partial_path(final)
+    holder = run_holder(partial)
+    if holder:
+        raise UserError(f"run '{name}' is being trained by {holder} (in {partial}); wait for "
+                        f"it to finish, or stop it and continue it with --resume {final}")
     if resume and not partial.is_dir():
         raise UserError(f"there is no unfinished run '{name}' in '{out}' to resume (no "
                         f"{partial.name}); `tlkit runs {out}` lists them")
@@ -129,7 +160,101 @@ def check_destination(out: str | Path, name: str, resume: bool = False) -> Path:
         raise UserError(f"cannot write run folders under '{out}' ('{existing}' is not a "
                         "writable folder); pass another --out")
     _check_creatable(out)
+    if resume:
+        lock_run(partial, name)
     return final
+
+
+def run_holder(partial: Path) -> str | None:
+    """``process PID`` of another process training the run in ``partial``; None if none is.
+
+    Looking takes the lock for an instant (``flock`` has no test), so ``lock_run`` retries.
+
+    Example:
+        >>> import tempfile
+        >>> print(run_holder(Path(tempfile.mkdtemp())))  # no .lock file: nobody trains it
+        None
+    """
+    if os.path.realpath(partial) in _HELD:
+        return None
+    try:
+        handle = os.open(partial / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(handle, 32, 0).decode("ascii", "replace").strip()
+        return f"process {pid}" if pid.isdigit() else "another process"
+    finally:
+        os.close(handle)  # closing also drops the lock taken to look
+    return None
+
+
+def lock_run(partial: Path, name: str) -> None:
+    """Hold the lock of the run in ``partial`` until this process ends (or ``unlock_run``).
+
+    Example:
+        >>> import tempfile
+        >>> lock_run(folder := Path(tempfile.mkdtemp()), "demo")
+        >>> (folder / LOCK_FILE).read_text() == f"{os.getpid()}\\n"
+        True
+        >>> unlock_run(folder)
+    """
+    key = os.path.realpath(partial)
+    if key in _HELD:
+        return
+    try:
+        handle = os.open(partial / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error(partial, "the unfinished run in it is unchanged") from error
+        raise
+    for _ in range(5):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)  # another process may only be looking (run_holder)
+    else:
+        os.close(handle)
+        holder = run_holder(partial) or "another process"
+        raise UserError(f"run '{name}' is being trained by {holder}; wait for it to finish, "
+                        "or stop it and --resume")
+    _HELD[key] = handle
+    try:
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
+    except OSError:  # a full disk: the lock holds all the same, without the PID in it
+        pass
+
+
+@contextmanager
+def releasing(final: Path) -> Iterator[None]:
+    """Release this process's lock of the run ``final`` when the block ends, however it ends.
+
+    A resume takes the lock in its checks, before TensorFlow loads; a failure between them
+    and the run folder must not leave it held for the rest of a Python session.
+
+    Example:
+        >>> with releasing(Path("runs/demo")):
+        ...     pass
+    """
+    try:
+        yield
+    finally:
+        unlock_run(partial_path(final))
+
+
+def unlock_run(partial: Path) -> None:
+    """Release the run lock this process holds on ``partial`` (nothing if it holds none).
+
+    Example:
+        >>> unlock_run(Path("runs/.never-locked.partial"))
+    """
+    handle = _HELD.pop(os.path.realpath(partial), None)
+    if handle is not None:
+        os.close(handle)
 
 
 def _check_creatable(out: Path) -> None:
@@ -174,18 +299,22 @@ class RunWriter:
         return path
 
     def write_recipe(self, recipe: Any) -> None:
-        """The resolved recipe, so the run can be repeated from its folder alone."""
+        """The resolved recipe with absolute paths, so the run can be repeated from its
+        folder alone, from any working folder. A resume finds it written already."""
         from tlkit.recipes import dump_recipe
 
-        dump_recipe(recipe, self.path / RECIPE_FILE)
+        path, text = self.path / RECIPE_FILE, dump_recipe(stored_paths(recipe))
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            write_text(path, text)
 
     def write_classes(self, class_names: list[str]) -> None:
         """Class names in id order (``classes.json``)."""
         self.write_json(CLASSES_FILE, list(class_names))
 
     def write_table(self, name: str, frame: pd.DataFrame) -> None:
-        """A CSV table (split, history, folds, predictions)."""
-        frame.to_csv(self.path / name, index=False)
+        """A CSV table (split, history, folds, predictions), written beside and renamed."""
+        with replacing(self.path / name) as partial:
+            frame.to_csv(partial, index=False)
 
     def save_model(self, model: Any) -> None:
         """Save an uncompiled view of ``model``: no optimizer state, loadable without tlkit.
@@ -207,13 +336,87 @@ class RunWriter:
         keras.Model(model.inputs, model.outputs, name=model.name).save(self.path / MODEL_FILE)
 
 
+def stored_paths(recipe: Any) -> Any:
+    """``recipe`` with the paths it names made absolute (those that exist, and ``cache_dir``).
+
+    Example:
+        >>> from tlkit.recipes import TextCNNRecipe
+        >>> stored = stored_paths(TextCNNRecipe(data="tlkit", test="no/such.csv"))
+        >>> stored.data == os.path.abspath("tlkit"), stored.test  # what is not there: as given
+        (True, 'no/such.csv')
+    """
+    def absolute(value: Any, name: str) -> Any:
+        if isinstance(value, list):
+            return [absolute(item, name) for item in value]
+        if not isinstance(value, str) or value in ("imagenet", "none"):
+            return value
+        return os.path.abspath(value) if name == "cache_dir" or Path(value).exists() else value
+
+    names = {each.name for each in dataclasses.fields(recipe)}
+    return dataclasses.replace(recipe, **{name: absolute(getattr(recipe, name), name)
+                                          for name in PATH_FIELDS if name in names})
+
+
+def holds_epochs(partial: Path) -> bool:
+    """Whether an unfinished run folder (or a fold of it) has a completed epoch to resume.
+
+    Example:
+        >>> import tempfile
+        >>> holds_epochs(Path(tempfile.mkdtemp()))
+        False
+    """
+    return any(partial.glob("**/backup/latest")) or any(partial.glob("**/progress.json"))
+
+
+def _full_disk_path(error: BaseException, folder: Path) -> Path:
+    """The file a full disk stopped, if outside ``folder`` (a cache elsewhere), else ``folder``."""
+    seen: BaseException | None = error
+    while seen is not None:
+        name = getattr(seen, "filename", None)
+        if isinstance(name, (str, Path)):
+            path = Path(name).absolute()
+            if folder.absolute() not in (path, *path.parents):
+                return path
+        seen = seen.__cause__ or seen.__context__
+    return folder
+
+
+def _run_failed(error: BaseException, partial: Path, final: Path, command: str,
+                resume: bool) -> BaseException | None:
+    """Keep or remove a failed run's partial folder (the module docstring's rule); return
+    the error to raise instead of ``error``, or None to raise ``error`` itself."""
+    from tlkit.devices import peer_failure
+
+    again = f"`{command} --resume {final}`"
+    if isinstance(error, KeyboardInterrupt):
+        print(f"interrupted: the unfinished run is kept in {partial}; continue it with {again}",
+              file=sys.stderr, flush=True)
+        return None
+    lost = peer_failure(error, final, command)
+    if lost is not None:
+        return UserError(lost)
+    full = is_disk_full(error)
+    if resume or (full and holds_epochs(partial)):
+        kept = f"the unfinished run is kept in {partial}"
+        if full:
+            return disk_full_error(_full_disk_path(error, partial), f"{kept} (resume it with "
+                                   f"{again})")
+        if isinstance(error, UserError):
+            return UserError(f"{error}; {kept}: resume it with {again} once that is fixed")
+        error.add_note(f"{kept}: resume it with {again} once this is fixed")
+        return None
+    remove(partial)
+    return disk_full_error(_full_disk_path(error, final)) if full else None
+
+
 @contextmanager
 def new_run_folder(out: str | Path, name: str, kind: str = "image", resume: bool = False
                    ) -> Iterator[RunWriter]:
     """Yield a writer into a partial folder; publish it as ``out/name`` only on success.
 
-    An interrupt (Ctrl-C, or SIGTERM through the CLI) keeps the partial folder so that
-    ``--resume`` can continue it; any other failure removes it. With ``resume`` the partial
+    The partial folder is locked while the run lasts. What a failure keeps is the module
+    docstring's rule: an interrupt (Ctrl-C, or SIGTERM through the CLI) and any failure of
+    a resumed run keep it, so that ``--resume`` can continue it. With ``resume`` the partial
     folder of an earlier, killed run is written into again.
 
     Example:
@@ -230,21 +433,19 @@ def new_run_folder(out: str | Path, name: str, kind: str = "image", resume: bool
     partial = partial_path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir(exist_ok=resume)
+    lock_run(partial, name)  # before the try: a run another process locked is not ours
     try:
-        yield RunWriter(partial, final)
-    except KeyboardInterrupt:
-        print(f"interrupted: the unfinished run is kept in {partial}; continue it with "
-              f"`{KIND_COMMANDS[kind]} --resume {final}`", file=sys.stderr, flush=True)
-        raise
-    except BaseException as error:
-        from tlkit.devices import peer_failure
-
-        lost = peer_failure(error, final, KIND_COMMANDS[kind])
-        if lost is None:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        raise UserError(lost) from error
-    os.replace(partial, final)
+        try:
+            yield RunWriter(partial, final)
+        except BaseException as error:
+            instead = _run_failed(error, partial, final, KIND_COMMANDS[kind], resume)
+            if instead is None:
+                raise
+            raise instead from error
+        os.replace(partial, final)
+        (final / LOCK_FILE).unlink(missing_ok=True)  # after the rename: no unlocked moment
+    finally:
+        unlock_run(partial)
 
 
 def unfinished_run(path: str | Path, kind: str) -> tuple[Any, Path, str]:
@@ -263,16 +464,20 @@ def unfinished_run(path: str | Path, kind: str) -> tuple[Any, Path, str]:
     if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
         name = name[1:-len(PARTIAL_SUFFIX)]
     own = worker_out(path.parent)  # a non-chief worker resumes its own copy of the run
-    check_destination(own, name, resume=True)
-    recipe_file = partial_path(own / name) / RECIPE_FILE
-    if not recipe_file.is_file():
-        raise UserError(f"the unfinished run '{name}' stopped before it wrote its recipe; "
-                        f"remove it with `tlkit runs {path.parent} --remove-unfinished` and "
-                        "start again")
-    recipe = load_recipe(recipe_file)
-    if kind_of(recipe) != kind:
-        raise UserError(f"'{path}' is an unfinished {kind_of(recipe)} run; resume it with "
-                        f"`{KIND_COMMANDS[kind_of(recipe)]} --resume {path}`")
+    check_destination(own, name, resume=True)  # locks the run for this process
+    partial = partial_path(own / name)
+    try:
+        if not (partial / RECIPE_FILE).is_file():
+            raise UserError(f"the unfinished run '{name}' stopped before it wrote its recipe; "
+                            f"remove it with `tlkit runs {path.parent} --remove-unfinished` "
+                            "and start again")
+        recipe = load_recipe(partial / RECIPE_FILE)
+        if kind_of(recipe) != kind:
+            raise UserError(f"'{path}' is an unfinished {kind_of(recipe)} run; resume it with "
+                            f"`{KIND_COMMANDS[kind_of(recipe)]} --resume {path}`")
+    except BaseException:
+        unlock_run(partial)
+        raise
     return recipe, path.parent, name
 
 
@@ -291,8 +496,11 @@ def list_runs(folder: str | Path) -> pd.DataFrame:
             continue
         metrics_file = path / METRICS_FILE
         metrics = read_json(metrics_file) if metrics_file.is_file() and not unfinished else {}
+        status = "finished"
+        if unfinished:  # a run another process trains is neither to resume nor to remove
+            status = "training" if run_holder(path) else "unfinished"
         rows.append({"name": path.name[1:-len(PARTIAL_SUFFIX)] if unfinished else path.name,
-                     "status": "unfinished" if unfinished else "finished",
+                     "status": status,
                      "kind": run_kind(path),
                      "val_accuracy": metrics.get("val", {}).get("accuracy"),
                      "test_accuracy": metrics.get("test", {}).get("accuracy"),
@@ -323,7 +531,8 @@ def run_kind(path: str | Path) -> str:
 
 
 def remove_unfinished(folder: str | Path) -> list[Path]:
-    """Delete every unfinished run folder under ``folder``; returns what was removed.
+    """Delete every unfinished run folder under ``folder`` that no process trains; returns
+    what was removed.
 
     Example:
         >>> import tempfile
@@ -348,9 +557,7 @@ def write_json(path: Path, data: Any) -> None:
         >>> path.read_text().splitlines()
         ['{', '  "accuracy": 0.5', '}']
     """
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from tlkit.files import replacing, write_text
 from tlkit.runs import read_json, write_json
 
 HISTORY_FILE = "history.csv"
@@ -52,8 +53,11 @@ def save_weights(model: Any, path: Path) -> None:
         ['best.weights.h5']
     """
     partial = path.with_name(f".{path.name.removesuffix('.weights.h5')}.partial.weights.h5")
-    model.save_weights(partial)
-    os.replace(partial, path)
+    try:
+        model.save_weights(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)  # a full disk leaves a torn file: give its space back
 
 
 @dataclass
@@ -88,14 +92,31 @@ class ResumePoint:
         return cls(done, first, first, None)
 
     def log(self, folder: Path) -> pd.DataFrame:
-        """The epochs logged before this point (a torn or repeated last row is dropped)."""
+        """The epochs logged before this point (a torn or repeated last row is dropped).
+
+        The file is rewritten only when rows go, beside it and renamed: a resume on a full
+        disk leaves it as it was.
+        """
         path = folder / HISTORY_FILE
         if not path.is_file():
             return pd.DataFrame(columns=["epoch", "stage"])
-        log = pd.read_csv(path, on_bad_lines="skip").dropna(subset=["epoch"])
+        read = pd.read_csv(path, on_bad_lines="skip")
+        log = read.dropna(subset=["epoch"])
         log = log[log["epoch"] < self.epoch].astype({"epoch": int})
-        log.to_csv(path, index=False)
+        if len(log) < len(read) or _torn(path):
+            with replacing(path) as partial:
+                log.to_csv(partial, index=False)
         return log
+
+
+def _torn(path: Path) -> bool:
+    """Whether a CSV file's last line was cut (a kill mid-append): it lacks its newline."""
+    with path.open("rb") as file:
+        file.seek(0, os.SEEK_END)
+        if file.tell() == 0:
+            return False
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) != b"\n"
 
 
 def record_stage(folder: Path, stages_done: int, epoch: int) -> None:
@@ -172,11 +193,14 @@ def epoch_callbacks(best_file: Path, folder: Path, stage: str, stage_index: int,
             state = backups / f"epoch-{epoch + 1}"
             shutil.rmtree(state, ignore_errors=True)
             state.mkdir(parents=True)
-            self.model.save_weights(state / "state.weights.h5")
-            write_json(state / "state.json",
-                       {"epoch": epoch + 1, "stage": stage, "stage_index": stage_index})
-            (backups / ".latest").write_text(state.name)
-            os.replace(backups / ".latest", backups / "latest")
+            try:
+                self.model.save_weights(state / "state.weights.h5")
+                write_json(state / "state.json",
+                           {"epoch": epoch + 1, "stage": stage, "stage_index": stage_index})
+                write_text(backups / "latest", state.name)
+            except BaseException:
+                shutil.rmtree(state, ignore_errors=True)  # latest still names the last one
+                raise
             for old in backups.glob("epoch-*"):
                 if old != state:
                     shutil.rmtree(old, ignore_errors=True)

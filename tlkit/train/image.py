@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from tlkit.runs import (
     check_destination,
     new_run_folder,
     partial_path,
+    releasing,
     run_name,
 )
 from tlkit.train.epochs import EpochClock
@@ -76,7 +78,8 @@ def check_image_run(recipe: ImageRecipe, out: str | Path = "runs", name: str | N
                     data: Any = None, resume: bool = False) -> CheckedImageRun:
     """Every check that needs no model, in about a second and without TensorFlow.
 
-    A resumed run reads its images and splits back from its own ``split.csv``.
+    A resumed run reads its images and splits back from its own ``split.csv``. Image paths
+    are made absolute, so ``split.csv`` and ``predictions.csv`` work from any folder.
 
     Example:
         >>> check_image_run(ImageRecipe(data="no/such/folder"))  # doctest: +ELLIPSIS
@@ -100,6 +103,7 @@ def check_image_run(recipe: ImageRecipe, out: str | Path = "runs", name: str | N
         table = read_image_table(split, "path", "label")
     else:
         table = read_recipe_table(recipe, data)
+    table["path"] = [os.path.abspath(path) for path in table["path"]]
     return CheckedImageRun(recipe, row, table, name)
 
 
@@ -121,7 +125,7 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
     from tlkit.weights import build_weighted_backbone
 
     recipe, row = checked.recipe, checked.row
-    with training_setup(recipe) as setup:
+    with releasing(worker_out(out) / checked.name), training_setup(recipe) as setup:
         images = check_images(recipe, checked.table)
         with setup.strategy.scope():
             backbone = build_weighted_backbone(row.name, recipe.input_size, recipe.weights)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,17 @@ from tlkit.errors import UserError
 from tlkit.evaluate import report_after_training
 from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import Stage, TextCNNRecipe
-from tlkit.runs import PREDICTIONS_FILE, Run, RunWriter, check_destination, new_run_folder, run_name
+from tlkit.runs import (
+    PREDICTIONS_FILE,
+    Run,
+    RunWriter,
+    check_destination,
+    new_run_folder,
+    partial_path,
+    releasing,
+    run_name,
+    unlock_run,
+)
 from tlkit.train.epochs import EpochClock
 from tlkit.train.fit import StageFit, fit_stages
 
@@ -103,13 +114,16 @@ def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | 
         raise UserError(f"vectors file '{recipe.vectors}' does not exist; check the path")
     suffix = f"-cv{recipe.cv}" if recipe.cv else ""
     name = name or run_name(f"textcnn-{recipe.variant}{suffix}")
-    check_destination(out, name, resume)
-    tables = read_recipe_tables(recipe)
-    unused = [split for split in ("dev", "test") if split in tables]
-    if recipe.cv and unused:
-        raise UserError(f"--cv {recipe.cv} tests each fold on its own held-out part, so the "
-                        f"{' and '.join(unused)} data would go unused; drop --cv, or pass "
-                        "--data the one table to cross-validate")
+    final = check_destination(out, name, resume)
+    with ExitStack() as on_error:
+        on_error.callback(unlock_run, partial_path(final))  # a resume's check locked it
+        tables = read_recipe_tables(recipe)
+        unused = [split for split in ("dev", "test") if split in tables]
+        if recipe.cv and unused:
+            raise UserError(f"--cv {recipe.cv} tests each fold on its own held-out part, so "
+                            f"the {' and '.join(unused)} data would go unused; drop --cv, or "
+                            "pass --data the one table to cross-validate")
+        on_error.pop_all()
     return tables, name
 
 
@@ -125,8 +139,15 @@ def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | N
         >>> run = train_textcnn(TextCNNRecipe(data="reviews.csv"), out="runs")  # doctest: +SKIP
     """
     tables, name = check_text_run(recipe, out, name, resume)
-    if recipe.cv:
-        return _cross_validate(recipe, tables["train"], out, name, resume)
+    with releasing(Path(out) / name):  # a resume's checks locked it
+        if recipe.cv:
+            return _cross_validate(recipe, tables["train"], out, name, resume)
+        return _train_split(recipe, tables, out, name, resume)
+
+
+def _train_split(recipe: TextCNNRecipe, tables: dict[str, pd.DataFrame], out: str | Path,
+                 name: str, resume: bool) -> Run:
+    """One run on train, dev and test: the model kept at its best dev epoch."""
     data = _prepare(recipe, tables["train"], tables.get("dev"), tables.get("test"))
     with new_run_folder(out, name, "textcnn", resume) as writer:
         writer.write_recipe(recipe)  # first: a killed run resumes from it
