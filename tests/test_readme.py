@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +43,33 @@ def test_import_tlkit_loads_no_tensorflow() -> None:
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# The only changes made to the README's blocks before they run, so that they take seconds:
+# a backbone of a few thousand parameters without ImageNet weights, and one epoch.
+SUBSTITUTIONS = [
+    (r'backbone="efficientnet_lite0"', 'backbone="tiny_cnn", weights="none"'),
+    (r"\b(epochs\s*=\s*)\d+", r"\g<1>1"),
+]
+
+
+def python_blocks(markdown: str) -> list[str]:
+    """The ```python blocks of a Markdown text, in order."""
+    return re.findall(r"^```python\n(.*?)^```$", markdown, flags=re.S | re.M)
+
+
+def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = python_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(blocks) >= 2, "the README's Python section lost its examples"
+    for shipped in ("datasets", "recipes"):  # the blocks run from the repository's root
+        (tmp_path / shipped).symlink_to(ROOT / shipped)
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        for pattern, replacement in SUBSTITUTIONS:
+            block = re.sub(pattern, replacement, block)
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out
+    assert "no data given; pass --data (or data=)" in printed
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # one image run, one text run
