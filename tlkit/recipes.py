@@ -299,7 +299,8 @@ def validate_image_recipe(recipe: ImageRecipe) -> None:
            "val_fraction and test_fraction must be in [0, 1)")
     _check(recipe.val_fraction + recipe.test_fraction < 1,
            "val_fraction + test_fraction must leave images to train on")
-    _check(bool(recipe.stages), "a recipe needs at least one stage")
+    _check(bool(recipe.stages), "a recipe needs at least one stage; stages is empty: leave it "
+           "out for the default schedule, or pass --schedule (e.g. two-stage)")
     _check(0 <= recipe.dropout < 1, f"dropout must be in [0, 1), got {recipe.dropout}")
     _check(recipe.augment_views >= 1, f"augment_views must be at least 1, got "
            f"{recipe.augment_views}")
@@ -381,7 +382,20 @@ def read_recipe_file(path: str | Path) -> tuple[str, dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"recipe file '{file}' does not exist")
-    return parse_recipe_text(file.read_text(encoding="utf-8"), str(file))
+    text = file.read_text(encoding="utf-8")
+    # An empty file (or one of comments only) would train on every default without a word.
+    if _yaml_data(text, str(file)) is None:
+        raise UserError(f"recipe '{file}' is empty; write the fields it sets (e.g. backbone: "
+                        "vgg16), or leave out --recipe to train on the defaults")
+    return parse_recipe_text(text, str(file))
+
+
+def _yaml_data(text: str, source: str) -> Any:
+    """What ``yaml.safe_load`` makes of ``text`` (None for nothing), or a one-line UserError."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise UserError(f"{source} is not valid YAML: {str(error).splitlines()[0]}") from error
 
 
 def parse_recipe_text(text: str, source: str = "recipe") -> tuple[str, dict[str, Any]]:
@@ -393,10 +407,7 @@ def parse_recipe_text(text: str, source: str = "recipe") -> tuple[str, dict[str,
         >>> parse_recipe_text("{kind: textcnn, epochs: 3}")
         ('textcnn', {'epochs': 3})
     """
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{source} is not valid YAML: {str(error).splitlines()[0]}") from error
+    data = _yaml_data(text, source) or {}
     if not isinstance(data, dict):
         raise UserError(f"{source} must be a mapping of recipe fields")
     kind = data.pop("kind", "image")
@@ -471,18 +482,18 @@ def resolve_recipe(kind: str, path: str | Path | None = None,
             raise UserError(f"'{path}' is a recipe of kind '{file_kind}', not '{kind}'; run it "
                             f"with `{KIND_COMMANDS[file_kind]} --recipe {path}`")
     given = {key: value for key, value in (flags or {}).items() if value is not None}
+    source = f"{path} with options" if path else "options"
     if kind == "image":
-        _image_flags(data, given)
+        _image_flags(data, given, source)
     data.update(given)
-    return build_recipe(RECIPE_KINDS[kind], data, overrides,
-                        source=f"{path} with options" if path else "options")
+    return build_recipe(RECIPE_KINDS[kind], data, overrides, source=source)
 
 
 def _default_stages(cls: type) -> list[dict[str, Any]]:
     return recipe_to_dict(cls())["stages"]
 
 
-def _image_flags(data: dict[str, Any], flags: dict[str, Any]) -> None:
+def _image_flags(data: dict[str, Any], flags: dict[str, Any], source: str) -> None:
     """Turn ``--schedule`` and ``--epochs`` into stages (both leave ``flags``)."""
     schedule = flags.pop("schedule", None)
     epochs = flags.pop("epochs", None)
@@ -491,9 +502,31 @@ def _image_flags(data: dict[str, Any], flags: dict[str, Any]) -> None:
             raise UserError(f"unknown schedule '{schedule}'; choose one of: "
                             f"{', '.join(SCHEDULES)}")
         data["stages"] = [dataclasses.asdict(stage) for stage in SCHEDULES[schedule]()]
+    if "stages" in data:
+        _stage_list(data["stages"], source)
     if epochs is not None:
-        data["stages"] = [{**stage, "epochs": epochs}
-                          for stage in data.get("stages") or _default_stages(ImageRecipe)]
+        # Stages the recipe gives, even none (refused when checked), are the ones --epochs sets.
+        stages = data["stages"] if "stages" in data else _default_stages(ImageRecipe)
+        data["stages"] = [{**stage, "epochs": epochs} for stage in stages]
+
+
+def _stage_list(stages: Any, source: str) -> list[dict[str, Any]]:
+    """``stages`` as given, once it is a list of mappings (a one-line UserError if not).
+
+    Example:
+        >>> _stage_list({"head": {"epochs": 3}}, "r.yaml")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: r.yaml: stages must be a list of stages, each a mapping ...
+    """
+    shape = ("a list of stages, each a mapping such as {name: head, epochs: 5} (in YAML, one "
+             "'- name: ...' item per stage)")
+    if not isinstance(stages, list):
+        raise UserError(f"{source}: stages must be {shape}, got {stages!r}")
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            raise UserError(f"{source}: stages[{i}] is {stage!r}, not a stage; stages must be "
+                            f"{shape}")
+    return stages
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import sys
 from collections import Counter
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Image formats a class folder may hold that TensorFlow's decoder does not read: skipped, said.
 OTHER_IMAGE_EXTENSIONS = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".jp2")
+# A URL (http://, s3://, file://, ...): a scheme of two letters or more, so a Windows drive
+# (C:/) is a path.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 
 
 @dataclass
@@ -127,6 +131,7 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
             first = int(np.flatnonzero(empty.to_numpy())[0]) + 1
             raise UserError(f"{source} has {int(empty.sum())} row(s) with no {column}, the "
                             f"first is data row {first}; fill them in or drop them")
+    _refuse_urls(frame[path_column].astype(str).tolist(), source)
     given = (Path(p).expanduser() for p in frame[path_column].astype(str))
     paths = [str(p if p.is_absolute() else base / p) for p in given]
     absent = [p for p in paths if not Path(p).is_file()]
@@ -147,13 +152,32 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
     return table
 
 
+def _refuse_urls(paths: list[str], source: str) -> None:
+    """A one-line UserError, URL shown whole, when image paths are URLs (Path() mangles them).
+
+    Example:
+        >>> _refuse_urls(["https://example.com/a.jpg"], "'urls.csv'")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: 1 of 1 image paths in 'urls.csv' are URLs, e.g. 'https://...
+    """
+    urls = [p for p in paths if _URL.match(p.strip())]
+    if urls:
+        raise UserError(f"{len(urls)} of {len(paths)} image paths in {source} are URLs, e.g. "
+                        f"'{shown(urls[0].strip())}'; tlkit reads local files: download the "
+                        "images first and list their local paths")
+
+
 def _hidden(name: str) -> bool:
     # Dot files and macOS zip debris (__MACOSX/, ._name.jpg) are never images of a class.
     return name.startswith(".") or name == "__MACOSX"
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
+    # os.scandir and sorting names: pathlib's is_dir and Path ordering take seconds over
+    # ten thousand class folders.
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries if e.is_dir() and not _hidden(e.name))
+    return [folder / name for name in names]
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -173,10 +197,36 @@ def images_in(folder: Path) -> list[Path]:
 
 
 def _visible_files(folder: Path) -> list[Path]:
-    """Files (and symbolic links that are not folders) under ``folder``, none hidden, sorted."""
-    return sorted(p for p in folder.rglob("*")
-                  if (p.is_file() or p.is_symlink() and not p.is_dir())
-                  and not any(_hidden(part) for part in p.relative_to(folder).parts))
+    """Files (and symbolic links that are not folders) under ``folder``, none hidden, sorted.
+
+    Like ``Path.rglob``, linked folders are not entered and unreadable folders are passed
+    over; sorted by path parts, as Paths sort.
+    """
+    found: list[tuple[tuple[str, ...], str]] = []
+    pending: list[tuple[str, tuple[str, ...]]] = [(str(folder), ())]
+    while pending:
+        directory, parts = pending.pop()
+        try:
+            with os.scandir(directory) as scan:
+                entries = [e for e in scan if not _hidden(e.name)]
+        except PermissionError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, (*parts, entry.name)))
+            elif _file_or_link(entry):
+                found.append(((*parts, entry.name), entry.path))
+    return [Path(path) for _, path in sorted(found)]
+
+
+def _file_or_link(entry: os.DirEntry[str]) -> bool:
+    """A regular file, or a link that does not lead to a folder (broken and looping included)."""
+    if not entry.is_symlink():
+        return entry.is_file()
+    try:
+        return not entry.is_dir()
+    except OSError:  # a link loop
+        return True
 
 
 def _with_suffixes(files: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
@@ -402,6 +452,9 @@ def read_recipe_table(recipe: ImageRecipe, data: str | Path | pd.DataFrame | Non
         raise UserError("no data given; pass --data (or data=) a folder or CSV of labelled images")
     table = read_image_table(source, recipe.path_column, recipe.label_column)
     table.attrs["source"] = describe_source(source)
+    # The split, made here on every file, refuses at once what the split of the readable files
+    # (``check_images``, after the scan that needs TensorFlow) would refuse after a minute.
+    split_checked(recipe, table)
     return table
 
 
@@ -429,6 +482,23 @@ def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
             raise UserError(f"class '{shown(lost[0])}' has no readable images (all were skipped as "
                             "unreadable); add readable images or remove the class")
         table = _check_classes(kept, source)
+    table, class_names = split_checked(recipe, table)
+    return ImageData(table.reset_index(drop=True), class_names, skipped)
+
+
+def split_checked(recipe: ImageRecipe, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` split by the recipe, and its class names, once the split can train a run.
+
+    Training needs two classes, each class in it, and val or test images to evaluate on.
+
+    Example:
+        >>> from tlkit.recipes import ImageRecipe
+        >>> recipe = ImageRecipe(val_fraction=0.0, test_fraction=0.0)
+        >>> split_checked(recipe, read_image_table("datasets/shapes"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: val_fraction and test_fraction are both 0, so no image is left ...
+    """
+    given, source = table["split"].notna().any(), table.attrs.get("source", "the data")
     table = split_table(table, recipe.val_fraction, recipe.test_fraction, recipe.seed)
     class_names = class_order(table.loc[table["split"] == "train", "label"])
     unseen = sorted(set(table["label"]) - set(class_names))
@@ -437,7 +507,18 @@ def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
                         "images")
     if len(class_names) < 2:
         raise UserError("the training split has a single class; a classifier needs two")
-    return ImageData(table.reset_index(drop=True), class_names, skipped)
+    if not table["split"].isin(("val", "test")).any():
+        # A run's metrics and report are of its val and test images: training would end in
+        # an error (or, earlier, in nothing to evaluate).
+        if given:
+            raise UserError(f"{source} gives only train images "
+                            "and val_fraction is 0, so no image is left to evaluate the run on; "
+                            "give some images the split val or test, or set val_fraction above "
+                            "0 (e.g. --set val_fraction=0.15)")
+        raise UserError("val_fraction and test_fraction are both 0, so no image is left to "
+                        "evaluate the run on (val and test would be empty); set one above 0, "
+                        "e.g. --set test_fraction=0.15")
+    return table, class_names
 
 
 def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -42,17 +43,23 @@ SPLIT_NAMES = {"train": "train", "val": "val", "dev": "val", "valid": "val", "va
 
 
 def decode_file(path: str | Path, encoding: str = "utf-8") -> str:
-    """The text of ``path``; UTF-8 files may start with a byte-order mark, which is dropped.
+    """The text of ``path``; a byte-order mark (UTF-8, UTF-16 or UTF-32) decides how it is
+    read, whatever ``encoding`` says, and is dropped.
+
+    Spreadsheet programs save "Unicode text" as UTF-16 with a mark: such a file is read as
+    it is, with no ``--encoding`` to find.
 
     Example:
-        >>> decode_file("no/such/file.csv")
-        Traceback (most recent call last):
-        tlkit.errors.UserError: data path 'no/such/file.csv' does not exist; check the path
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp(), "t.csv")
+        >>> _ = path.write_bytes("text,label\\ncafé,1\\n".encode("utf-16"))
+        >>> decode_file(path)
+        'text,label\\ncafé,1\\n'
     """
     path = existing_path(path)
     data = path.read_bytes()
     utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-    codec = "utf-8-sig" if utf8 else encoding
+    codec = _marked_codec(data) or ("utf-8-sig" if utf8 else encoding)
     try:
         return data.decode(codec)
     except LookupError as error:
@@ -62,6 +69,23 @@ def decode_file(path: str | Path, encoding: str = "utf-8") -> str:
         raise UserError(f"{path}, line {line}: bytes that are not {encoding} "
                         f"({data[error.start:error.end]!r}); pass the file's encoding, "
                         "e.g. --encoding latin-1") from error
+
+
+# Byte-order marks and the codecs that read them (and drop them); UTF-32 LE starts with the
+# UTF-16 LE mark, so it is looked for first.
+_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+          (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+          (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _marked_codec(data: bytes) -> str | None:
+    """The codec a byte-order mark at the start of ``data`` names, or None without one.
+
+    Example:
+        >>> _marked_codec(codecs.BOM_UTF16_BE + "a".encode("utf-16-be")), _marked_codec(b"a")
+        ('utf-16', None)
+    """
+    return next((codec for mark, codec in _MARKS if data.startswith(mark)), None)
 
 
 def existing_path(path: str | Path) -> Path:
@@ -223,6 +247,32 @@ def held_out_count(n: int, fraction: float, n_classes: int) -> int:
     return max(math.ceil(fraction * n - 1e-9), n_classes)
 
 
+def check_holdout(labels: Sequence[str], fraction: float, what: str = "examples",
+                  fix: str = "add examples") -> int:
+    """How many of ``labels`` a stratified hold-out of ``fraction`` keeps back, or a UserError
+    saying why it cannot (``stratified_holdout`` without the split, and without scikit-learn).
+
+    Example:
+        >>> check_holdout(["a", "a", "b"], 0.5)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: cannot hold out a stratified 50% of 3 examples in 2 classes: ...
+    """
+    if not 0 < fraction < 1:
+        raise UserError(f"a hold-out fraction must be between 0 and 1, got {fraction}")
+    if not labels:
+        raise UserError(f"cannot hold out {fraction:.0%} of no {what}; {fix}")
+    counts = Counter(str(label) for label in labels)
+    rarest, fewest = min(counts.items(), key=lambda item: (item[1], item[0]))
+    n_held = held_out_count(len(labels), fraction, len(counts))
+    held = f"a stratified {fraction:.0%} of {len(labels)} {what} in {len(counts)} classes"
+    if fewest < 2:
+        raise UserError(f"cannot hold out {held}: stratifying needs at least 2 per class and "
+                        f"class '{shown(rarest)}' has {fewest}; {fix}")
+    if len(labels) - n_held < len(counts):
+        raise UserError(f"cannot hold out {held}: too few would be left to train on; {fix}")
+    return n_held
+
+
 def stratified_holdout(labels: Sequence[str], fraction: float, seed: int,
                        what: str = "examples", fix: str = "add examples"
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -233,22 +283,11 @@ def stratified_holdout(labels: Sequence[str], fraction: float, seed: int,
         >>> len(kept), len(held)
         (18, 2)
     """
+    labels = [str(label) for label in labels]
+    n_held = check_holdout(labels, fraction, what, fix)
+    # Imported only now: a hold-out that cannot be made is refused without scikit-learn.
     from sklearn.model_selection import train_test_split
 
-    if not 0 < fraction < 1:
-        raise UserError(f"a hold-out fraction must be between 0 and 1, got {fraction}")
-    labels = [str(label) for label in labels]
-    if not labels:
-        raise UserError(f"cannot hold out {fraction:.0%} of no {what}; {fix}")
-    counts = Counter(labels)
-    rarest, fewest = min(counts.items(), key=lambda item: (item[1], item[0]))
-    n_held = held_out_count(len(labels), fraction, len(counts))
-    held = f"a stratified {fraction:.0%} of {len(labels)} {what} in {len(counts)} classes"
-    if fewest < 2:
-        raise UserError(f"cannot hold out {held}: stratifying needs at least 2 per class and "
-                        f"class '{shown(rarest)}' has {fewest}; {fix}")
-    if len(labels) - n_held < len(counts):
-        raise UserError(f"cannot hold out {held}: too few would be left to train on; {fix}")
     positions = np.arange(len(labels))
     kept, held = train_test_split(positions, test_size=n_held, random_state=seed,
                                   stratify=labels)

@@ -31,6 +31,7 @@ import pandas as pd
 from tlkit.choices import TOKENIZERS, Tokenizer
 from tlkit.data.tables import (
     as_labels,
+    check_holdout,
     class_order,
     decode_file,
     existing_path,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 PAD_TOKEN = ""
 OOV_TOKEN = "[UNK]"
 DEV_FRACTION = 0.1
+DEV_FIX = "pass a dev file or add training texts"  # what a dev split too small for needs
 # The default cap on tokens per text. Kim's sentence datasets stay far below it (the longest
 # text is 37 to 120 tokens); one runaway line (a whole file on one line) would otherwise set
 # every batch it joins, and the exported model's input, to its length.
@@ -351,18 +353,12 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         (['dev', 'test', 'train'], 2)
     """
     names = {"train": "training data", "dev": "dev data", "test": "test data", **(names or {})}
-    tokens, skipped = _tokenized({"train": train, "dev": dev, "test": test}, tokenizer, names)
-    class_names = class_order(tokens["train"][0]["label"].tolist())
-    if len(class_names) < 2:
-        raise UserError(f"{names['train']} has a single label '{shown(class_names[0])}'; a "
-                        "classifier needs at least two classes: check --label-column")
-    for split in ("dev", "test"):
-        if split in tokens:
-            unseen = sorted(set(tokens[split][0]["label"]) - set(class_names))
-            if unseen:
-                raise UserError(f"{names[split]} has label(s) never seen in training: "
-                                f"{', '.join(map(repr, unseen[:5]))}; training labels are "
-                                f"{', '.join(map(shown, class_names))}")
+    tables = {"train": train, "dev": dev, "test": test}
+    _check_before_tokenizing(tables, names, dev_fraction)
+    tokens, skipped = _tokenized(tables, tokenizer, names)
+    # Again on the tokenised texts: texts only the tokenizer empties may have taken a class.
+    class_names = _class_names({split: table["label"] for split, (table, _) in tokens.items()},
+                               names)
     if "dev" not in tokens and dev_fraction > 0:
         table, train_tokens = tokens["train"]
         train_rows, dev_rows = dev_split(table["label"].tolist(), dev_fraction, seed)
@@ -395,6 +391,46 @@ def _warn_if_cut(tokenized: Sequence[Sequence[str]], max_length: int, name: str)
              "max_length (--set max_length=N)")
 
 
+def _check_before_tokenizing(tables: dict[str, pd.DataFrame | None], names: dict[str, str],
+                             dev_fraction: float) -> None:
+    """The data checks that need no tokens, so no TensorFlow: answered in about a second.
+
+    They look at the texts that are not blank (a blank text is empty under every tokenizer);
+    what one tokenizer empties besides is checked once it has run.
+    """
+    labels: dict[str, pd.Series] = {}
+    for split, table in tables.items():
+        if table is None:
+            continue
+        if table.empty:
+            raise UserError(f"{names[split]} has no texts; it needs labelled sentences")
+        blank = table["text"].astype(str).str.strip() == ""
+        if blank.all():
+            raise UserError(f"all {len(table)} texts in {names[split]} are empty; check "
+                            "--text-column")
+        labels[split] = table.loc[~blank, "label"]
+    _class_names(labels, names)
+    if "dev" not in labels and dev_fraction > 0:
+        check_holdout(labels["train"].tolist(), dev_fraction, "texts", DEV_FIX)
+
+
+def _class_names(labels: dict[str, pd.Series], names: dict[str, str]) -> list[str]:
+    """The training labels' class order; a UserError for one class, or for dev or test labels
+    that training never saw."""
+    class_names = class_order(labels["train"].tolist())
+    if len(class_names) < 2:
+        raise UserError(f"{names['train']} has a single label '{shown(class_names[0])}'; a "
+                        "classifier needs at least two classes: check --label-column")
+    for split in ("dev", "test"):
+        if split in labels:
+            unseen = sorted(set(labels[split]) - set(class_names))
+            if unseen:
+                raise UserError(f"{names[split]} has label(s) never seen in training: "
+                                f"{', '.join(map(repr, unseen[:5]))}; training labels are "
+                                f"{', '.join(map(shown, class_names))}")
+    return class_names
+
+
 def _tokenized(tables: dict[str, pd.DataFrame | None], tokenizer: str, names: dict[str, str]
                ) -> tuple[dict[str, tuple[pd.DataFrame, list[list[str]]]], dict[str, int]]:
     """Each given split's non-empty rows and their tokens, and how many empty ones were left."""
@@ -403,8 +439,6 @@ def _tokenized(tables: dict[str, pd.DataFrame | None], tokenizer: str, names: di
     for split, table in tables.items():
         if table is None:
             continue
-        if table.empty:
-            raise UserError(f"{names[split]} has no texts; it needs labelled sentences")
         kept, kept_tokens, empty = _drop_empty(table, tokenizer)
         if empty:
             _warn(f"skipped {empty} empty text(s) in {names[split]}")
@@ -433,8 +467,7 @@ def dev_split(labels: Sequence[str], fraction: float = DEV_FRACTION,
         >>> len(dev_rows)
         2
     """
-    return stratified_holdout(labels, fraction, seed, what="texts",
-                              fix="pass a dev file or add training texts")
+    return stratified_holdout(labels, fraction, seed, what="texts", fix=DEV_FIX)
 
 
 def kfold_splits(labels: Sequence[str], folds: int = 10,
