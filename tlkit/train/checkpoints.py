@@ -24,12 +24,15 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tlkit.files import replacing, write_text
@@ -53,11 +56,36 @@ def save_weights(model: Any, path: Path) -> None:
         ['best.weights.h5']
     """
     partial = path.with_name(f".{path.name.removesuffix('.weights.h5')}.partial.weights.h5")
+    check_room(model, partial)
     try:
         model.save_weights(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)  # a full disk leaves a torn file: give its space back
+
+
+def check_room(model: Any, path: Path) -> None:
+    """Raise ENOSPC unless the disk holding ``path`` has room for ``model.save_weights``.
+
+    h5py crashes the process (a segmentation fault, no error) when the disk fills up while
+    it closes a weights file, so a full disk must be found before writing. The size is the
+    variables' bytes (the optimizer's too, which Keras saves with a built optimizer) plus
+    HDF5's own per variable.
+
+    Example:
+        >>> import keras, tempfile
+        >>> check_room(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
+        ...            Path(tempfile.mkdtemp()) / BEST_FILE)
+    """
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.weights, *(optimizer.variables if optimizer is not None
+                                   and optimizer.built else [])]
+    needed = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+    needed += 2048 * len(variables) + 65536
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device ({needed} bytes needed, "
+                      f"{free} free)", str(path))
 
 
 @dataclass
@@ -194,6 +222,7 @@ def epoch_callbacks(best_file: Path, folder: Path, stage: str, stage_index: int,
             shutil.rmtree(state, ignore_errors=True)
             state.mkdir(parents=True)
             try:
+                check_room(self.model, state / "state.weights.h5")
                 self.model.save_weights(state / "state.weights.h5")
                 write_json(state / "state.json",
                            {"epoch": epoch + 1, "stage": stage, "stage_index": stage_index})

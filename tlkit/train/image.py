@@ -19,6 +19,7 @@ import dataclasses
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from tlkit.runs import (
     partial_path,
     releasing,
     run_name,
+    unlock_run,
 )
 from tlkit.train.epochs import EpochClock
 from tlkit.train.fit import StageFit, fit_stages
@@ -93,18 +95,23 @@ def check_image_run(recipe: ImageRecipe, out: str | Path = "runs", name: str | N
                         "or a path to a weights file")
     name = name or run_name(row.name)
     final = check_destination(worker_out(out), name, resume)
-    if resume:
-        split_file = partial_path(final) / "split.csv"
-        if not split_file.is_file():
-            raise UserError(f"the unfinished run '{name}' stopped before it wrote its split; "
-                            f"remove it with `tlkit runs {out} --remove-unfinished` and start "
-                            "again")
-        split = pd.read_csv(split_file, dtype=str, keep_default_na=False)
-        table = read_image_table(split, "path", "label")
-    else:
-        table = read_recipe_table(recipe, data)
+    with ExitStack() as on_error:
+        on_error.callback(unlock_run, partial_path(final))  # a resume's check locked it
+        table = _resumed_table(final, out) if resume else read_recipe_table(recipe, data)
+        on_error.pop_all()
     table["path"] = [os.path.abspath(path) for path in table["path"]]
     return CheckedImageRun(recipe, row, table, name)
+
+
+def _resumed_table(final: Path, out: str | Path) -> pd.DataFrame:
+    """The images and splits of the unfinished run ``final``, from its ``split.csv``."""
+    split_file = partial_path(final) / "split.csv"
+    if not split_file.is_file():
+        raise UserError(f"the unfinished run '{final.name}' stopped before it wrote its split; "
+                        f"remove it with `tlkit runs {out} --remove-unfinished` and start "
+                        "again")
+    split = pd.read_csv(split_file, dtype=str, keep_default_na=False)
+    return read_image_table(split, "path", "label")
 
 
 def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = None,
