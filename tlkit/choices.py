@@ -80,3 +80,5 @@ EXPORT_QUANTIZATIONS = ("dynamic",)
 # waiting request waits for others to join it.
 SERVE_MAX_BATCH = 64
 SERVE_MAX_WAIT_MS = 5.0
+# Seconds a client has to send its request (line, headers and body) before a 408.
+SERVE_READ_TIMEOUT = 30.0

@@ -9,11 +9,17 @@ concurrent requests, so a few milliseconds of waiting buys a shared call; one th
 the model also keeps concurrent TensorFlow calls from fighting over the cores. A single
 request is never split, so one large request is one call (predict batches it inside).
 
-Request ``{"inputs": [...], "top_k": 2}``: image runs take image files on the server's disk
-or base64-encoded image bytes (a ``data:image/...;base64,`` prefix is allowed); text runs
-take sentences. Response ``{"predictions": [{"labels": [...], "probabilities": [...]}, ...]}``
-with the ``top_k`` most probable classes first (default 1), or ``{"error": "..."}`` for an
-input that cannot be read. Bad requests get status 400 (413 when too large) and an error.
+Request ``{"inputs": [...], "top_k": 2}``: image runs take base64-encoded image bytes (a
+``data:image/...;base64,`` prefix is allowed), or image files under the folder the operator
+allowed (``allow_paths``; off by default, so a caller cannot probe or read the server's
+files); text runs take sentences. Response
+``{"predictions": [{"labels": [...], "probabilities": [...]}, ...]}`` with the ``top_k`` most
+probable classes first (default 1), or ``{"error": "..."}`` for an input that cannot be read.
+The TF Serving / KServe v1 form works too: ``{"instances": ["text", {"b64": "..."}]}`` is
+answered ``{"predictions": [[p0, p1, ...], ...]}``, every class's probability in the order of
+``/health``'s ``classes``. Bad requests get a 4xx status and ``{"error": "..."}``; POSTs must
+say ``Content-Type: application/json`` (a web page cannot send that without a CORS preflight)
+and send their body within ``timeout`` seconds.
 
 Example:
     >>> server = make_server("runs/trec", port=0)  # doctest: +SKIP
@@ -25,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import binascii
 import errno
 import json
 import queue
@@ -44,12 +49,16 @@ import numpy as np
 
 from tlkit.choices import SERVE_MAX_BATCH as MAX_BATCH
 from tlkit.choices import SERVE_MAX_WAIT_MS as MAX_WAIT_MS
+from tlkit.choices import SERVE_READ_TIMEOUT as READ_TIMEOUT
 from tlkit.errors import UserError
 from tlkit.runs import Run, check_run_folder
 
 MAX_INPUTS = 1024  # per request
 MAX_BODY_BYTES = 64 * 2**20
 REQUEST_FIELDS = ("inputs", "top_k")
+INSTANCES_FIELDS = ("instances", "signature_name")  # TF Serving / KServe v1
+SIGNATURE = "serving_default"  # the one signature served, as tlkit export names it
+MAX_PATH = 4096  # longer strings are never paths (PATH_MAX), only base64 data
 
 Predictor = Callable[[list[str]], tuple[np.ndarray, list[str | None]]]
 
@@ -66,6 +75,29 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass
+class Request:
+    """A checked ``/predict`` body: the inputs, ``top_k``, and which form it came in.
+
+    ``form`` is ``"inputs"`` (tlkit's) or ``"instances"`` (TF Serving / KServe v1);
+    ``encoded`` holds the positions sent as ``{"b64": ...}``, which are never paths.
+
+    Example:
+        >>> Request(["a fine film"], top_k=2).word
+        'input'
+    """
+
+    inputs: list[str]
+    top_k: int = 1
+    form: str = "inputs"
+    encoded: frozenset[int] = frozenset()
+
+    @property
+    def word(self) -> str:
+        """What an error calls one input: ``input`` or ``instance``, as the request did."""
+        return "instance" if self.form == "instances" else "input"
 
 
 @dataclass
@@ -152,7 +184,9 @@ class Batcher:
 class PredictionServer(ThreadingHTTPServer):
     """The HTTP server of one run (``run``, ``batcher``); ``url`` is where it listens.
 
-    Built unbound: ``make_server`` binds it and loads the run.
+    Built unbound: ``make_server`` binds it and loads the run. ``allow_paths`` is the resolved
+    folder image paths may come from (None: paths are off); ``read_timeout`` the seconds a
+    client has to send its request.
 
     Example:
         >>> server = PredictionServer(("127.0.0.1", 8080), Batcher(lambda items: None))
@@ -164,8 +198,11 @@ class PredictionServer(ThreadingHTTPServer):
     daemon_threads = True
     run: Run
 
-    def __init__(self, address: tuple[str, int], batcher: Batcher) -> None:
+    def __init__(self, address: tuple[str, int], batcher: Batcher,
+                 allow_paths: Path | None = None, read_timeout: float = READ_TIMEOUT) -> None:
         self.batcher = batcher
+        self.allow_paths = allow_paths
+        self.read_timeout = read_timeout
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler, bind_and_activate=False)
@@ -181,26 +218,33 @@ class PredictionServer(ThreadingHTTPServer):
 
 
 def make_server(run: str | Path, host: str = "127.0.0.1", port: int = 8080,
-                max_batch: int = MAX_BATCH, max_wait_ms: float = MAX_WAIT_MS
+                max_batch: int = MAX_BATCH, max_wait_ms: float = MAX_WAIT_MS,
+                allow_paths: str | Path | None = None, timeout: float = READ_TIMEOUT
                 ) -> PredictionServer:
     """A server for a finished run, listening but not yet serving (call ``serve_forever``).
 
     The port is taken before the model loads, so a port in use fails at once; ``port=0``
-    picks a free one (see ``url``). ``server_close`` stops the batcher too.
+    picks a free one (see ``url``). ``server_close`` stops the batcher too. Image paths in
+    requests are refused unless ``allow_paths`` names the folder they may come from.
 
     Example:
-        >>> server = make_server("runs/flowers", port=8080)  # doctest: +SKIP
+        >>> server = make_server("runs/flowers", port=8080, allow_paths="photos")  # doctest: +SKIP
         >>> server.serve_forever()  # doctest: +SKIP
     """
-    from tlkit.predict import open_run, probabilities
-
     folder = check_run_folder(run)
     if max_batch < 1 or max_wait_ms < 0:
         raise UserError(f"--max-batch {max_batch} must be at least 1 and --max-wait-ms "
                         f"{max_wait_ms} at least 0")
+    if not timeout > 0:
+        raise UserError(f"--timeout {timeout:g} must be more than 0 seconds (how long a "
+                        "client may take to send its request)")
+    allowed = None if allow_paths is None else allowed_folder(allow_paths)
+    from tlkit.predict import open_run, probabilities  # TensorFlow: only after the checks
+
     # The batcher calls the model only once requests come, after the run has loaded.
     server = PredictionServer((host, port), Batcher(
-        lambda items: probabilities(server.run, items), max_batch, max_wait_ms))
+        lambda items: probabilities(server.run, items), max_batch, max_wait_ms),
+        allowed, timeout)
     try:
         _bind(server, host, port)
         server.run = open_run(folder)
@@ -208,6 +252,21 @@ def make_server(run: str | Path, host: str = "127.0.0.1", port: int = 8080,
         server.server_close()
         raise
     return server
+
+
+def allowed_folder(path: str | Path) -> Path:
+    """The ``--allow-paths`` folder with its symlinks resolved, or a UserError if no folder.
+
+    Example:
+        >>> allowed_folder("/no/such/folder")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: --allow-paths '/no/such/folder' is not a folder; pass the ...
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"--allow-paths '{path}' is not a folder; pass the folder image paths "
+                        "may come from")
+    return folder.resolve()
 
 
 def _bind(server: PredictionServer, host: str, port: int) -> None:
@@ -229,12 +288,14 @@ def _bind(server: PredictionServer, host: str, port: int) -> None:
                         "address of this machine, e.g. 127.0.0.1") from error
 
 
-def parse_request(body: bytes, class_count: int) -> tuple[list[str], int]:
-    """The inputs and ``top_k`` of a ``/predict`` body, or a RequestError saying what is wrong.
+def parse_request(body: bytes, class_count: int) -> Request:
+    """The checked ``/predict`` body, either form, or a RequestError saying what is wrong.
 
     Example:
-        >>> parse_request(b'{"inputs": ["How far is the moon ?"], "top_k": 2}', 6)
-        (['How far is the moon ?'], 2)
+        >>> parse_request(b'{"inputs": ["How far is the moon ?"], "top_k": 2}', 6).inputs
+        ['How far is the moon ?']
+        >>> parse_request(b'{"instances": [{"b64": "aGk="}]}', 6).encoded
+        frozenset({0})
         >>> parse_request(b'{"input": ["x"]}', 6)
         Traceback (most recent call last):
         tlkit.serve.RequestError: unknown field 'input'; send {"inputs": [...], "top_k": N}
@@ -245,6 +306,8 @@ def parse_request(body: bytes, class_count: int) -> tuple[list[str], int]:
         raise RequestError(400, f"the body is not JSON ({error})") from error
     if not isinstance(payload, dict):
         raise RequestError(400, 'send a JSON object: {"inputs": [...], "top_k": N}')
+    if "instances" in payload:
+        return _parse_instances(payload)
     unknown = [key for key in payload if key not in REQUEST_FIELDS]
     if unknown:
         raise RequestError(400, f"unknown field '{unknown[0]}'; send "
@@ -253,14 +316,44 @@ def parse_request(body: bytes, class_count: int) -> tuple[list[str], int]:
     if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) for x in inputs):
         raise RequestError(400, '"inputs" must be a non-empty list of strings (image paths or '
                                 "base64 images, or sentences)")
-    if len(inputs) > MAX_INPUTS:
-        raise RequestError(413, f"{len(inputs)} inputs in one request; send at most "
-                                f"{MAX_INPUTS}")
+    _check_count(len(inputs))
     top_k = payload.get("top_k", 1)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= class_count:
         raise RequestError(400, f'"top_k" must be an integer from 1 to {class_count} (the '
                                 "run's number of classes)")
-    return inputs, top_k
+    return Request(inputs, top_k)
+
+
+def _parse_instances(payload: dict[str, Any]) -> Request:
+    """The TF Serving / KServe v1 row form: each instance a string or ``{"b64": "..."}``."""
+    unknown = [key for key in payload if key not in INSTANCES_FIELDS]
+    if unknown:
+        raise RequestError(400, f"unknown field '{unknown[0]}'; send "
+                                '{"instances": [...]} or {"inputs": [...], "top_k": N}')
+    signature = payload.get("signature_name", SIGNATURE)
+    if signature != SIGNATURE:
+        raise RequestError(400, f"no signature '{signature}' here; this server has only "
+                                f"'{SIGNATURE}'")
+    instances = payload["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise RequestError(400, '"instances" must be a non-empty list of strings or '
+                                '{"b64": "..."} objects')
+    _check_count(len(instances))
+    inputs, encoded = [], set()
+    for i, instance in enumerate(instances):
+        if isinstance(instance, dict) and list(instance) == ["b64"]:
+            instance = instance["b64"]
+            encoded.add(i)
+        if not isinstance(instance, str):
+            raise RequestError(400, f'instance {i} must be a string or {{"b64": "..."}} (the '
+                                    "raw sentence or image file bytes, not a tensor)")
+        inputs.append(instance)
+    return Request(inputs, form="instances", encoded=frozenset(encoded))
+
+
+def _check_count(count: int) -> None:
+    if count > MAX_INPUTS:
+        raise RequestError(413, f"{count} inputs in one request; send at most {MAX_INPUTS}")
 
 
 def top_k_rows(probs: np.ndarray, errors: Sequence[str | None], class_names: Sequence[str],
@@ -282,69 +375,157 @@ def top_k_rows(probs: np.ndarray, errors: Sequence[str | None], class_names: Seq
     return rows
 
 
-def predict_request(server: PredictionServer, inputs: list[str], top_k: int
-                    ) -> list[dict[str, Any]]:
-    """Run one request's inputs through the server's batcher; image inputs become files.
+def predict_request(server: PredictionServer, request: Request) -> list[Any]:
+    """One request's answer rows, through the server's batcher, in the request's own form.
+
+    tlkit's form gets the top-k labels or an error per input; the TF Serving form gets every
+    class's probability per instance, and a RequestError (400) if any instance fails, as TF
+    Serving answers.
 
     Example:
-        >>> batcher = Batcher(lambda x: (np.tile([0.3, 0.7], (len(x), 1)), [None] * len(x)))
+        >>> batcher = Batcher(lambda x: (np.tile([0.25, 0.75], (len(x), 1)), [None] * len(x)))
         >>> server = PredictionServer(("127.0.0.1", 0), batcher)
         >>> server.run = Run(Path("runs/sst2"), "textcnn", None, ["neg", "pos"], {})
-        >>> predict_request(server, ["a fine film"], top_k=2)
-        [{'labels': ['pos', 'neg'], 'probabilities': [0.7, 0.3]}]
+        >>> predict_request(server, Request(["a fine film"], top_k=2))
+        [{'labels': ['pos', 'neg'], 'probabilities': [0.75, 0.25]}]
+        >>> predict_request(server, Request(["a fine film"], form="instances"))
+        [[0.25, 0.75]]
         >>> server.server_close()
     """
-    run, batcher = server.run, server.batcher
-    if run.kind != "image":
-        probs, errors = batcher.submit(inputs).result()
-        return top_k_rows(probs, errors, run.class_names, top_k)
+    probs, errors = _predictions(server, request)
+    if request.form == "inputs":
+        return top_k_rows(probs, errors, server.run.class_names, request.top_k)
+    for i, error in enumerate(errors):
+        if error is not None:
+            word = f"instance {i}"
+            raise RequestError(400, error if error.startswith(f"{word} ") else f"{word}: {error}")
+    return probs.astype(float).tolist()
+
+
+def _predictions(server: PredictionServer, request: Request
+                 ) -> tuple[np.ndarray, list[str | None]]:
+    """Each input's probabilities (NaN where it failed) and its error or None."""
+    if server.run.kind != "image":
+        return _submit(server, *_texts(request))
     with tempfile.TemporaryDirectory(prefix="tlkit-serve-") as folder:
-        paths, errors = _image_files(inputs, Path(folder))
-        readable = [i for i, error in enumerate(errors) if error is None]
-        probs = np.full((len(inputs), len(run.class_names)), np.nan, dtype="float32")
-        if readable:
-            got, got_errors = batcher.submit([paths[i] for i in readable]).result()
-            probs[readable] = got
-            for i, error in zip(readable, got_errors, strict=True):
-                errors[i] = error.replace(f"{folder}/", "") if error else None
-    return top_k_rows(probs, errors, run.class_names, top_k)
+        paths, errors = _image_files(request, Path(folder), server.allow_paths)
+        sent = [error is None for error in errors]
+        probs, errors = _submit(server, paths, errors)
+    for i, (path, error) in enumerate(zip(paths, errors, strict=True)):
+        if sent[i] and error is not None:
+            # Named by its position: the path the model read is the server's own business.
+            reason = error.replace(f" '{path}'", "").replace(path, "the file")
+            errors[i] = f"{request.word} {i} is not a decodable image ({reason})"
+    return probs, errors
 
 
-def _image_files(inputs: list[str], folder: Path) -> tuple[list[str], list[str | None]]:
-    """A path per input (base64 data written to ``folder/input-N``) and an error or None."""
+def _submit(server: PredictionServer, items: list[str], errors: list[str | None]
+            ) -> tuple[np.ndarray, list[str | None]]:
+    """Predict the items that have no error yet; the others keep theirs and a NaN row."""
+    probs = np.full((len(items), len(server.run.class_names)), np.nan, dtype="float32")
+    errors = list(errors)
+    ready = [i for i, error in enumerate(errors) if error is None]
+    if ready:
+        got, got_errors = server.batcher.submit([items[i] for i in ready]).result()
+        probs[ready] = got
+        for i, error in zip(ready, got_errors, strict=True):
+            errors[i] = error
+    return probs, errors
+
+
+def _texts(request: Request) -> tuple[list[str], list[str | None]]:
+    """The sentences, ``{"b64": ...}`` ones decoded, and an error or None for each."""
+    texts: list[str] = []
+    errors: list[str | None] = []
+    for i, item in enumerate(request.inputs):
+        error = None
+        if i in request.encoded:
+            try:
+                item = base64.b64decode(item, validate=True).decode("utf-8")
+            except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+                item, error = "", f"{request.word} {i} is not base64 of UTF-8 text"
+        texts.append(item)
+        errors.append(error)
+    return texts, errors
+
+
+def _image_files(request: Request, folder: Path, allow: Path | None
+                 ) -> tuple[list[str], list[str | None]]:
+    """A file per input (an allowed path, or base64 data written to ``folder``) or an error."""
     paths: list[str] = []
     errors: list[str | None] = []
-    for i, item in enumerate(inputs):
-        if len(item) < 4096 and Path(item).is_file():
-            paths.append(item)
-            errors.append(None)
-            continue
-        data = item.split(";base64,", 1)[1] if item.startswith("data:") else item
-        try:
-            content = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            content = b""
-        if not content:
+    for i, item in enumerate(request.inputs):
+        allowed = None if i in request.encoded else _allowed_file(item, allow)
+        content = b"" if allowed else _base64_bytes(item)
+        if allowed:
+            paths.append(str(allowed))
+        elif content:
+            path = folder / str(i)
+            path.write_bytes(content)
+            paths.append(str(path))
+        else:
             paths.append("")
-            errors.append("neither an image file on the server nor base64 image data")
-            continue
-        path = folder / f"input-{i}"
-        path.write_bytes(content)
-        paths.append(str(path))
-        errors.append(None)
+        errors.append(None if allowed or content else _unreadable(request, i, allow))
     return paths, errors
+
+
+def _allowed_file(item: str, allow: Path | None) -> Path | None:
+    """``item`` as a file under ``allow`` (relative ones taken from it), or None.
+
+    Symlinks and ``..`` are resolved first, so nothing outside the folder is reached, and a
+    path outside it is refused before its existence is looked at.
+    """
+    if allow is None or not item or len(item) >= MAX_PATH:
+        return None
+    try:
+        path = (allow / item).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return None
+    return path if path.is_relative_to(allow) and path.is_file() else None
+
+
+def _base64_bytes(item: str) -> bytes:
+    """The bytes of base64 text (a ``data:...;base64,`` prefix allowed), or b"" if none."""
+    data = item.split(";base64,", 1)[1] if item.startswith("data:") else item
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:  # binascii.Error
+        return b""
+
+
+def _unreadable(request: Request, i: int, allow: Path | None) -> str:
+    """Why input ``i`` is neither an allowed file nor base64: the same for any path."""
+    name = f"{request.word} {i}"
+    if i in request.encoded:
+        return f"{name} is not base64 data"
+    if allow is None:
+        return (f"{name} is not base64 image data (image paths are off on this server; its "
+                "operator can allow a folder with --allow-paths)")
+    return f"{name} is neither an image file under the allowed folder nor base64 image data"
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: PredictionServer
     server_version = "tlkit-serve"
 
+    def setup(self) -> None:
+        # Every read of the socket waits at most this long, so a stalled client frees its thread.
+        self.timeout = self.server.read_timeout
+        super().setup()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionError:  # the client hung up (BrokenPipe, ConnectionReset): one line
+            self.log_message("the client closed the connection before its answer")
+
     def do_GET(self) -> None:
         if self.path.split("?")[0] != "/health":
             self._send(404, {"error": "not found; use GET /health or POST /predict"})
             return
         run, batcher = self.server.run, self.server.batcher
-        self._send(200, {"status": "ok", "run": str(run.path), "kind": run.kind,
+        # The run's name, not its path: the server's folders are no caller's business.
+        self._send(200, {"status": "ok", "run": run.path.name, "kind": run.kind,
                          "classes": run.class_names, "max_batch": batcher.max_batch,
                          "model_calls": batcher.calls, "inputs_predicted": batcher.inputs})
 
@@ -352,24 +533,63 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.path.split("?")[0] != "/predict":
                 raise RequestError(404, "not found; use POST /predict or GET /health")
-            inputs, top_k = parse_request(self._body(), len(self.server.run.class_names))
-            predictions = predict_request(self.server, inputs, top_k)
+            body = self._body()
+            self._require_json()
+            request = parse_request(body, len(self.server.run.class_names))
+            predictions = predict_request(self.server, request)
         except RequestError as error:
             self._send(error.status, {"error": str(error)})
             return
+        except ConnectionError:
+            raise
         except Exception as error:  # a failure of one request must not stop the server
             self._send(500, {"error": f"prediction failed: {type(error).__name__}: {error}"})
             return
         self._send(200, {"predictions": predictions})
+
+    def _require_json(self) -> None:
+        # text/plain, form and multipart bodies are what a web page may post to this server
+        # without a CORS preflight: refusing them keeps other sites' pages from calling it.
+        kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise RequestError(415, "send the body with Content-Type: application/json (it came "
+                                    f"as {kind or 'no Content-Type'})")
 
     def _body(self) -> bytes:
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError as error:
             raise RequestError(411, "send a Content-Length header") from error
+        if length < 0:
+            raise RequestError(400, f"Content-Length {length} is negative")
         if length > MAX_BODY_BYTES:
             raise RequestError(413, f"body of {length} bytes; send at most {MAX_BODY_BYTES}")
-        return self.rfile.read(length)
+        return self._read(length)
+
+    def _read(self, length: int) -> bytes:
+        """``length`` bytes, all within the read timeout: a trickle of bytes does not extend it."""
+        limit = self.server.read_timeout
+        deadline = time.monotonic() + limit
+        chunks: list[bytes] = []
+        missing = length
+        try:
+            while missing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(missing)
+                if not chunk:
+                    raise ConnectionResetError("the body ended before its Content-Length")
+                chunks.append(chunk)
+                missing -= len(chunk)
+        except TimeoutError as error:
+            self.close_connection = True
+            raise RequestError(408, f"the body did not arrive within {limit:g} seconds "
+                                    f"({length - missing} of {length} bytes came)") from error
+        finally:
+            self.connection.settimeout(limit)
+        return b"".join(chunks)
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode("utf-8")

@@ -6,6 +6,7 @@ import click
 
 from tlkit.choices import SERVE_MAX_BATCH as MAX_BATCH
 from tlkit.choices import SERVE_MAX_WAIT_MS as MAX_WAIT_MS
+from tlkit.choices import SERVE_READ_TIMEOUT as READ_TIMEOUT
 
 
 @click.command(short_help="Serve a run over HTTP: POST /predict, GET /health (JSON).")
@@ -18,23 +19,32 @@ from tlkit.choices import SERVE_MAX_WAIT_MS as MAX_WAIT_MS
               help="Most inputs joined into one model call across concurrent requests.")
 @click.option("--max-wait-ms", default=MAX_WAIT_MS, show_default=True, type=float,
               help="How long the first waiting request waits for others to join its batch.")
-def serve(run: str, port: int, host: str, max_batch: int, max_wait_ms: float) -> None:
+@click.option("--allow-paths", "allow_paths", metavar="DIR", type=click.Path(),
+              help="Let requests name image files under DIR (symlinks and .. resolved); "
+                   "without it, image runs take base64 images only.")
+@click.option("--timeout", default=READ_TIMEOUT, show_default=True, type=float,
+              help="Seconds a client has to send its request; a slower one gets 408.")
+def serve(run: str, port: int, host: str, max_batch: int, max_wait_ms: float,
+          allow_paths: str | None, timeout: float) -> None:
     """Serve a finished RUN's predictions as JSON until Ctrl-C.
 
-    POST /predict with {"inputs": [...], "top_k": 2}: image files on this machine or base64
-    images for image runs, sentences for text runs. GET /health says what is served.
+    POST /predict (Content-Type: application/json) with {"inputs": [...], "top_k": 2}:
+    base64 images for image runs (or files under --allow-paths DIR), sentences for text
+    runs. The TF Serving / KServe v1 form {"instances": [...]} works too. GET /health says
+    what is served.
 
     Example:
 
       tlkit serve runs/trec --port 8080
 
-      curl -s localhost:8080/predict -d '{"inputs": ["How far is the moon ?"], "top_k": 2}'
+      curl -s localhost:8080/predict -H 'Content-Type: application/json'
+      -d '{"inputs": ["How far is the moon ?"], "top_k": 2}'
     """
     import signal
 
     from tlkit.serve import make_server
 
-    server = make_server(run, host, port, max_batch, max_wait_ms)
+    server = make_server(run, host, port, max_batch, max_wait_ms, allow_paths, timeout)
     click.echo(f"serving {server.run.path} ({server.run.kind}) on {server.url}: "
                "POST /predict, GET /health; Ctrl-C stops")
     # Service managers (docker stop, Kubernetes, systemd) stop with SIGTERM: end as Ctrl-C does.
