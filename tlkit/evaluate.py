@@ -22,6 +22,7 @@ import pandas as pd
 
 from tlkit.data.tables import label_ids, split_tables
 from tlkit.errors import UserError
+from tlkit.files import replacing
 from tlkit.predict import open_run, probabilities
 from tlkit.runs import Run, write_json
 
@@ -132,12 +133,16 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
     metrics = classification_metrics(y_true, probs, run.class_names)
     metrics.update(data=str(data), unknown_labels=unknown, skipped_inputs=skipped)
     folder = run.path / REPORTS_FOLDER / (name or report_name(data))
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "metrics.json", metrics)
     predictions = predictions_table(table["input"], y_true, probs, run.class_names, "eval")
-    predictions.to_csv(folder / "predictions.csv", index=False)
-    write_report(folder, metrics, run.class_names, kind=run.kind, predictions=predictions,
-                 history=run.history, unknown=unknown, title=f"{run.path.name} on {data}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # The report is written whole beside its name, then renamed into place: Ctrl-C or a full
+    # disk keeps the previous report of that name, and a rerun never mixes with it.
+    with replacing(folder) as partial:
+        partial.mkdir()
+        write_json(partial / "metrics.json", metrics)
+        predictions.to_csv(partial / "predictions.csv", index=False)
+        write_report(partial, metrics, run.class_names, kind=run.kind, predictions=predictions,
+                     history=run.history, unknown=unknown, title=f"{run.path.name} on {data}")
     metrics["report"] = str(folder / "report.html")
     return metrics
 

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tlkit.data.images import IMAGE_EXTENSIONS, images_in
+from tlkit.data.images import IMAGE_EXTENSIONS
 from tlkit.data.tables import decode_file, is_table_file, read_table, require_columns
 from tlkit.errors import UserError
 from tlkit.runs import MODEL_FILE, Run, load_keras_file, load_run
@@ -77,10 +79,7 @@ def _image_inputs(inputs: Sequence[str]) -> list[str]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = images_in(path)
-            if not found:
-                raise UserError(f"folder '{path}' has no images ({', '.join(IMAGE_EXTENSIONS)})")
-            paths += [str(p) for p in found]
+            paths += [str(p) for p in folder_images(path)]
         elif path.is_file() and is_table_file(path):
             paths += _csv_image_paths(path, "path")
         elif path.is_file():
@@ -89,6 +88,34 @@ def _image_inputs(inputs: Sequence[str]) -> list[str]:
             raise UserError(f"'{item}' is not an image file, a folder or a CSV of paths; this "
                             "is an image run (text goes to a text run)")
     return paths
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The images under ``folder``; files in formats tlkit does not read get one warning.
+
+    The warning (on stderr) is the one training gives for the same files (HEIC, AVIF, ...).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for name in ("a.png", "b.heic"): (folder / name).touch()
+        >>> [p.name for p in folder_images(folder)]  # and a warning about b.heic on stderr
+        ['a.png']
+    """
+    # The walk and the warning are training's own (tlkit.data.images), so both say the same.
+    from tlkit.data.images import (
+        OTHER_IMAGE_EXTENSIONS,
+        _visible_files,
+        _warn_other_formats,
+        _with_suffixes,
+    )
+
+    files = _visible_files(folder)
+    _warn_other_formats(_with_suffixes(files, OTHER_IMAGE_EXTENSIONS))
+    found = _with_suffixes(files, IMAGE_EXTENSIONS)
+    if not found:
+        raise UserError(f"folder '{folder}' has no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return found
 
 
 def _text_inputs(inputs: Sequence[str]) -> list[str]:
@@ -130,11 +157,13 @@ def probabilities(run: Run, items: Sequence[str]) -> tuple[np.ndarray, list[str 
         >>> np.isnan(probs).any(axis=1).tolist(), errors
         ([False, True], [None, 'empty text: nothing to classify'])
     """
-    if run.kind == "image":
-        return _image_probabilities(run, list(items))
+    # Keras writes progress to stdout, which carries the predictions (`tlkit predict > a.csv`).
+    with contextlib.redirect_stdout(sys.stderr):
+        if run.kind == "image":
+            return _image_probabilities(run, list(items))
+        result = _batched(run.model, np.array(list(items), dtype=object))
     empty = [None if str(text).strip() else "empty text: nothing to classify"
              for text in items]
-    result = _batched(run.model, np.array(list(items), dtype=object))
     result[[e is not None for e in empty]] = np.nan
     return result, empty
 
@@ -153,7 +182,8 @@ def _image_probabilities(run: Run, paths: list[str]) -> tuple[np.ndarray, list[s
         result[rows] = run.model.predict_on_batch(images)
         predicted[rows] = True
         progress.add(len(rows))
-    progress.update(len(paths), finalize=True)  # rows that failed count as done too
+    if not predicted.all():  # rows that failed count as done too (all done: already said)
+        progress.update(len(paths), finalize=True)
     # Only the files that did not decode are read again, to say why in one line.
     errors = [None if done else unreadable_reason(path) or "could not be decoded as an image"
               for path, done in zip(paths, predicted, strict=True)]

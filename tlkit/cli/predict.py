@@ -47,7 +47,10 @@ def run_predict(run: str, inputs: tuple[str, ...], input_file: str | None, colum
         click.echo(f"warning: {failed} input(s) could not be predicted; see the error column",
                    err=True)
     if output:
-        table.to_csv(output, index=False)
+        from tlkit.files import write_text
+
+        # Beside its name, then renamed: a full disk or Ctrl-C keeps the previous file whole.
+        write_text(output, table.to_csv(index=False))
         click.echo(f"wrote {len(table)} predictions to {output}")
     else:
         click.echo(table.to_csv(index=False), nl=False)

@@ -16,7 +16,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +37,8 @@ from tlkit.evaluation.metrics import (
     probability_columns,
     read_predictions,
 )
-from tlkit.runs import load_run, write_json
+from tlkit.files import disk_full_error, is_disk_full, remove, sibling
+from tlkit.runs import load_run
 
 SECTIONS = {
     "summary": "Summary",
@@ -131,17 +138,67 @@ def write_report(folder: str | Path, metrics: dict[str, Any], class_names: list[
     ]
     sections.append(Section("missing", [f"Not drawn: {note}" for note in missing]
                             or ["Nothing is missing: every section was drawn."]))
-    (folder / "report.html").write_text(_html(title, sections), encoding="utf-8")
-    (folder / "report.md").write_text(_markdown(title, sections, folder), encoding="utf-8")
-    write_json(folder / "report.json", {
+    figures = [block for section in sections for block in section.blocks
+               if isinstance(block, Png)]
+    summary = {
         "title": title, "kind": kind, "metrics": metrics, "extra": extra or {},
         "probe_accuracy": probe_accuracy, "unknown_labels": unknown or {},
         "most_confused": (most_confused(metrics["confusion_matrix"], class_names)
                           .to_dict(orient="records") if "confusion_matrix" in metrics else []),
-        "figures": [block.name for section in sections for block in section.blocks
-                    if isinstance(block, Png)],
-        "missing": missing})
+        "figures": [figure.name for figure in figures], "missing": missing}
+    publish(folder, {**{figure.name: figure.data for figure in figures},
+                     "report.md": _markdown(title, sections).encode("utf-8"),
+                     "report.json": (json.dumps(summary, indent=2) + "\n").encode("utf-8"),
+                     "report.html": _html(title, sections).encode("utf-8")})
     return folder / "report.html"
+
+
+def publish(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name -> bytes) into ``folder``: all beside their names, then renamed.
+
+    A report's files sit in the run folder beside the model, so they cannot be swapped in
+    as one folder; instead every file is written first (a full disk or Ctrl-C then leaves
+    the previous report whole), and the renames, which need no space, run with Ctrl-C and
+    SIGTERM held back so that the set is never half old and half new.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> publish(folder, {"report.md": b"# new", "report.html": b"<p>new</p>"})
+        >>> sorted(p.name for p in folder.iterdir())
+        ['report.html', 'report.md']
+    """
+    staged: dict[Path, Path] = {}
+    try:
+        for name, data in files.items():
+            partial = sibling(folder / name)
+            staged[partial] = folder / name
+            partial.write_bytes(data)
+    except BaseException as error:
+        for partial in staged:
+            remove(partial)
+        if is_disk_full(error):
+            previous = (folder / "report.html").exists()
+            raise disk_full_error(list(staged.values())[-1], "the previous report is "
+                                  "unchanged" if previous else "") from error
+        raise
+    with _signals_held():
+        for partial, final in staged.items():
+            os.replace(partial, final)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends (they are delivered then)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def _summary(metrics: dict[str, Any], extra: dict[str, Any], probe: float | None,
@@ -336,13 +393,12 @@ def _html_image(png: Png) -> str:
             f'src="data:image/png;base64,{data}"></label></div>')
 
 
-def _markdown(title: str, sections: list[Section], folder: Path) -> str:
+def _markdown(title: str, sections: list[Section]) -> str:
     lines = [f"# {title}", ""]
     for section in sections:
         lines += [f"## {section.title}", ""]
         for block in section.blocks:
             if isinstance(block, Png):
-                (folder / block.name).write_bytes(block.data)
                 lines.append(f"![{section.title}]({block.name})")
             elif isinstance(block, pd.DataFrame):
                 lines += _markdown_table(block)

@@ -13,11 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import io
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import UserError
+from tlkit.files import write_bytes, write_text
 
 if TYPE_CHECKING:
     import keras
@@ -70,7 +73,7 @@ def explain_run(run_path: str | Path, inputs: Sequence[str], method: str | None 
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
-        table.to_csv(folder / f"{'top_ngrams' if data else method}.csv", index=False)
+        write_text(folder / f"{'top_ngrams' if data else method}.csv", table.to_csv(index=False))
     return table
 
 
@@ -147,7 +150,9 @@ def explain_images(model: keras.Model, row: Backbone | None, paths: Sequence[str
     Grad-CAM taps ``row.last_conv`` (the backbone table's last convolution), or the model's
     last feature map when there is no row or the row names none. Files are
     ``OUT/<image stem>.<method>.png`` and ``.npy``. Returns one row per image: ``path``,
-    ``class`` (explained), ``probability`` (of that class), ``png``, ``npy``.
+    ``class`` (explained), ``probability`` (of that class), ``png``, ``npy``. Files that do
+    not decode, or are in formats tlkit does not read (HEIC, ...), are skipped with a
+    warning; when none is left, that is the error.
 
     Example:
         >>> explain_images(model, get_backbone("vgg16"), ["cat.jpg"], "gradcam")  # doctest: +SKIP
@@ -155,6 +160,7 @@ def explain_images(model: keras.Model, row: Backbone | None, paths: Sequence[str
     import numpy as np
     import pandas as pd
 
+    from tlkit.data.images import OTHER_IMAGE_EXTENSIONS
     from tlkit.explain.gradcam import default_layer, gradcam_maps
     from tlkit.explain.saliency import (
         class_indices,
@@ -167,16 +173,20 @@ def explain_images(model: keras.Model, row: Backbone | None, paths: Sequence[str
     maps_of = {"gradcam": gradcam_maps, "saliency": gradient_maps, "smoothgrad": smoothgrad_maps}
     if method not in maps_of:
         raise UserError(f"unknown image method '{method}'; choose one of: {', '.join(maps_of)}")
+    side = _square_side(model.input_shape[1:3])
     layer = ((row.last_conv if row else None) or default_layer(model)) \
         if method == "gradcam" else None
     scores = score_model(model, layer)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stems = _unique_stems([Path(p) for p in paths])
-    rows = []
-    for start in range(0, len(paths), IMAGE_BATCH):
-        chunk = list(paths[start:start + IMAGE_BATCH])
-        images = np.stack([load_image(p, model.input_shape[1:3]) for p in chunk])
+    others = [str(p) for p in paths if Path(p).suffix.lower() in OTHER_IMAGE_EXTENSIONS]
+    kept = [str(p) for p in paths if Path(p).suffix.lower() not in OTHER_IMAGE_EXTENSIONS]
+    stems = dict(zip(kept, _unique_stems([Path(p) for p in kept]), strict=True))
+    rows: list[dict[str, Any]] = []
+    unreadable: list[tuple[str, str]] = []
+    for start in range(0, len(kept), IMAGE_BATCH):
+        chunk, images = _decode(kept[start:start + IMAGE_BATCH], side, unreadable)
+        if not chunk:
+            continue
         logits = predict_logits(scores, images)
         probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities /= probabilities.sum(axis=1, keepdims=True)
@@ -184,14 +194,61 @@ def explain_images(model: keras.Model, row: Backbone | None, paths: Sequence[str
         heatmaps = maps_of[method](scores, images, classes)
         for i, path in enumerate(chunk):
             name = class_names[classes[i]] if class_names else str(classes[i])
-            probability = float(probabilities[i, classes[i]])
-            png, npy = (out_dir / f"{stems[start + i]}.{method}.{kind}" for kind in ("png", "npy"))
-            np.save(npy, heatmaps[i])
-            overlay_figure(images[i], heatmaps[i], f"{method}: {name} ({probability:.2f})"
-                           ).savefig(png)
-            rows.append({"path": str(path), "class": name, "probability": probability,
-                         "png": str(png), "npy": str(npy)})
+            rows.append(_write_explanation(path, out_dir / f"{stems[path]}.{method}", images[i],
+                                           heatmaps[i], method, name,
+                                           float(probabilities[i, classes[i]])))
+    _skipped(others, unreadable, explained=len(rows))
     return pd.DataFrame(rows)
+
+
+def _decode(paths: list[str], side: int, unreadable: list[tuple[str, str]]
+            ) -> tuple[list[str], np.ndarray]:
+    """The paths that decode and their images; the others join ``unreadable`` with why."""
+    import numpy as np
+
+    from tlkit.data.images import unreadable_reason
+
+    decoded = {path: _decoded(path, side) for path in paths}
+    # TensorFlow's own message misnames the formats it reads; Pillow's reason is the plain one.
+    unreadable += [(path, unreadable_reason(path) or "could not be decoded as an image")
+                   for path, image in decoded.items() if image is None]
+    good = [path for path, image in decoded.items() if image is not None]
+    return good, np.stack([decoded[path] for path in good]) if good else np.zeros(0)
+
+
+def _skipped(others: list[str], unreadable: list[tuple[str, str]], explained: int) -> None:
+    """One warning per kind of skipped file (as training gives), or the error if none is left."""
+    from tlkit.data.images import _warn_other_formats
+
+    if not explained:
+        why = [(path, f"{Path(path).suffix.lower()} is a format tlkit does not read") for path
+               in others] + unreadable
+        path, reason = why[0]
+        head = (f"cannot read image '{path}'" if len(why) == 1 else
+                f"none of the {len(why)} images can be read, e.g. '{path}'")
+        raise UserError(f"{head}: {reason}; give JPEG, PNG, BMP, GIF or WebP images")
+    _warn_other_formats([Path(path) for path in others])
+    if unreadable:
+        listing = "; ".join(f"{path} ({reason})" for path, reason in unreadable)
+        print(f"warning: skipping {len(unreadable)} unreadable image(s): {listing}",
+              file=sys.stderr, flush=True)
+
+
+def _write_explanation(path: str, base: Path, image: np.ndarray, heatmap: np.ndarray,
+                       method: str, name: str, probability: float) -> dict[str, Any]:
+    """Write ``BASE.png`` (the overlay) and ``BASE.npy`` (the heatmap), each renamed into place."""
+    import numpy as np
+
+    png, npy = base.with_name(f"{base.name}.png"), base.with_name(f"{base.name}.npy")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    heatmap_bytes, overlay = io.BytesIO(), io.BytesIO()
+    np.save(heatmap_bytes, heatmap)
+    overlay_figure(image, heatmap, f"{method}: {name} ({probability:.2f})").savefig(
+        overlay, format="png")
+    write_bytes(npy, heatmap_bytes.getvalue())
+    write_bytes(png, overlay.getvalue())
+    return {"path": path, "class": name, "probability": probability, "png": str(png),
+            "npy": str(npy)}
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
@@ -211,18 +268,32 @@ def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
         >>> load_image("cat.jpg", (224, 224)).shape  # doctest: +SKIP
         (224, 224, 3)
     """
+    image = _decoded(path, _square_side(size))
+    if image is None:
+        from tlkit.data.images import unreadable_reason
+
+        raise UserError(f"cannot read image '{path}': "
+                        f"{unreadable_reason(str(path)) or 'could not be decoded as an image'}")
+    return image
+
+
+def _square_side(size: tuple[int, int]) -> int:
+    if size[0] != size[1]:
+        raise UserError(f"the model takes {size[0]}x{size[1]} images; tlkit classifiers are "
+                        "square")
+    return size[0]
+
+
+def _decoded(path: str | Path, side: int) -> np.ndarray | None:
+    """The image decoded as training decodes it, or None when it does not decode."""
     import tensorflow as tf
 
     from tlkit.data.images import decode_image
 
-    if size[0] != size[1]:
-        raise UserError(f"the model takes {size[0]}x{size[1]} images; tlkit classifiers are "
-                        "square")
     try:
-        return decode_image(tf.constant(str(path)), size[0]).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        reason = str(error.message).strip().splitlines()[0]
-        raise UserError(f"cannot read image '{path}': {reason}") from error
+        return decode_image(tf.constant(str(path)), side).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+        return None
 
 
 def overlay_figure(image: np.ndarray, heatmap: np.ndarray, title: str = "") -> Figure:
