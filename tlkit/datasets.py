@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlkit.errors import UserError
+from tlkit.files import is_disk_full, replacing
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -168,23 +168,29 @@ def fetch_dataset(dataset: str | Dataset, out: str | Path = "data",
     final = Path(out) / row.name
     if final.exists():
         raise UserError(f"'{final}' already exists; remove it or fetch into another --out")
-    partial = final.with_name(f".{row.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    # Fetched beside its name and renamed into place: a cut download, Ctrl-C or a full disk
+    # (one line) leaves no half dataset.
+    _check_writable(Path(out))
+    with replacing(final) as partial:
         # made first: get_file falls back to ~/.keras for a cache_dir that is not there
         (partial / RAW_FOLDER).mkdir(parents=True)
-    except OSError as error:
-        raise UserError(f"cannot write into '{out}' ({error.strerror}); choose another "
-                        "--out") from error
-    try:
         for split, files in row.splits.items():
             raw = [_download(file, source or row.source, partial) for file in files]
             _write_csv(partial / f"{split}.csv", row, files, raw)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    os.replace(partial, final)
     return final
+
+
+def _check_writable(out: Path) -> None:
+    """Make ``out`` if needed; a UserError when it is not a folder this process can write."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if is_disk_full(error):
+            raise
+        raise UserError(f"cannot write into '{out}' ({error.strerror}); choose another "
+                        "--out") from error
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write into '{out}' (Permission denied); choose another --out")
 
 
 def _download(file: RawFile, base: str, folder: Path) -> Path:

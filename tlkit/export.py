@@ -38,6 +38,7 @@ import numpy as np
 from tlkit.choices import EXPORT_FORMATS as FORMATS
 from tlkit.choices import EXPORT_QUANTIZATIONS as QUANTIZATIONS
 from tlkit.errors import UserError
+from tlkit.files import replacing
 from tlkit.predict import open_run
 from tlkit.runs import (
     CLASSES_FILE,
@@ -45,7 +46,6 @@ from tlkit.runs import (
     Run,
     check_run_folder,
     load_run,
-    partial_path,
     write_json,
 )
 
@@ -144,19 +144,16 @@ def export_run(run_path: str | Path, fmt: str, out: str | Path | None = None,
     run = load_run(run_path, model=False)
     reference = reference_inputs(run)  # before the model loads: a missing input fails fast
     run = open_run(run)
-    partial = partial_path(folder)
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside its name and renamed into place (an empty folder given as --out is
+    # replaced): a ParityError, Ctrl-C or a full disk leaves nothing behind.
+    with replacing(folder) as partial:
+        partial.mkdir()
         result = _export(run, fmt, quantize, partial)
         result.update(_check(run, result, *reference))
         final_model = folder / Path(result["path"]).relative_to(partial)
         result.update(path=str(final_model), folder=str(folder), run=str(run.path))
         write_json(partial / EXPORT_FILE, result)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    partial.replace(folder)  # POSIX rename replaces an empty folder given as --out
     return result
 
 

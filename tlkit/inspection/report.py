@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import UserError
+from tlkit.files import write_text
 from tlkit.inspection.layers import conv_arithmetic
 from tlkit.inspection.memory import BatchPlan, format_bytes, parse_memory, plan_batch
 
@@ -86,7 +87,8 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
     if plans:
         summary += "\n" + render_plans(plans, planned.attrs["model"])
     if output is not None:
-        Path(output).write_text(rendered + ("" if rendered.endswith("\n") else "\n"))
+        # Beside its name, then renamed: a full disk keeps the previous file, in one line.
+        write_text(output, rendered + ("" if rendered.endswith("\n") else "\n"))
         return f"{summary}\nwrote {output} ({len(table)} layers, {fmt})"
     if fmt in ("json", "csv"):
         return rendered.rstrip("\n")
