@@ -18,6 +18,7 @@ from tlkit.data.images import (
     load_image_data,
     make_dataset,
     read_image_table,
+    read_recipe_table,
     split_table,
 )
 from tlkit.recipes import Augment, ImageRecipe
@@ -188,6 +189,39 @@ def test_split_needs_two_images_per_class() -> None:
     table = pd.concat([table, pd.DataFrame({"path": ["z.png"], "label": ["z"], "split": None})])
     assert_user_error_ci(lambda: split_table(table.reset_index(drop=True), 0.25, 0.25, seed=0),
                 "class 'z'", "at least 2")
+
+
+def test_no_val_or_test_images_is_refused_when_the_data_is_read(tmp_path: Path) -> None:
+    """Val and test both empty trained the whole run, then failed with a ValueError."""
+    root = make_image_folder(tmp_path / "d", per_class=4)
+    assert_user_error(lambda: read_recipe_table(_recipe(root, val_fraction=0.0,
+                                                        test_fraction=0.0)),
+                      "val_fraction and test_fraction are both 0", "--set test_fraction=0.15")
+    given = make_image_folder(tmp_path / "given" / "train", per_class=4).parent
+    assert_user_error(lambda: read_recipe_table(_recipe(given, val_fraction=0.0)),
+                      f"'{given}' gives only train images and val_fraction is 0")
+    # One of the two is enough: the run is evaluated on it.
+    for fractions in ({"val_fraction": 0.0}, {"test_fraction": 0.0}):
+        assert len(read_recipe_table(_recipe(root, **fractions))) == 8
+
+
+def test_a_split_that_cannot_be_made_is_refused_before_the_scan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan of every image loads TensorFlow and decodes each file: a minute for a mistake
+    the table alone shows."""
+    root = make_image_folder(tmp_path / "d", per_class=1, classes=("red", "green", "blue"))
+    monkeypatch.setattr("tlkit.data.images.find_unreadable", lambda paths: pytest.fail("scan"))
+    assert_user_error(lambda: read_recipe_table(_recipe(root)), "class 'blue' has 1")
+
+
+@pytest.mark.parametrize("url", ["http://example.com/red/0.jpg", "https://x.org/a b.png",
+                                 "s3://bucket/red/1.jpg", "file:///tmp/a.png"])
+def test_image_paths_that_are_urls_are_refused_and_shown_whole(tmp_path: Path, url: str
+                                                                ) -> None:
+    csv = tmp_path / "urls.csv"
+    csv.write_text(f"path,label\n{url},red\nlocal.png,green\n")
+    assert_user_error(lambda: read_image_table(csv), "1 of 2 image paths", f"are URLs, e.g. "
+                      f"'{url}'; tlkit reads local files: download")
 
 
 def test_same_seed_same_split_through_load(tmp_path: Path) -> None:

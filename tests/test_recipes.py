@@ -141,6 +141,36 @@ def test_resolve_recipe_merges_file_then_flags_then_set(tmp_path: Path) -> None:
         resolve_recipe("textcnn", file)
 
 
+@pytest.mark.parametrize(("text", "words"), [
+    ("stages:\n  head:\n    epochs: 3\n", "stages must be a list of stages, each a mapping"),
+    ("stages: [5]\n", "stages[0] is 5, not a stage"),
+    ("stages:\n", "stages must be a list of stages"),
+    ("stages: []\n", "a recipe needs at least one stage; stages is empty"),
+], ids=["mapping", "number", "null", "empty list"])
+@pytest.mark.parametrize("epochs", [None, 2], ids=["", "epochs"])
+def test_stages_of_the_wrong_shape_are_one_line_with_or_without_epochs(
+        tmp_path: Path, text: str, words: str, epochs: int | None) -> None:
+    """--epochs rewrites each stage: a mapping or a number there was a TypeError, and an
+    empty list trained the default schedule."""
+    from tlkit.recipes import resolve_recipe
+
+    file = tmp_path / "r.yaml"
+    file.write_text(text)
+    assert_user_error(lambda: resolve_recipe("image", file, {"epochs": epochs}), words)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# backbone: vgg16\n"],
+                         ids=["empty", "blank lines", "comments"])
+def test_an_empty_recipe_file_is_refused(tmp_path: Path, text: str) -> None:
+    from tlkit.recipes import resolve_recipe
+
+    file = tmp_path / "mine.yaml"
+    file.write_text(text)
+    assert_user_error(lambda: load_recipe(file), "recipe '", "mine.yaml' is empty",
+                      "leave out --recipe")
+    assert_user_error(lambda: resolve_recipe("image", file, {"epochs": 1}), "is empty")
+
+
 def test_an_item_of_a_default_list_can_be_set() -> None:
     recipe = build_recipe(TextCNNRecipe, {}, ["filter_widths.0=2"])
     assert recipe.filter_widths == [2, 4, 5]  # the other widths stay the paper's

@@ -54,6 +54,18 @@ def test_read_table_undecodable_bytes_name_line_and_fix(tmp_path: Path) -> None:
     assert read_table(path, "latin-1")["text"].tolist() == ["ok", "café"]
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8"])
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1", "utf-16"])
+def test_a_byte_order_mark_says_how_the_file_is_read(tmp_path: Path, codec: str,
+                                                     encoding: str) -> None:
+    """What spreadsheets save as "Unicode text" (UTF-16 with a mark) reads as it is."""
+    path = tmp_path / "t.csv"
+    path.write_bytes("\ufefftext,label\ncafé crème,pos\n".encode(codec))
+    assert path.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff", b"\xef\xbb")
+    frame = read_table(path, encoding)
+    assert frame.to_dict("list") == {"text": ["café crème"], "label": ["pos"]}
+
+
 def test_label_ids_name_unknown_labels_with_counts() -> None:
     assert label_ids(["b", "a"], ["a", "b"]).tolist() == [1, 0]
     assert_user_error(lambda: label_ids(["a", "z", "z"], ["a", "b"]), "'z' (2 example(s))")

@@ -147,8 +147,26 @@ def test_empty_texts_are_skipped_with_a_count(capsys) -> None:
 
 
 def test_all_texts_empty_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="all 2 texts"):
-        prepare_text_data(frame(["", " "], ["a", "b"]))
+    with pytest.raises(UserError, match="all 2 texts .* are empty after tokenising with 'kim'"):
+        prepare_text_data(frame(["é", "—"], ["a", "b"]), dev_fraction=0.0)  # Kim keeps neither
+
+
+@pytest.mark.parametrize(("train", "words"), [
+    (frame(["", " \t "] * 3, ["a", "b"] * 3), "all 6 texts in training data are empty; check "
+                                               "--text-column"),
+    (frame(["good", "fine", ""], ["pos", "pos", "neg"]), "single label 'pos'"),
+    (frame(["good", "fine", "bad"], ["pos", "pos", "neg"]), "class 'neg' has 1"),
+])
+def test_mistakes_that_need_no_tokens_are_found_before_tokenising(
+        train: pd.DataFrame, words: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blank texts, one label, a dev split that cannot be made: answered without TensorFlow,
+    which tokenising loads."""
+    def tokenising(*args: object) -> None:
+        raise AssertionError("tokenised before the checks that need no tokens")
+
+    monkeypatch.setattr("tlkit.data.text.tokenize", tokenising)
+    with pytest.raises(UserError, match=words.replace("(", r"\(")):
+        prepare_text_data(train)
 
 
 def test_no_texts_at_all_is_a_user_error_that_says_so(tmp_path) -> None:
