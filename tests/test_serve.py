@@ -168,20 +168,27 @@ def test_paths_outside_the_allowed_folder_cannot_be_probed(paths_server: Predict
     assert code == 200 and body["predictions"][0]["labels"] == ["red"]
 
 
-def test_allow_paths_must_be_a_folder_before_tensorflow(text_run: Path, tmp_path: Path) -> None:
+def test_serve_options_are_checked_before_tensorflow(text_run: Path, tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("x")
     for given in (tmp_path / "missing", tmp_path / "file.txt"):
         assert_user_error(lambda given=given: make_server(text_run, port=0, allow_paths=given),
                           f"--allow-paths '{given}' is not a folder")
-    script = ("import sys\nfrom tlkit.cli import main\ntry:\n    main(sys.argv[1:])\n"
-              "except SystemExit as exit_:\n    assert exit_.code == 2, exit_.code\n"
-              "assert 'tensorflow' not in sys.modules")
-    done = subprocess.run([sys.executable, "-c", script, "serve", str(text_run), "--port", "0",
-                           "--allow-paths", str(tmp_path / "missing")], capture_output=True,
-                          text=True, timeout=TIMEOUT)
+    assert_user_error(lambda: make_server(text_run, port=0, timeout=0),
+                      "--timeout 0 must be more than 0 seconds")
+    mistakes = [["--allow-paths", str(tmp_path / "missing")], ["--timeout", "0"]]
+    script = ("import json, sys\nfrom tlkit.cli import main\n"
+              "for args in json.loads(sys.argv[1]):\n"
+              "    try:\n        main(['serve', sys.argv[2], '--port', '0', *args])\n"
+              "    except SystemExit as exit_:\n        assert exit_.code == 2, exit_.code\n"
+              "    assert 'tensorflow' not in sys.modules, args")
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(mistakes), str(text_run)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
-    assert done.stderr == (f"Error: --allow-paths '{tmp_path / 'missing'}' is not a folder; "
-                           "pass the folder image paths may come from\n")
+    assert done.stderr.splitlines() == [
+        f"Error: --allow-paths '{tmp_path / 'missing'}' is not a folder; pass the folder image "
+        "paths may come from",
+        "Error: --timeout 0 must be more than 0 seconds (how long a client may take to send its "
+        "request)"]
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
@@ -264,7 +271,7 @@ def _tf_serving_client(url: str, body: dict[str, Any]) -> tuple[int, dict[str, A
 
 def test_the_tf_serving_form_for_text(text_server: PredictionServer) -> None:
     texts = ["a superb film", "the dull plot"]
-    code, body = _tf_serving_client(f"{text_server.url}/predict", {
+    code, body = _tf_serving_client(f"{text_server.url}/v1/models/words:predict", {
         "signature_name": "serving_default", "instances": texts})
     assert code == 200 and list(body) == ["predictions"]
     rows = body["predictions"]  # one list of probabilities per instance, in /health's order
@@ -273,7 +280,7 @@ def test_the_tf_serving_form_for_text(text_server: PredictionServer) -> None:
     _, ours = _predict(text_server, {"inputs": texts, "top_k": 2})
     assert rows[0][1] == pytest.approx(ours["predictions"][0]["probabilities"][0], abs=1e-6)
     encoded = base64.b64encode(texts[0].encode()).decode()
-    code, body = _tf_serving_client(f"{text_server.url}/predict",
+    code, body = _tf_serving_client(f"{text_server.url}/v1/models/words/versions/1:predict",
                                     {"instances": [{"b64": encoded}]})
     assert code == 200 and body["predictions"][0] == pytest.approx(rows[0])
 
@@ -325,6 +332,7 @@ def test_bad_requests_get_a_status_and_one_line(text_server: PredictionServer, b
 
 def test_unknown_routes_and_too_many_inputs(text_server: PredictionServer) -> None:
     assert _request(f"{text_server.url}/nope")[0] == 404
+    assert _request(f"{text_server.url}/v1/models/a/b:predict", b"{}")[0] == 404
     assert _request(f"{text_server.url}/health", b"{}")[0] == 404
     code, answer = _predict(text_server, {"inputs": ["x"] * 1025})
     assert code == 413 and "at most 1024" in answer["error"]
@@ -345,8 +353,6 @@ def test_a_port_in_use_is_one_line(text_run: Path) -> None:
 def test_unfinished_runs_and_bad_hosts_are_refused(tmp_path: Path, text_run: Path) -> None:
     partial = tmp_path / ".run.partial"
     partial.mkdir()
-    assert_user_error(lambda: make_server(text_run, port=0, timeout=0),
-                      "--timeout 0 must be more than 0 seconds")
     assert_user_error(lambda: make_server(partial, port=0), "unfinished run")
     assert_user_error(lambda: make_server(text_run, "no-such-host.invalid", 0),
                       "cannot listen on host 'no-such-host.invalid'")

@@ -33,7 +33,9 @@ from __future__ import annotations
 import base64
 import errno
 import json
+import os
 import queue
+import re
 import socket
 import tempfile
 import threading
@@ -58,6 +60,8 @@ MAX_BODY_BYTES = 64 * 2**20
 REQUEST_FIELDS = ("inputs", "top_k")
 INSTANCES_FIELDS = ("instances", "signature_name")  # TF Serving / KServe v1
 SIGNATURE = "serving_default"  # the one signature served, as tlkit export names it
+# TF Serving's and KServe v1's URL (any model name: one model is served) beside tlkit's own.
+PREDICT_PATH = re.compile(r"/predict|/v1/models/[^/]+(/versions/\d+)?:predict")
 MAX_PATH = 4096  # longer strings are never paths (PATH_MAX), only base64 data
 
 Predictor = Callable[[list[str]], tuple[np.ndarray, list[str | None]]]
@@ -474,8 +478,15 @@ def _allowed_file(item: str, allow: Path | None) -> Path | None:
 
     Symlinks and ``..`` are resolved first, so nothing outside the folder is reached, and a
     path outside it is refused before its existence is looked at.
+
+    Example:
+        >>> _allowed_file("/etc/passwd", Path("/etc")), _allowed_file("/etc/passwd", None)
+        (PosixPath('/etc/passwd'), None)
     """
     if allow is None or not item or len(item) >= MAX_PATH:
+        return None
+    # Lexically outside (``/etc/shadow``, ``../x``): refused without touching the disk.
+    if not Path(os.path.normpath(allow / item)).is_relative_to(allow):
         return None
     try:
         path = (allow / item).resolve()
@@ -531,7 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         try:
-            if self.path.split("?")[0] != "/predict":
+            if not PREDICT_PATH.fullmatch(self.path.split("?")[0]):
                 raise RequestError(404, "not found; use POST /predict or GET /health")
             body = self._body()
             self._require_json()
