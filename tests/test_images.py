@@ -224,6 +224,26 @@ def test_image_paths_that_are_urls_are_refused_and_shown_whole(tmp_path: Path, u
                       f"'{url}'; tlkit reads local files: download")
 
 
+def test_an_image_csv_in_latin_1_is_read_with_the_encoding_its_error_names(
+        image_folder: Path, tmp_path: Path) -> None:
+    """The error said --encoding latin-1, which finetune did not have."""
+    from conftest import run_cli
+
+    csv = tmp_path / "latin.csv"
+    rows = [f"{path},{'rouge' if path.parent.name == 'red' else 'vert clair'}é"
+            for path in sorted(image_folder.rglob("*.png"))]
+    csv.write_bytes(("path,label\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    assert_user_error(lambda: read_recipe_table(_recipe(csv)), "not utf-8",
+                      "--encoding latin-1")
+    table = read_recipe_table(_recipe(csv, encoding="latin-1"))
+    assert sorted(set(table["label"])) == ["rougeé", "vert clairé"]
+    # Through the CLI: the file is read, and the next check (no val or test images) answers.
+    code, _, stderr = run_cli(["finetune", "--data", str(csv), "--encoding", "latin-1",
+                               "--set", "val_fraction=0", "--set", "test_fraction=0",
+                               "--out", str(tmp_path / "runs")])
+    assert code == 2 and "val_fraction and test_fraction are both 0" in stderr, stderr
+
+
 def test_same_seed_same_split_through_load(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "d", per_class=8, classes=("red", "green", "blue"))
     first = load_image_data(_recipe(root, seed=3)).table

@@ -152,6 +152,7 @@ class ImageRecipe(Checked):
     test_fraction: float = 0.15
     path_column: str = "path"
     label_column: str = "label"
+    encoding: str = "utf-8"  # of a CSV given as data (a byte-order mark overrides it)
     seed: int = 42
     dropout: float = 0.2
     batchnorm: str = "auto"  # auto: frozen with pretrained weights, trainable with none

@@ -78,12 +78,14 @@ class ImageData:
 
 
 def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path",
-                     label_column: str = "label", min_classes: int = 2) -> pd.DataFrame:
+                     label_column: str = "label", min_classes: int = 2,
+                     encoding: str = "utf-8") -> pd.DataFrame:
     """Read a folder, a CSV file or a DataFrame into a ``path, label, split`` table.
 
     Folders: one subfolder per class, or ``train``/``val``/``test`` subfolders holding the
-    class subfolders. CSV paths are relative to the CSV's folder unless absolute. Training
-    needs two classes; evaluating a run may look at one (``min_classes=1``).
+    class subfolders. CSV paths are relative to the CSV's folder unless absolute; a CSV is
+    read in ``encoding`` unless it starts with a byte-order mark. Training needs two classes;
+    evaluating a run may look at one (``min_classes=1``).
 
     Example:
         >>> read_image_table(pd.DataFrame({"path": ["/no/cat.png"], "label": ["cat"]}))
@@ -100,8 +102,9 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
         raise UserError(f"data path '{path}' does not exist; pass a folder of class subfolders "
                         "or a CSV file")
     if path.is_file():
-        table = _table_from_frame(read_table(path), path_column, label_column, path.parent,
-                                  describe_source(path), f"the CSV's folder, {path.parent}")
+        table = _table_from_frame(read_table(path, encoding), path_column, label_column,
+                                  path.parent, describe_source(path),
+                                  f"the CSV's folder, {path.parent}")
         return _check_classes(table, describe_source(path), min_classes)
     return _table_from_folder(path, min_classes)
 
@@ -450,7 +453,8 @@ def read_recipe_table(recipe: ImageRecipe, data: str | Path | pd.DataFrame | Non
     source = data if data is not None else recipe.data
     if source is None:
         raise UserError("no data given; pass --data (or data=) a folder or CSV of labelled images")
-    table = read_image_table(source, recipe.path_column, recipe.label_column)
+    table = read_image_table(source, recipe.path_column, recipe.label_column,
+                             encoding=recipe.encoding)
     table.attrs["source"] = describe_source(source)
     # The split, made here on every file, refuses at once what the split of the readable files
     # (``check_images``, after the scan that needs TensorFlow) would refuse after a minute.
