@@ -63,11 +63,12 @@ class CheckedImageRun:
         >>> import tempfile
         >>> data = Path(tempfile.mkdtemp())
         >>> for label in ("cat", "dog"):
-        ...     (data / label).mkdir(); (data / label / "1.png").touch()
+        ...     (data / label).mkdir()
+        ...     for i in range(3): (data / label / f"{i}.png").touch()
         >>> checked = check_image_run(ImageRecipe(backbone="tiny_cnn", data=str(data)),
         ...                           out=tempfile.mkdtemp())
         >>> checked.recipe.input_size, checked.table["label"].tolist()  # the row's default size
-        (32, ['cat', 'dog'])
+        (32, ['cat', 'cat', 'cat', 'dog', 'dog', 'dog'])
     """
 
     recipe: ImageRecipe
