@@ -65,9 +65,10 @@ def _stop_after(monkeypatch: pytest.MonkeyPatch, epochs: int, error: BaseExcepti
         class Stop(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 if epoch + 1 >= epochs:
-                    probe = [sys.executable, "-c", PROBE_LOCK, str(folder / LOCK_FILE)]
+                    lock = folder / LOCK_FILE
+                    probe = [sys.executable, "-c", PROBE_LOCK, str(lock)]
                     seen["locked"] = subprocess.run(probe, check=False).returncode == 1
-                    seen["pid"] = (folder / LOCK_FILE).read_text().strip()
+                    seen["pid"] = lock.read_text().strip() if lock.is_file() else None
                     raise error
 
         return [*real(best_file, folder, *args), Stop()]
