@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from tlkit.errors import UserError
 from tlkit.keras_internals import gpu_memory_limits
 
 PRECISIONS = ("off", "auto", "float16", "bfloat16")
+_CPU_NOTED: list[str] = []  # "no GPU" is said once per process
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 
 
@@ -59,8 +61,10 @@ def describe_devices() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def use_gpus(gpus: str | None) -> None:
+def use_gpus(gpus: str | None, work: str = "running") -> None:
     """Make only ``gpus`` (e.g. ``"0,1"``; None: all) visible, each with memory growth on.
+
+    With no GPU, the ``tlkit`` logger says once per process "no GPU: WORK on CPU".
 
     Example:
         >>> use_gpus("99")  # doctest: +ELLIPSIS
@@ -82,6 +86,11 @@ def use_gpus(gpus: str | None) -> None:
             tf.config.set_visible_devices(physical, "GPU")
         except RuntimeError:  # already initialised by an earlier run in this process
             return
+    if not physical and not _CPU_NOTED:
+        _CPU_NOTED.append(work)
+        # one line of tlkit's own where TensorFlow's start-up lines (hidden) read as failures;
+        # the tlkit command shows it on stderr, a script if it configures logging
+        logging.getLogger("tlkit").info("no GPU: %s on CPU", work)
     for device in physical:
         try:
             tf.config.experimental.set_memory_growth(device, True)
@@ -251,7 +260,7 @@ def training_setup(recipe: Any) -> Iterator[TrainingSetup]:
 
     from tlkit.train.epochs import deterministic_ops
 
-    use_gpus(recipe.gpus)
+    use_gpus(recipe.gpus, "training")
     strategy = make_strategy(recipe.strategy)
     keras.utils.set_random_seed(recipe.seed)
     if recipe.deterministic:
