@@ -95,6 +95,9 @@ INPUT_ERRORS = [
                                       *TRAIN], ["empty.yaml' is empty", "leave out --recipe"]),
     ("finetune --recipe comments.yaml", ["finetune", "--data", "{images}", "--recipe",
                                          "{comments}", *TRAIN], ["comments.yaml' is empty"]),
+    ("finetune --recipe latin1.yaml", ["finetune", "--data", "{images}", "--recipe",
+                                       "{latin1}", *TRAIN],
+     ["latin1.yaml', line 2: bytes that are not UTF-8", "save the recipe as UTF-8"]),
     ("finetune --data one_image_per_class",
      ["finetune", "--data", "{one_image_per_class}", *TRAIN],
      ["stratifying needs at least 2 per class", "has 1"]),
@@ -126,6 +129,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                "comments": "# to do\n\n"}
     for name, text in recipes.items():
         (root / f"{name}.yaml").write_text(text)
+    (root / "latin1.yaml").write_bytes("backbone: tiny_cnn\n# café\n".encode("latin-1"))
     (root / "urls.csv").write_text("path,label\n" + "".join(
         f"http://example.com/{c}/{i}.jpg,{c}\n" for c in ("red", "green") for i in range(4)))
     (root / "one_label.csv").write_text("text,label\n" + "good film,pos\n" * 20)

@@ -171,6 +171,17 @@ def test_an_empty_recipe_file_is_refused(tmp_path: Path, text: str) -> None:
     assert_user_error(lambda: resolve_recipe("image", file, {"epochs": 1}), "is empty")
 
 
+def test_a_recipe_saved_as_utf_16_loads_and_other_bytes_are_one_line(tmp_path: Path) -> None:
+    """Both were a UnicodeDecodeError traceback."""
+    file = tmp_path / "r.yaml"
+    for codec in ("utf-16", "utf-8-sig"):
+        file.write_bytes("backbone: vgg16\nbatch_size: 8 # café\n".encode(codec))
+        assert load_recipe(file).batch_size == 8
+    file.write_bytes("backbone: vgg16\n# caf\xe9\n".encode("latin-1"))
+    assert_user_error(lambda: load_recipe(file), "r.yaml', line 2: bytes that are not UTF-8",
+                      "save the recipe as UTF-8")
+
+
 def test_an_item_of_a_default_list_can_be_set() -> None:
     recipe = build_recipe(TextCNNRecipe, {}, ["filter_widths.0=2"])
     assert recipe.filter_widths == [2, 4, 5]  # the other widths stay the paper's

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import copy
 import dataclasses
 import os
@@ -383,12 +384,25 @@ def read_recipe_file(path: str | Path) -> tuple[str, dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"recipe file '{file}' does not exist")
-    text = file.read_text(encoding="utf-8")
+    text = _recipe_text(file)
     # An empty file (or one of comments only) would train on every default without a word.
     if _yaml_data(text, str(file)) is None:
         raise UserError(f"recipe '{file}' is empty; write the fields it sets (e.g. backbone: "
                         "vgg16), or leave out --recipe to train on the defaults")
     return parse_recipe_text(text, str(file))
+
+
+def _recipe_text(file: Path) -> str:
+    """The text of a recipe file: UTF-8, or UTF-16 with its byte-order mark (what Windows
+    editors save as "Unicode"); other bytes are a one-line UserError naming the line."""
+    data = file.read_bytes()
+    utf16 = data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    try:
+        return data.decode("utf-16" if utf16 else "utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UserError(f"recipe '{file}', line {line}: bytes that are not UTF-8 "
+                        f"({data[error.start:error.end]!r}); save the recipe as UTF-8") from error
 
 
 def _yaml_data(text: str, source: str) -> Any:
