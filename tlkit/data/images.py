@@ -134,7 +134,7 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
             first = int(np.flatnonzero(empty.to_numpy())[0]) + 1
             raise UserError(f"{source} has {int(empty.sum())} row(s) with no {column}, the "
                             f"first is data row {first}; fill them in or drop them")
-    _refuse_urls(frame[path_column].astype(str).tolist(), source)
+    refuse_urls(frame[path_column].astype(str).tolist(), source)
     given = (Path(p).expanduser() for p in frame[path_column].astype(str))
     paths = [str(p if p.is_absolute() else base / p) for p in given]
     absent = [p for p in paths if not Path(p).is_file()]
@@ -155,11 +155,11 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
     return table
 
 
-def _refuse_urls(paths: list[str], source: str) -> None:
+def refuse_urls(paths: list[str], source: str) -> None:
     """A one-line UserError, URL shown whole, when image paths are URLs (Path() mangles them).
 
     Example:
-        >>> _refuse_urls(["https://example.com/a.jpg"], "'urls.csv'")  # doctest: +ELLIPSIS
+        >>> refuse_urls(["https://example.com/a.jpg"], "'urls.csv'")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         tlkit.errors.UserError: 1 of 1 image paths in 'urls.csv' are URLs, e.g. 'https://...
     """
