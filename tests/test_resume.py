@@ -22,8 +22,6 @@ import pandas as pd
 import pytest
 from conftest import make_image_folder, run_cli
 
-from tlkit.train.checkpoints import ResumePoint
-
 ROOT = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("TLKIT_RESUME_SEED") or random.SystemRandom().randrange(10**6))
 RERUN = f"kill points drawn with TLKIT_RESUME_SEED={SEED}: set it to rerun them"
@@ -60,9 +58,23 @@ def _finished(process: subprocess.Popen) -> str:
 
 
 def _resume_point(folder: Path, stages: int) -> int | None:
-    """The epoch a resume of ``folder`` must start at; None once all its stages are done."""
-    point = ResumePoint.read(folder)
-    return None if point.stages_done == stages else point.epoch
+    """The epoch a resume of ``folder`` must start at; None once all its stages are done.
+
+    Read from the files as ``tlkit.train.checkpoints`` documents them, not with its code:
+    a fault there would otherwise move the expectation with the resume.
+    """
+    progress_file = folder / "progress.json"
+    progress = (json.loads(progress_file.read_text()) if progress_file.is_file()
+                else {"stages_done": 0, "epoch": 0})
+    if progress["stages_done"] == stages:
+        return None
+    latest = folder / "backup" / "latest"
+    if latest.is_file():
+        state = json.loads((latest.parent / latest.read_text().strip() / "state.json")
+                           .read_text())
+        if state["stage_index"] == progress["stages_done"]:
+            return int(state["epoch"])
+    return int(progress["epoch"])
 
 
 def _first_epoch_run(output: str) -> int | None:
