@@ -126,6 +126,9 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
+        # TensorFlow loads once: neither the finder nor this wrapper is needed after this
+        sys.meta_path[:] = [finder for finder in sys.meta_path
+                            if not isinstance(finder, _QuietTensorFlowImport)]
         module.__loader__ = self.loader
         if module.__spec__ is not None:
             module.__spec__.loader = self.loader
