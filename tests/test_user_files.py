@@ -201,6 +201,26 @@ def test_an_interrupted_report_rebuild_keeps_the_previous_report(
     assert snapshot(run) == before  # no file of the report was rewritten, none left beside
 
 
+def test_ctrl_c_during_the_renames_waits_until_the_report_is_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlkit.evaluation.report import publish
+
+    for name in REPORT_FILES:
+        (tmp_path / name).write_text("previous")
+    rename = os.replace
+
+    def ctrl_c_after_the_first_rename(source: object, target: object) -> None:
+        rename(source, target)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # where Python runs the handler
+
+    monkeypatch.setattr(os, "replace", ctrl_c_after_the_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        publish(tmp_path, {name: b"new" for name in REPORT_FILES})
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == dict.fromkeys(
+        REPORT_FILES, "new")
+
+
 def test_stdout_carries_only_the_predictions(image_run: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PREDICT, "PROGRESS_FROM", 1)  # Keras's progress bar on
