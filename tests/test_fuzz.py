@@ -4,7 +4,9 @@ Random bytes and random tables in random encodings, random word-vector headers a
 random image folders with broken files and symbolic links: each reader either returns a
 valid result or raises one ``UserError`` of one line; nothing else ever escapes. Each
 property runs a few derandomized examples in the default run (``-m "not slow"``) and many
-random ones in the slow run. Inputs that once crashed a reader are kept as ``@example``s.
+random ones in the slow run. Known inputs (``KNOWN``: good ones, and bad ones that once
+crashed a reader) go through the same checks, each reader call held to what it must do: a
+reader that refused a good input, or accepted a bad one, fails ``test_known_inputs``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_image
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tlkit.data.images import (
@@ -37,11 +39,17 @@ from tlkit.data.images import (
     read_image_table,
     split_table,
 )
-from tlkit.data.text import Vocabulary, kfold_splits, prepare_text_data, read_text_table
+from tlkit.data.text import (
+    TextData,
+    Vocabulary,
+    kfold_splits,
+    prepare_text_data,
+    read_text_table,
+)
 from tlkit.errors import UserError
 from tlkit.predict import gather_inputs
 from tlkit.recipes import ImageRecipe
-from tlkit.vectors import FORMATS, load_vectors
+from tlkit.vectors import FORMATS, WordVectors, load_vectors
 
 FAST_EXAMPLES = 25
 # A longer soak: TLKIT_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py -m slow
@@ -55,20 +63,56 @@ FAST = settings(max_examples=FAST_EXAMPLES, derandomize=True, **_COMMON)
 SLOW = settings(max_examples=SLOW_EXAMPLES, **_COMMON)
 
 
-def fuzz(check: Callable[..., None], *strategies: st.SearchStrategy,
-         examples: tuple[tuple[Any, ...], ...] = ()) -> tuple[Callable, Callable]:
+def fuzz(check: Callable[..., None], *strategies: st.SearchStrategy
+         ) -> tuple[Callable, Callable]:
     """A fast and a slow (``@pytest.mark.slow``) test of ``check`` over ``strategies``."""
-    tests = []
-    for profile in (FAST, SLOW):
-        test = given(*strategies)(check)
-        for args in examples:
-            test = example(*args)(test)
-        tests.append(profile(test))
-    return tests[0], pytest.mark.slow(tests[1])
+    fast, slow = (profile(given(*strategies)(check)) for profile in (FAST, SLOW))
+    return fast, pytest.mark.slow(slow)
+
+
+RAISES = UserError  # the reader must refuse the input with a one-line UserError
+RETURNS = "returns"  # the reader must return; the check's own assertions judge the result
+# While a known input runs: reader -> what each of its calls must do, in call order (RAISES,
+# RETURNS, or the result's ``summary``). Empty while fuzzing, when either outcome is fine.
+EXPECTED: dict[str, list[Any]] = {}
+
+
+@contextmanager
+def expecting(outcomes: dict[str, list[Any]]) -> Iterator[None]:
+    """Hold every ``outcome()`` call to ``outcomes``; each expected call must happen."""
+    EXPECTED.update({reader: list(calls) for reader, calls in outcomes.items()})
+    try:
+        yield
+        left = {reader: calls for reader, calls in EXPECTED.items() if calls}
+        assert not left, f"these reader calls never happened: {left}"
+    finally:
+        EXPECTED.clear()
+
+
+def summary(result: Any) -> Any:
+    """A reader's result as plain lists, to compare with a known input's expectation."""
+    if isinstance(result, pd.DataFrame):
+        return result.values.tolist()
+    if isinstance(result, TextData):
+        return result.class_names
+    if isinstance(result, Vocabulary):
+        return result.tokens
+    if isinstance(result, WordVectors):
+        return result.matrix.tolist()
+    if isinstance(result, list) and result and isinstance(result[0], tuple):  # k folds
+        return [[part.tolist() for part in fold] for fold in result]
+    return result
 
 
 def outcome(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``call``'s result, or None when it raised a UserError (which must be one line)."""
+    """``call``'s result, or None when it raised a UserError (which must be one line).
+
+    Fuzzing, either is fine; a known input (``expecting``) says which it must be.
+    """
+    reader, fuzzing, expected = call.__qualname__, not EXPECTED, None
+    if not fuzzing:
+        assert EXPECTED.get(reader), f"{reader} was called more often than expected"
+        expected = EXPECTED[reader].pop(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -76,9 +120,15 @@ def outcome(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except UserError as error:
         message = str(error)
         assert message.strip() and "\n" not in message and "\r" not in message, repr(message)
-        event(f"{call.__name__}: UserError")
+        assert expected is None or expected is RAISES, f"{reader} refused a good input: {message}"
+        if fuzzing:  # event() counts hypothesis's examples; it exists only inside them
+            event(f"{reader}: UserError")
         return None
-    event(f"{call.__name__}: returned")
+    assert expected is not RAISES, f"{reader} accepted a bad input: {summary(result)!r}"
+    if expected is not None and expected is not RETURNS:
+        assert summary(result) == expected, reader
+    if fuzzing:
+        event(f"{reader}: returned")
     return result
 
 
@@ -185,13 +235,7 @@ def check_text_data(table: pd.DataFrame, dev_fraction: float = 0.0) -> None:
         assert (split.lengths >= 1).all()
 
 
-test_table_files, test_table_files_many = fuzz(check_table_file, table_file(), examples=(
-    ((".csv", "\ufefftext,label\ngood film,pos\nbad film,neg\n".encode(), "utf-8"),),
-    ((".tsv", 'text\tlabel\n"a\tpos\nb"\tneg\nc\tneg\n'.encode("utf-16"), "utf-16"),),
-    ((".csv", b"text,label\n", "utf-8"),),  # header only
-    ((".csv", "text,label\ncaf\u00e9,pos\n".encode("latin-1"), "utf-8"),),
-    ((".csv", b'"\r"\n"pos"', "utf-8"),),  # a column named "\r" broke the one-line message
-))
+test_table_files, test_table_files_many = fuzz(check_table_file, table_file())
 
 
 @st.composite
@@ -264,10 +308,7 @@ def check_frames(rows: list[tuple[Any, Any, Any]], dev_fraction: float, folds: i
 test_data_frames, test_data_frames_many = fuzz(
     check_frames, st.lists(st.tuples(st.one_of(cells, st.none()), frame_values, split_values),
                            max_size=12),
-    st.sampled_from([0.0, 0.1, 0.5]), st.integers(1, 4),
-    examples=(([("good film", "a\nb", ""), ("bad film", "a\nb", "")], 0.0, 2),  # 2-line message
-              ([], 0.0, 2),  # no rows: min() of nothing in kfold_splits
-              ([(None, "pos", "test"), (None, 0, "test")], 0.0, 2)))  # only test: no train
+    st.sampled_from([0.0, 0.1, 0.5]), st.integers(1, 4))
 
 
 def check_vocabulary_file(content: bytes) -> None:
@@ -290,9 +331,7 @@ vocabulary_json = st.fixed_dictionaries({
         lambda data: json.dumps(data).encode())
 test_vocabulary_files, test_vocabulary_files_many = fuzz(
     check_vocabulary_file,
-    st.one_of(vocabulary_json, st.binary(max_size=100), st.just(pickle.dumps({"tokens": []}))),
-    examples=((pickle.dumps({"tokens": []}),),  # not UTF-8: UnicodeDecodeError escaped
-              (b'{"tokens": ["", "[UNK]"], "tokenizer": "kim", "max_length": "x"}',)))
+    st.one_of(vocabulary_json, st.binary(max_size=100), st.just(pickle.dumps({"tokens": []}))))
 
 
 # ------------------------------------------------------------------------- word vectors
@@ -357,9 +396,7 @@ def check_vectors(file: tuple[str, bytes], fmt: str | None, embedding_dim: int |
 
 test_vector_files, test_vector_files_many = fuzz(
     check_vectors, vector_file(), st.sampled_from([None] * 6 + list(FORMATS)),
-    st.sampled_from([None] * 6 + [0, 1, 2, 3, 4]),
-    examples=((("v.txt", b"\x1f\x8b"), None, None),  # gzip magic, then nothing: EOFError
-              ))
+    st.sampled_from([None] * 6 + [0, 1, 2, 3, 4]))
 
 
 # ------------------------------------------------------------------------------- images
@@ -418,7 +455,8 @@ def check_image_folder(extra: list[tuple[str, str, str, bytes, float]], strict: 
         table = read_image_table(root)
         assert set(table["path"]) == {str(p) for p in images_in(root)}
         assert set(kinds) <= set(table["path"]), "every image name is in the table or skipped"
-        recipe = ImageRecipe(data=str(root), strict=strict, val_fraction=0.0, test_fraction=0.0)
+        # Some val images: a split with nothing to evaluate on is refused, broken files or not.
+        recipe = ImageRecipe(data=str(root), strict=strict, val_fraction=0.1, test_fraction=0.0)
         data = outcome(check_images, recipe, table)
     broken = {p for p, kind in kinds.items() if kind in ALWAYS_BROKEN}
     if data is None:
@@ -455,3 +493,96 @@ test_unreadable_scan, test_unreadable_scan_many = fuzz(
     check_unreadable_scan,
     st.lists(st.tuples(st.sampled_from([".jpg", ".png", ".gif", ".bmp"]),
                        st.binary(max_size=200)), max_size=5))
+
+
+# ------------------------------------------------------------------------- known inputs
+
+GOOD_TABLE = "\ufefftext,label\ngood film,pos\nbad film,neg\n".encode()
+FRAME_ROWS = [("good film", "pos", "train"), ("bad film", "neg", "train"), ("fine", "pos", ""),
+              ("dull", "neg", "test"), ("great", "pos", "val"), ("awful", "neg", "")]
+LINES = [("pos", b"a gripping film\ngreat plot"), ("neg", "dull\r\nawful story \u00e9".encode())]
+VECTORS = "5 2\n[UNK] 0 1\nfilm 1 2\nmovie -1 0.5\nthe 3 4\n\u00e9 0.25 -2\n".encode()
+UNREADABLE_TEXT = ("a", "text", ".jpg", b"", 0.0)  # a text file named as an image
+
+KNOWN = [
+    # Tables: the text reader, the image reader, then predict's inputs of a text and an image run.
+    pytest.param(check_table_file, ((".csv", GOOD_TABLE, "utf-8"),), {
+        "read_text_table": [[["good film", "pos"], ["bad film", "neg"]]],
+        "prepare_text_data": [["neg", "pos"]], "read_image_table": [RAISES],  # no path column
+        "gather_inputs": [["good film", "bad film"], RETURNS]}, id="csv with a BOM"),
+    pytest.param(check_table_file, ((".tsv", 'text\tlabel\n"a\tpos\nb"\tneg\nc\tneg\n'.encode(
+        "utf-16"), "utf-16"),), {  # TSV cells are not quoted: a quote is text
+        "read_text_table": [[['"a', "pos"], ['b"', "neg"], ["c", "neg"]]],
+        "prepare_text_data": [["neg", "pos"]], "read_image_table": [RAISES],
+        "gather_inputs": [['"a', 'b"', "c"], RETURNS]}, id="utf-16 tsv with quotes"),
+    pytest.param(check_table_file, ((".csv", b"text,label\n", "utf-8"),), {
+        "read_text_table": [RAISES], "read_image_table": [RAISES],
+        "gather_inputs": [RAISES, RAISES]}, id="header only"),
+    pytest.param(check_table_file, ((".csv", "text,label\ncaf\u00e9,pos\n".encode("latin-1"),
+                                     "utf-8"),), {
+        "read_text_table": [RAISES], "read_image_table": [RAISES],
+        "gather_inputs": [RAISES, RAISES]}, id="latin-1 read as utf-8"),
+    pytest.param(check_table_file, ((".csv", b'"\r"\n"pos"', "utf-8"),), {
+        "read_text_table": [RAISES], "read_image_table": [RAISES],
+        "gather_inputs": [RAISES, RAISES]}, id="a column named CR"),  # broke the one-line message
+    # Class files: <class>.txt in a folder, and Kim's rt-polarity.<class> pair.
+    pytest.param(check_line_files, (LINES, False, "utf-8", 0.0), {
+        "read_text_table": [[["dull", "neg"], ["awful story \u00e9", "neg"],
+                             ["a gripping film", "pos"], ["great plot", "pos"]]],
+        "prepare_text_data": [["neg", "pos"]]}, id="class files"),
+    pytest.param(check_line_files, (LINES, True, "utf-8", 0.0), {
+        "read_text_table": [[["a gripping film", "pos"], ["great plot", "pos"], ["dull", "neg"],
+                             ["awful story \u00e9", "neg"]]],
+        "prepare_text_data": [["neg", "pos"]]}, id="kim files"),
+    # DataFrames: text table, its data and folds; then as an image table and its split.
+    pytest.param(check_frames, (FRAME_ROWS, 0.0, 2), {
+        "read_text_table": [[[text, label] for text, label, _ in FRAME_ROWS]],
+        "prepare_text_data": [["neg", "pos"]],
+        "kfold_splits": [[[[1, 3, 4], [0, 2, 5]], [[0, 2, 5], [1, 3, 4]]]],
+        "read_image_table": [RETURNS], "split_table": [RETURNS]}, id="frame"),
+    pytest.param(check_frames, ([("good film", "a\nb", ""), ("bad film", "a\nb", "")], 0.0, 2), {
+        "read_text_table": [[["good film", "a\nb"], ["bad film", "a\nb"]]],
+        "prepare_text_data": [RAISES],  # one class; its name once broke the one-line message
+        "kfold_splits": [[[[0], [1]], [[1], [0]]]], "read_image_table": [RAISES]},
+        id="one label with a line break"),
+    pytest.param(check_frames, ([], 0.0, 2), {
+        "read_text_table": [[]], "prepare_text_data": [RAISES],
+        "kfold_splits": [RAISES],  # min() of nothing escaped
+        "read_image_table": [RAISES]}, id="no rows"),
+    pytest.param(check_frames, ([(None, "pos", "test"), (None, 0, "test")], 0.0, 2), {
+        "read_text_table": [[["", "pos"], ["", "0"]]], "prepare_text_data": [RAISES],
+        "kfold_splits": [RAISES], "read_image_table": [RETURNS],
+        "split_table": [RAISES]}, id="only test rows"),
+    # A run's vocabulary.json.
+    pytest.param(check_vocabulary_file, (json.dumps(
+        {"tokens": ["", "[UNK]", "film"], "tokenizer": "kim", "max_length": 3}).encode(),), {
+        "Vocabulary.load": [["", "[UNK]", "film"]]}, id="vocabulary"),
+    pytest.param(check_vocabulary_file, (pickle.dumps({"tokens": []}),), {
+        "Vocabulary.load": [RAISES]}, id="vocabulary pickle"),  # UnicodeDecodeError escaped
+    pytest.param(check_vocabulary_file, (
+        b'{"tokens": ["", "[UNK]"], "tokenizer": "kim", "max_length": "x"}',), {
+        "Vocabulary.load": [RAISES]}, id="vocabulary max_length x"),
+    # Word vectors for VOCABULARY: padding zeros, every other word from the file.
+    pytest.param(check_vectors, (("v.vec", VECTORS), None, None), {
+        "load_vectors": [[[0, 0], [0, 1], [1, 2], [-1, 0.5], [3, 4], [0.25, -2]]]},
+        id="vectors"),
+    pytest.param(check_vectors, (("v.txt", gzip.compress(VECTORS)), "word2vec-text", 2), {
+        "load_vectors": [[[0, 0], [0, 1], [1, 2], [-1, 0.5], [3, 4], [0.25, -2]]]},
+        id="gzipped vectors"),
+    pytest.param(check_vectors, (("v.txt", VECTORS), None, 3), {
+        "load_vectors": [RAISES]}, id="vectors of another size"),
+    pytest.param(check_vectors, (("v.txt", b"\x1f\x8b"), None, None), {
+        "load_vectors": [RAISES]}, id="gzip magic only"),  # EOFError escaped
+    # Image folders with an unreadable file: skipped, or refused when strict.
+    pytest.param(check_image_folder, ([UNREADABLE_TEXT], False), {"check_images": [RETURNS]},
+                 id="unreadable image skipped"),
+    pytest.param(check_image_folder, ([UNREADABLE_TEXT], True), {"check_images": [RAISES]},
+                 id="unreadable image strict"),
+]
+
+
+@pytest.mark.parametrize(("check", "args", "outcomes"), KNOWN)
+def test_known_inputs(check: Callable[..., None], args: tuple[Any, ...],
+                      outcomes: dict[str, list[Any]]) -> None:
+    with expecting(outcomes):
+        check(*args)
