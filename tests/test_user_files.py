@@ -268,6 +268,13 @@ def test_predict_on_a_folder_says_which_formats_it_skipped(image_run: Path,
             "convert them to .jpg or .png to use them") in stderr
     table = pd.read_csv(io.StringIO(stdout), keep_default_na=False)
     assert sorted(table["input"]) == sorted(str(files[k]) for k in ("blue", "broken", "red"))
+    only = tmp_path / "only-heic"
+    only.mkdir()
+    shutil.copy(files["heic"], only / "phone.heic")
+    line = one_line(*run_cli(["predict", str(image_run), str(only)]))
+    assert line == (f"Error: folder '{only}' has no images (.jpg, .jpeg, .png, .bmp, .gif, "
+                    ".webp); its 1 .heic file(s) are in formats tlkit does not read: convert "
+                    "them to .jpg or .png")
 
 
 def test_explain_skips_what_it_cannot_read_and_explains_the_rest(

@@ -111,10 +111,15 @@ def folder_images(folder: Path) -> list[Path]:
     )
 
     files = _visible_files(folder)
-    _warn_other_formats(_with_suffixes(files, OTHER_IMAGE_EXTENSIONS))
     found = _with_suffixes(files, IMAGE_EXTENSIONS)
+    others = _with_suffixes(files, OTHER_IMAGE_EXTENSIONS)
     if not found:
-        raise UserError(f"folder '{folder}' has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        suffixes = ", ".join(sorted({p.suffix.lower() for p in others}))
+        unread = (f"; its {len(others)} {suffixes} file(s) are in formats tlkit does not "
+                  "read: convert them to .jpg or .png") if others else ""
+        raise UserError(f"folder '{folder}' has no images ({', '.join(IMAGE_EXTENSIONS)})"
+                        f"{unread}")
+    _warn_other_formats(others)
     return found
 
 
