@@ -396,17 +396,17 @@ def _run_failed(error: BaseException, partial: Path, final: Path, command: str,
     if lost is not None:
         return UserError(lost)
     full = is_disk_full(error)
+    where = _full_disk_path(error, partial)
     if resume or (full and holds_epochs(partial)):
         kept = f"the unfinished run is kept in {partial}"
         if full:
-            return disk_full_error(_full_disk_path(error, partial), f"{kept} (resume it with "
-                                   f"{again})")
+            return disk_full_error(where, f"{kept} (resume it with {again})")
         if isinstance(error, UserError):
             return UserError(f"{error}; {kept}: resume it with {again} once that is fixed")
         error.add_note(f"{kept}: resume it with {again} once this is fixed")
         return None
-    remove(partial)
-    return disk_full_error(_full_disk_path(error, final)) if full else None
+    remove(partial)  # nothing in it to resume; the error names the run it would have been
+    return disk_full_error(final if where == partial else where) if full else None
 
 
 @contextmanager
