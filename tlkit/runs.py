@@ -132,6 +132,9 @@ def check_run_name(name: str) -> str:
 def check_destination(out: str | Path, name: str, resume: bool = False) -> Path:
     """The final path ``out/name`` of a new (or resumed) run, checked before any work starts.
 
+    A run another process trains (it holds the lock) is refused, naming that process; a
+    resume takes the lock itself, for as long as this process lives (``releasing``).
+
     Example:
         >>> check_destination("/proc/version", "x")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
