@@ -365,3 +365,10 @@ def test_ctrl_c_at_seeded_times_stops_the_report_and_keeps_the_previous_one(
         rewritten = {name for name in REPORT_FILES if now[name] != before[name]}
         assert now == before or rewritten == set(REPORT_FILES), f"seed {seed}: {rewritten}"
         assert set(now) == set(before), f"seed {seed}: files left beside the report"
+
+
+def test_inspect_output_into_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "no" / "layers.csv"
+    line = one_line(*run_cli(["inspect", "tiny_cnn", "--output", str(target)]))
+    assert line == (f"Error: cannot write --output '{target}': '{target.parent}' is not a "
+                    "writable folder")

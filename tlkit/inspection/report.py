@@ -65,6 +65,8 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
         raise UserError(f"unknown format '{fmt}'; choose one of: {', '.join(FORMATS)}")
     # Mistakes that need no model answer before Keras (and pandas) load.
     budget = None if memory is None else parse_memory(memory)
+    if output is not None:
+        _check_output(Path(output))
     check_target(target, input_size)
     if budget is not None and isinstance(target, str | Path) and not is_backbone_name(target):
         from tlkit.runs import run_kind
@@ -93,6 +95,15 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
     if fmt in ("json", "csv"):
         return rendered.rstrip("\n")
     return f"{rendered}\n\n{summary}"
+
+
+def _check_output(output: Path) -> None:
+    """A UserError, before any model loads, when ``output``'s folder cannot take the file."""
+    import os
+
+    folder = output.absolute().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write --output '{output}': '{folder}' is not a writable folder")
 
 
 def _render(table: pd.DataFrame, fmt: str, totals: dict[str, Any],
