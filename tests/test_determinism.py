@@ -1,24 +1,41 @@
-"""Same seed, same data, CPU: identical history and metrics, for an image and a text run."""
+"""Same seed, same data, CPU: identical history and metrics, for an image and a text run; and
+another seed gives other numbers (the seed is used, not fixed somewhere)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from conftest import make_image_folder
 
 from tlkit.recipes import Augment, ImageRecipe, Stage, TextCNNRecipe
 
 
-def _same_run_files(first: Path, second: Path) -> None:
-    pd.testing.assert_frame_equal(pd.read_csv(first / "history.csv"),
-                                  pd.read_csv(second / "history.csv"), check_exact=True)
-    one, two = (json.loads((p / "metrics.json").read_text()) for p in (first, second))
-    for metrics in (one, two):
-        metrics.pop("train_seconds")
-        metrics.get("probe", {}).pop("fit_seconds", None)
-    assert one == two
+def _run_files(run: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """history.csv and metrics.json, without the wall-clock times."""
+    history = pd.read_csv(run / "history.csv")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.pop("train_seconds")
+    metrics.get("probe", {}).pop("fit_seconds", None)
+    return history, metrics
+
+
+def _check_seeds(first: Path, second: Path, other_seed: Path, epochs: int) -> None:
+    """``first`` and ``second`` (same seed) are identical and not empty; ``other_seed`` is not."""
+    (history, metrics), (again, metrics_again), (other, other_metrics) = map(
+        _run_files, (first, second, other_seed))
+    assert len(history) == len(other) == epochs
+    numbers = history[["loss", "accuracy", "val_loss", "val_accuracy"]]
+    assert np.isfinite(numbers.to_numpy()).all() and (history["loss"] > 0).all()
+    assert metrics["val"]["n"] > 0 and np.isfinite(metrics["val"]["loss"])
+    pd.testing.assert_frame_equal(history, again, check_exact=True)
+    assert metrics == metrics_again
+    # Another seed: other initial weights, split and batches, so every epoch's loss differs.
+    assert (history["loss"] != other["loss"]).all(), (history, other)
+    assert metrics["val"]["loss"] != other_metrics["val"]["loss"]
 
 
 def test_image_runs_repeat_exactly(tmp_path: Path) -> None:
@@ -30,7 +47,9 @@ def test_image_runs_repeat_exactly(tmp_path: Path) -> None:
                          stages=[Stage(name="head", epochs=2, lr=0.01),
                                  Stage(name="all", epochs=2, lr=0.01, train_from="all")])
     runs = [finetune(recipe, out=tmp_path / "runs", name=name).path for name in ("a", "b")]
-    _same_run_files(*runs)
+    recipe.seed += 1
+    other = finetune(recipe, out=tmp_path / "runs", name="other-seed").path
+    _check_seeds(*runs, other, epochs=4)
 
 
 def test_text_runs_repeat_exactly(tmp_path: Path) -> None:
@@ -43,4 +62,6 @@ def test_text_runs_repeat_exactly(tmp_path: Path) -> None:
     recipe = TextCNNRecipe(data=str(tmp_path / "train.csv"), embedding_dim=8, feature_maps=4,
                            epochs=3, batch_size=8)
     runs = [train_textcnn(recipe, out=tmp_path / "runs", name=name).path for name in ("a", "b")]
-    _same_run_files(*runs)
+    recipe.seed += 1
+    other = train_textcnn(recipe, out=tmp_path / "runs", name="other-seed").path
+    _check_seeds(*runs, other, epochs=3)
