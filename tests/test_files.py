@@ -106,3 +106,27 @@ def test_the_cli_turns_a_full_disk_anywhere_into_one_line(monkeypatch: pytest.Mo
     assert code == 2, stdout + stderr
     assert stderr.startswith("Error: the disk is full: cannot write '/somewhere/model.keras'")
     assert len(stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_between_the_renames_of_a_folder_swap_waits_for_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    import tlkit.files
+
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "metrics.json").write_text("old")
+    real_replace = os.replace
+
+    def replace_then_ctrl_c(source: Path, target: Path) -> None:
+        real_replace(source, target)
+        if Path(target).name.endswith(".old"):  # the old folder has just been moved aside
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(tlkit.files.os, "replace", replace_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt), replacing(report) as partial:
+        partial.mkdir()
+        (partial / "metrics.json").write_text("new")
+    assert (report / "metrics.json").read_text() == "new"

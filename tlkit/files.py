@@ -20,6 +20,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,6 +98,33 @@ def disk_full_error(path: Path, kept: str = "") -> UserError:
 
 
 @contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that come during the block are raised when it ends.
+
+    For renames that must all happen or none (a report's files, a folder swapped in).
+
+    Example:
+        >>> with signals_held():
+        ...     pass
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread handles signals
+        return
+    # Python handlers, not a signal mask: the mask of one thread does not hold back a signal
+    # that the kernel gives to another (TensorFlow's, BLAS's).
+    came: list[int] = []
+    before = {number: signal.signal(number, lambda number, frame: came.append(number))
+              for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        if came:
+            signal.raise_signal(came[0])
+
+
+@contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a hidden path beside ``path`` to write (a file or a folder); publish on success.
 
@@ -118,8 +147,9 @@ def replacing(path: str | Path) -> Iterator[Path]:
         yield partial
         if partial.is_dir() and final.is_dir():
             old = sibling(final, "old")
-            os.replace(final, old)
-            os.replace(partial, final)
+            with signals_held():  # between the two renames nothing is under the name
+                os.replace(final, old)
+                os.replace(partial, final)
             remove(old)
         else:
             os.replace(partial, final)

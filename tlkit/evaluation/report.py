@@ -19,10 +19,6 @@ import io
 import json
 import math
 import os
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +33,7 @@ from tlkit.evaluation.metrics import (
     probability_columns,
     read_predictions,
 )
-from tlkit.files import disk_full_error, is_disk_full, remove, sibling
+from tlkit.files import disk_full_error, is_disk_full, remove, sibling, signals_held
 from tlkit.runs import load_run
 
 SECTIONS = {
@@ -182,29 +178,9 @@ def publish(folder: Path, files: dict[str, bytes]) -> None:
             raise disk_full_error(list(staged.values())[-1], "the previous report is "
                                   "unchanged" if previous else "") from error
         raise
-    with _signals_held():
+    with signals_held():
         for partial, final in staged.items():
             os.replace(partial, final)
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM that come during the block are raised when it ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread handles signals
-        return
-    # Python handlers, not a signal mask: the mask of one thread does not hold back a signal
-    # that the kernel gives to another (TensorFlow's, BLAS's).
-    came: list[int] = []
-    before = {number: signal.signal(number, lambda number, frame: came.append(number))
-              for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in before.items():
-            signal.signal(number, handler)
-        if came:
-            signal.raise_signal(came[0])
 
 
 def _summary(metrics: dict[str, Any], extra: dict[str, Any], probe: float | None,
