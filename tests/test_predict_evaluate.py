@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_user_error, make_image_folder, run_cli, write_image
+from conftest import CLASS_COLOURS, assert_user_error, make_image_folder, run_cli, write_image
 
 from tlkit.evaluate import evaluate
 from tlkit.predict import predict
@@ -72,6 +72,53 @@ def test_broken_images_get_one_line_each_and_good_ones_are_not_scanned_first(
     assert (by_name.loc[[p.name for p in good], "label_1"] == "blue").all()
 
 
+def blended_images(folder: Path) -> pd.DataFrame:
+    """Images of two class colours mixed, labelled by the larger share: the model is unsure of
+    them, so its probabilities are far from 0 and 1 and their differences show."""
+    rows = []
+    for i, (first, second) in enumerate([("red", "green"), ("green", "blue"), ("blue", "red")]):
+        for share in (0.55, 0.65, 0.8):
+            colour = share * np.array(CLASS_COLOURS[first]) + (1 - share) * np.array(
+                CLASS_COLOURS[second])
+            path = write_image(folder / f"{first}-{share}.png", tuple(colour.astype(int)),
+                               seed=i)
+            rows.append({"path": str(path), "label": first})
+    return pd.DataFrame(rows)
+
+
+def test_predict_and_evaluate_give_the_models_own_probabilities(image_run: Path,
+                                                                 tmp_path: Path) -> None:
+    from sklearn.metrics import log_loss
+
+    from tlkit.data.images import decode_image
+    from tlkit.runs import load_keras_file
+
+    images = blended_images(tmp_path / "blends")
+    classes = json.loads((image_run / "classes.json").read_text())
+    model = load_keras_file(image_run / "model.keras")
+    expected = model.predict(np.stack([decode_image(p, 32).numpy() for p in images["path"]]),
+                             verbose=0)
+    assert (expected.max(axis=1) < 0.99).any()  # not all 0 or 1: a comparison that can fail
+
+    table = predict(image_run, images["path"].tolist(), top_k=len(classes))
+    predicted = np.zeros_like(expected)
+    for k in range(1, len(classes) + 1):
+        columns = table[f"label_{k}"].map(classes.index).to_numpy()
+        predicted[np.arange(len(table)), columns] = table[f"prob_{k}"]
+    np.testing.assert_allclose(predicted, expected, atol=6e-5)  # predict rounds to 4 decimals
+
+    images.to_csv(tmp_path / "blends.csv", index=False)
+    metrics = evaluate(image_run, tmp_path / "blends.csv", name="blends")
+    truth = images["label"].map(classes.index).to_numpy()
+    assert metrics["n"] == len(images)
+    assert metrics["accuracy"] == pytest.approx(float((expected.argmax(1) == truth).mean()))
+    assert metrics["loss"] == pytest.approx(log_loss(truth, expected, labels=range(3)),
+                                            rel=1e-5)
+    written = pd.read_csv(image_run / "reports" / "blends" / "predictions.csv")
+    assert written["input"].tolist() == images["path"].tolist()
+    np.testing.assert_allclose(written[["p0", "p1", "p2"]], expected, atol=1e-6)
+
+
 def test_evaluate_matches_the_runs_own_test_numbers(image_run: Path) -> None:
     split = pd.read_csv(image_run / "split.csv")
     test_rows = split[split["split"] == "test"]
@@ -80,9 +127,17 @@ def test_evaluate_matches_the_runs_own_test_numbers(image_run: Path) -> None:
     metrics = evaluate(image_run, data, name="again")
     saved = json.loads((image_run / "metrics.json").read_text())["test"]
     assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
+    assert metrics["loss"] == pytest.approx(saved["loss"], rel=1e-4)
     assert metrics["n"] == saved["n"] == len(test_rows)
     for name in ("metrics.json", "predictions.csv", "report.html"):
         assert (image_run / "reports" / "again" / name).is_file()
+    # The same test images, the same probabilities as training wrote for them.
+    trained = pd.read_csv(image_run / "predictions.csv")
+    trained = trained[trained["split"] == "test"].set_index("input")
+    again = pd.read_csv(image_run / "reports" / "again" / "predictions.csv").set_index("input")
+    probabilities = ["p0", "p1", "p2"]
+    np.testing.assert_allclose(again.loc[trained.index, probabilities], trained[probabilities],
+                               atol=1e-6)
 
 
 def test_unknown_classes_are_named_or_ignored(image_run: Path, tmp_path: Path) -> None:
