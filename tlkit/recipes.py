@@ -30,6 +30,8 @@ from tlkit.optimizers import OPTIMIZERS
 
 BATCHNORM_POLICIES = ("auto", "frozen", "trainable")
 MONITORS = ("val_loss", "val_accuracy")
+# single: one label per example (softmax); multi: a set of labels per example, possibly empty.
+LABEL_KINDS = ("single", "multi")
 # The largest square input tlkit trains at: beyond it one image's activations alone exceed
 # what a CPU or a common GPU holds.
 MAX_INPUT_SIZE = 1024
@@ -153,6 +155,9 @@ class ImageRecipe(Checked):
     test_fraction: float = 0.15
     path_column: str = "path"
     label_column: str = "label"
+    labels: str = "single"  # or multi: each image has a set of labels (a CSV, not folders)
+    label_sep: str = "|"  # multi: what joins the labels of a set in one cell ("beach|sunset")
+    label_columns: list[str] | None = None  # multi: 0/1 columns, one per label, instead
     encoding: str = "utf-8"  # of a CSV given as data (a byte-order mark overrides it)
     seed: int = 42
     dropout: float = 0.2
@@ -321,8 +326,10 @@ def validate_image_recipe(recipe: ImageRecipe) -> None:
 
 
 def _check_common(recipe: Any) -> None:
-    """The fields both kinds share: batch size, seed, patience, monitor, engine."""
+    """The fields both kinds share: labels, batch size, seed, patience, monitor, engine."""
     from tlkit.devices import PRECISIONS, STRATEGIES
+
+    check_label_fields(recipe)
 
     _check(recipe.strategy in STRATEGIES,
            f"strategy '{recipe.strategy}' is not one of {', '.join(STRATEGIES)}")
@@ -336,6 +343,34 @@ def _check_common(recipe: Any) -> None:
     _check(recipe.monitor in MONITORS,
            f"monitor '{recipe.monitor}' is not one of {', '.join(MONITORS)}")
     _check(recipe.seed >= 0, f"seed must be >= 0, got {recipe.seed}")
+
+
+def check_label_fields(recipe: Any) -> None:
+    """``labels``, ``label_sep`` and ``label_columns`` agree; a one-line UserError if not.
+
+    Example:
+        >>> ImageRecipe(label_columns=["cat", "dog"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: label_columns (cat, dog) needs labels: multi; pass ...
+    """
+    _check(recipe.labels in LABEL_KINDS,
+           f"labels '{recipe.labels}' is not one of {', '.join(LABEL_KINDS)} (multi: a set of "
+           "labels per example, --multi-label)")
+    _check(bool(recipe.label_sep.strip()),
+           f"label_sep {recipe.label_sep!r} is blank; use a character that is in no label, "
+           "e.g. --label-sep '|'")
+    columns = recipe.label_columns
+    if columns is None:
+        return
+    _check(recipe.labels == "multi",
+           f"label_columns ({', '.join(columns)}) needs labels: multi; pass --multi-label, or "
+           "leave out --label-columns to read one label per example from --label-column")
+    _check(len(columns) >= 2 and all(c.strip() for c in columns),
+           f"label_columns {columns} must name two or more 0/1 columns, e.g. --label-columns "
+           "beach,sunset")
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    _check(not twice, f"label_columns names '{twice[0] if twice else ''}' twice; list each "
+           "column once")
 
 
 def recipe_to_dict(recipe: Any) -> dict[str, Any]:
@@ -683,6 +718,9 @@ class TextCNNRecipe(Checked):
     dev: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    labels: str = "single"  # or multi: each text has a set of labels (a table, not class files)
+    label_sep: str = "|"
+    label_columns: list[str] | None = None
     encoding: str = "utf-8"
     tokenizer: str = "kim"
     variant: str = "rand"
