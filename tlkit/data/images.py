@@ -19,13 +19,21 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from tlkit.data.labels import (
+    LabelFormat,
+    holdout,
+    label_matrix,
+    label_strings,
+    multi_label_classes,
+    parse_label_sets,
+)
 from tlkit.data.tables import (
     SPLIT_NAMES,
     as_labels,
@@ -33,7 +41,6 @@ from tlkit.data.tables import (
     label_ids,
     read_table,
     shown,
-    stratified_holdout,
 )
 from tlkit.errors import UserError
 
@@ -57,29 +64,48 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 class ImageData:
     """The checked, split table of one run, and its class names (index = label id).
 
+    Multi-label (``label_format.multi``): each ``label`` cell is a label set joined by
+    ``label_format.sep`` (``"beach|sunset"``, ``""`` for none), and ``targets`` is the
+    ``(n, len(class_names))`` 0/1 matrix instead of the ids.
+
     Example:
         >>> data = ImageData(pd.DataFrame({"path": ["a.png", "b.png"], "label": ["dog", "cat"],
         ...                                "split": ["train", "val"]}), ["cat", "dog"], [])
         >>> data.split("train")["path"].tolist(), data.label_ids(data.table).tolist()
         (['a.png'], [1, 0])
+        >>> multi = ImageData(data.table.assign(label=["cat|dog", ""]), ["cat", "dog"], [],
+        ...                   LabelFormat(multi=True))
+        >>> multi.targets(multi.table).tolist()
+        [[1, 1], [0, 0]]
     """
 
     table: pd.DataFrame
     class_names: list[str]
     skipped: list[tuple[str, str]]
+    label_format: LabelFormat = field(default_factory=LabelFormat)
 
     def split(self, name: str) -> pd.DataFrame:
         """Rows of one split (``train``, ``val`` or ``test``)."""
         return self.table[self.table["split"] == name]
 
     def label_ids(self, frame: pd.DataFrame) -> np.ndarray:
-        """Integer label ids of ``frame``'s rows."""
+        """Integer label ids of ``frame``'s rows (single-label)."""
         return label_ids(frame["label"], self.class_names)
+
+    def label_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The uint8 ``(rows, classes)`` indicator matrix of ``frame``'s label sets."""
+        return label_matrix(parse_label_sets(frame["label"], self.label_format.sep),
+                            self.class_names)
+
+    def targets(self, frame: pd.DataFrame) -> np.ndarray:
+        """What the model is fitted to: ``label_matrix`` when multi-label, else ``label_ids``."""
+        return self.label_matrix(frame) if self.label_format.multi else self.label_ids(frame)
 
 
 def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path",
                      label_column: str = "label", min_classes: int = 2,
-                     encoding: str = "utf-8") -> pd.DataFrame:
+                     encoding: str = "utf-8", labels: LabelFormat | None = None
+                     ) -> pd.DataFrame:
     """Read a folder, a CSV file or a DataFrame into a ``path, label, split`` table.
 
     Folders: one subfolder per class, or ``train``/``val``/``test`` subfolders holding the
@@ -87,16 +113,25 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
     read in ``encoding`` unless it starts with a byte-order mark. Training needs two classes;
     evaluating a run may look at one (``min_classes=1``).
 
+    Multi-label (``labels.multi``, ``LabelFormat.of(recipe)``): a CSV or DataFrame only (a
+    class folder is one label); each ``label`` cell becomes the row's label set joined by
+    ``labels.sep`` in class order (``labels.label_strings``), an empty set allowed.
+
     Example:
         >>> read_image_table(pd.DataFrame({"path": ["/no/cat.png"], "label": ["cat"]}))
         ... # doctest: +ELLIPSIS
         Traceback (most recent call last):
         tlkit.errors.UserError: 1 of 1 image paths in the DataFrame (1 row) do not exist, ...
+        >>> read_image_table(pd.DataFrame({"path": ["datasets/shapes/circle/circle_000.jpg"],
+        ...                                "label": ["square|circle"]}), min_classes=1,
+        ...                  labels=LabelFormat(multi=True))["label"].tolist()
+        ['circle|square']
     """
+    labels = labels or LabelFormat()
     if isinstance(source, pd.DataFrame):
         table = _table_from_frame(source, path_column, label_column, Path.cwd(),
-                                  describe_source(source), "the working folder")
-        return _check_classes(table, describe_source(source), min_classes)
+                                  describe_source(source), "the working folder", labels)
+        return _check_classes(table, describe_source(source), min_classes, labels)
     path = Path(source)
     if not path.exists():
         raise UserError(f"data path '{path}' does not exist; pass a folder of class subfolders "
@@ -104,8 +139,14 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
     if path.is_file():
         table = _table_from_frame(read_table(path, encoding), path_column, label_column,
                                   path.parent, describe_source(path),
-                                  f"the CSV's folder, {path.parent}")
-        return _check_classes(table, describe_source(path), min_classes)
+                                  f"the CSV's folder, {path.parent}", labels)
+        return _check_classes(table, describe_source(path), min_classes, labels)
+    if labels.multi:
+        raise UserError(f"data folder '{path}' cannot give an image several labels (its class "
+                        "subfolder is its one label); for --multi-label pass a CSV with a path "
+                        f"column and a label column holding the labels joined by "
+                        f"'{labels.sep}' (e.g. beach{labels.sep}sunset), or 0/1 columns named "
+                        "with --label-columns")
     return _table_from_folder(path, min_classes)
 
 
@@ -122,13 +163,15 @@ def describe_source(source: str | Path | pd.DataFrame) -> str:
 
 
 def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, base: Path,
-                      source: str, base_name: str) -> pd.DataFrame:
-    missing = [c for c in (path_column, label_column) if c not in frame.columns]
+                      source: str, base_name: str, labels: LabelFormat) -> pd.DataFrame:
+    # Multi-label: 0/1 columns replace the label column, and an empty label set is allowed.
+    needed = (path_column,) if labels.columns else (path_column, label_column)
+    missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise UserError(f"{source} has no column '{missing[0]}' (columns: "
                         f"{', '.join(map(shown, frame.columns))}); name the right one with "
                         f"--{'path' if missing[0] == path_column else 'label'}-column")
-    for column in (path_column, label_column):
+    for column in needed if not labels.multi else (path_column,):
         empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
         if empty.any():
             first = int(np.flatnonzero(empty.to_numpy())[0]) + 1
@@ -150,9 +193,9 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
         if unknown:
             raise UserError(f"{source} has unknown split value '{shown(unknown[0])}'; use "
                             "train, val (or dev) or test, or leave it empty to split automatically")
-    table = pd.DataFrame({"path": paths, "label": as_labels(frame[label_column]),
-                          "split": split})
-    return table
+    label = (label_strings(frame, label_column, labels, source, "images") if labels.multi
+             else as_labels(frame[label_column]))
+    return pd.DataFrame({"path": paths, "label": label, "split": split})
 
 
 def refuse_urls(paths: list[str], source: str) -> None:
@@ -281,14 +324,37 @@ def _warn_other_formats(files: list[Path]) -> None:
               flush=True)
 
 
-def _check_classes(table: pd.DataFrame, source: str, min_classes: int = 2) -> pd.DataFrame:
+def _check_classes(table: pd.DataFrame, source: str, min_classes: int = 2,
+                   labels: LabelFormat | None = None) -> pd.DataFrame:
     if table.empty:
         raise UserError(f"{source} holds no images")
-    labels = table["label"].unique()
-    if len(labels) < min_classes:
-        raise UserError(f"{source} has a single class ('{shown(labels[0])}'); a classifier "
+    if labels is not None and labels.multi:
+        names = classes_of(table["label"], labels)
+        if not names and min_classes:
+            raise UserError(f"{source} gives no image a label (every label set is empty); "
+                            "check --label-column and --label-sep")
+        if len(names) < min_classes:
+            raise UserError(f"{source} has a single label ('{shown(names[0])}'); a multi-label "
+                            "classifier needs at least two")
+        return table
+    unique = table["label"].unique()
+    if len(unique) < min_classes:
+        raise UserError(f"{source} has a single class ('{shown(unique[0])}'); a classifier "
                         "needs at least two")
     return table
+
+
+def classes_of(labels: pd.Series | list[str], label_format: LabelFormat) -> list[str]:
+    """The class names a ``label`` column holds, in class order: its labels, or the labels of
+    its label sets when ``label_format.multi``.
+
+    Example:
+        >>> classes_of(["b|a", "", "c"], LabelFormat(multi=True))
+        ['a', 'b', 'c']
+    """
+    if label_format.multi:
+        return multi_label_classes(parse_label_sets(list(labels), label_format.sep))
+    return class_order(list(labels))
 
 
 def find_unreadable(paths: list[str], workers: int = 8) -> list[tuple[str, str]]:
@@ -388,11 +454,12 @@ def _first_line(error: BaseException) -> str:
 
 
 def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
-                seed: int) -> pd.DataFrame:
-    """Fill in missing splits with stratified, seeded hold-outs (``tables.stratified_holdout``).
+                seed: int, sep: str | None = None) -> pd.DataFrame:
+    """Fill in missing splits with stratified, seeded hold-outs (``labels.holdout``).
 
     Rows that already have a split keep it; validation is carved out of the training rows
-    when only train (and maybe test) is given.
+    when only train (and maybe test) is given. ``sep`` (multi-label: the labels' separator)
+    makes the hold-outs iterative stratifications of the label sets.
 
     Example:
         >>> frame = pd.DataFrame({"path": list("abcdefgh"), "label": list("xxxxyyyy"),
@@ -404,27 +471,27 @@ def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
     if table["split"].isna().all():
         pool = table.index
         if test_fraction > 0:
-            pool, test = _hold_out(table, pool, test_fraction, seed)
+            pool, test = _hold_out(table, pool, test_fraction, seed, sep)
             table.loc[test, "split"] = "test"
         if val_fraction > 0:
-            pool, val = _hold_out(table, pool, val_fraction / (1 - test_fraction), seed)
+            pool, val = _hold_out(table, pool, val_fraction / (1 - test_fraction), seed, sep)
             table.loc[val, "split"] = "val"
     elif not (table["split"] == "val").any() and val_fraction > 0:
         table["split"] = table["split"].fillna("train")  # rows without a split are training rows
         if not (table["split"] == "train").any():
             raise UserError("no image is in the train split (every row is 'test'); give some "
                             "rows the split train, or leave their split empty")
-        _, val = _hold_out(table, table.index[table["split"] == "train"], val_fraction, seed)
+        _, val = _hold_out(table, table.index[table["split"] == "train"], val_fraction, seed,
+                           sep)
         table.loc[val, "split"] = "val"
     table["split"] = table["split"].fillna("train")
     return table
 
 
-def _hold_out(table: pd.DataFrame, pool: pd.Index, fraction: float, seed: int
-              ) -> tuple[pd.Index, pd.Index]:
-    kept, held = stratified_holdout(table.loc[pool, "label"].tolist(), fraction, seed,
-                                    what="images",
-                                    fix="add images, lower the val/test fractions or give a split")
+def _hold_out(table: pd.DataFrame, pool: pd.Index, fraction: float, seed: int,
+              sep: str | None) -> tuple[pd.Index, pd.Index]:
+    kept, held = holdout(table.loc[pool, "label"].tolist(), fraction, seed, sep, what="images",
+                         fix="add images, lower the val/test fractions or give a split")
     return pool[kept], pool[held]
 
 
@@ -454,7 +521,7 @@ def read_recipe_table(recipe: ImageRecipe, data: str | Path | pd.DataFrame | Non
     if source is None:
         raise UserError("no data given; pass --data (or data=) a folder or CSV of labelled images")
     table = read_image_table(source, recipe.path_column, recipe.label_column,
-                             encoding=recipe.encoding)
+                             encoding=recipe.encoding, labels=LabelFormat.of(recipe))
     table.attrs["source"] = describe_source(source)
     # The split, made here on every file, refuses at once what the split of the readable files
     # (``check_images``, after the scan that needs TensorFlow) would refuse after a minute.
@@ -471,7 +538,7 @@ def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
         >>> data.split("val")["label"].value_counts().sort_index().to_dict()
         {'circle': 6, 'square': 6, 'triangle': 6}
     """
-    source = table.attrs.get("source", "the data")
+    source, labels = table.attrs.get("source", "the data"), LabelFormat.of(recipe)
     skipped = find_unreadable(table["path"].tolist())
     if skipped:
         listing = "; ".join(f"{shown(path)} ({reason})" for path, reason in skipped)
@@ -481,13 +548,14 @@ def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
         print(f"warning: skipping {len(skipped)} unreadable image(s): {listing}",
               file=sys.stderr, flush=True)
         kept = table[~table["path"].isin({p for p, _ in skipped})].reset_index(drop=True)
-        lost = sorted(set(table["label"]) - set(kept["label"]))
+        lost = sorted(set(classes_of(table["label"], labels)) -
+                      set(classes_of(kept["label"], labels)))
         if lost:
             raise UserError(f"class '{shown(lost[0])}' has no readable images (all were skipped as "
                             "unreadable); add readable images or remove the class")
-        table = _check_classes(kept, source)
+        table = _check_classes(kept, source, labels=labels)
     table, class_names = split_checked(recipe, table)
-    return ImageData(table.reset_index(drop=True), class_names, skipped)
+    return ImageData(table.reset_index(drop=True), class_names, skipped, labels)
 
 
 def split_checked(recipe: ImageRecipe, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -503,9 +571,11 @@ def split_checked(recipe: ImageRecipe, table: pd.DataFrame) -> tuple[pd.DataFram
         tlkit.errors.UserError: val_fraction and test_fraction are both 0, so no image is left ...
     """
     given, source = table["split"].notna().any(), table.attrs.get("source", "the data")
-    table = split_table(table, recipe.val_fraction, recipe.test_fraction, recipe.seed)
-    class_names = class_order(table.loc[table["split"] == "train", "label"])
-    unseen = sorted(set(table["label"]) - set(class_names))
+    labels = LabelFormat.of(recipe)
+    table = split_table(table, recipe.val_fraction, recipe.test_fraction, recipe.seed,
+                        labels.split_sep)
+    class_names = classes_of(table.loc[table["split"] == "train", "label"], labels)
+    unseen = sorted(set(classes_of(table["label"], labels)) - set(class_names))
     if unseen:
         raise UserError(f"class '{shown(unseen[0])}' appears in val/test but has no training "
                         "images")

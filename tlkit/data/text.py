@@ -29,9 +29,18 @@ import numpy as np
 import pandas as pd
 
 from tlkit.choices import TOKENIZERS, Tokenizer
+from tlkit.data.labels import (
+    LabelFormat,
+    check_split,
+    holdout,
+    iterative_kfold,
+    label_matrix,
+    label_strings,
+    multi_label_classes,
+    parse_label_sets,
+)
 from tlkit.data.tables import (
     as_labels,
-    check_holdout,
     class_order,
     decode_file,
     existing_path,
@@ -40,7 +49,6 @@ from tlkit.data.tables import (
     read_table,
     require_columns,
     shown,
-    stratified_holdout,
 )
 from tlkit.errors import UserError
 
@@ -117,7 +125,8 @@ def tokenize(texts: Sequence[str], tokenizer: str = "kim") -> list[list[str]]:
 
 def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
                     text_column: str = "text", label_column: str = "label",
-                    encoding: str = "utf-8") -> pd.DataFrame:
+                    encoding: str = "utf-8", labels: LabelFormat | None = None
+                    ) -> pd.DataFrame:
     """Read labelled sentences into a ``text, label`` table (labels as strings).
 
     ``source`` is a CSV/TSV file (``.csv``, ``.tsv``, ``.tab``) or DataFrame with the named
@@ -125,15 +134,26 @@ def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
     files, one per class, named as in Kim's data (``rt-polarity.pos``, ``rt-polarity.neg``:
     the suffix is the class; the stem when all suffixes are the same).
 
+    Multi-label (``labels.multi``, ``LabelFormat.of(recipe)``): a table only (a class file
+    is one label); each ``label`` is the text's label set joined by ``labels.sep`` in class
+    order (from ``label_column`` or the 0/1 ``labels.columns``), an empty set allowed.
+
     Example:
         >>> read_text_table(["rt-polarity.pos", "rt-polarity.neg"])  # doctest: +SKIP
         >>> read_text_table(pd.DataFrame({"text": ["a", "b"], "label": [1, 0]})).label.tolist()
         ['1', '0']
+        >>> read_text_table(pd.DataFrame({"text": ["a", "b"], "toxic": ["1", "0"],
+        ...                               "insult": ["1", "1"]}),
+        ...                 labels=LabelFormat(True, columns=("toxic", "insult"))).label.tolist()
+        ['insult|toxic', 'insult']
     """
+    labels = labels or LabelFormat()
     if isinstance(source, pd.DataFrame):
-        return _table_from_frame(source, text_column, label_column, "DataFrame")
+        return _table_from_frame(source, text_column, label_column, "DataFrame", labels)
     if isinstance(source, (str, Path)):
         path = existing_path(source)
+        if labels.multi and not (path.is_file() and is_table_file(path)):
+            raise _class_files_error(labels)
         if path.is_dir():
             files = sorted(p for p in path.glob("*.txt") if p.is_file())
             if not files:
@@ -145,10 +165,12 @@ def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
                             "layout) pass all the class files, e.g. rt-polarity.pos "
                             "rt-polarity.neg")
         return _table_from_frame(read_table(path, encoding), text_column, label_column,
-                                 f"'{path}'")
+                                 f"'{path}'", labels)
     if len(source) == 1:  # e.g. one --data option collected into a list
-        return read_text_table(source[0], text_column, label_column, encoding)
+        return read_text_table(source[0], text_column, label_column, encoding, labels)
     files = [existing_path(p) for p in source]
+    if labels.multi:
+        raise _class_files_error(labels)
     if not files:
         raise UserError("no data files given; pass a CSV/TSV file, a folder or class files")
     folders = [p for p in files if p.is_dir()]
@@ -168,12 +190,21 @@ def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
     return _table_from_line_files(files, names, encoding)
 
 
+def _class_files_error(labels: LabelFormat) -> UserError:
+    return UserError("one file per class cannot give a text several labels (its file is its "
+                     "one label); for --multi-label pass a CSV/TSV with a text column and a "
+                     f"label column holding the labels joined by '{labels.sep}' (e.g. "
+                     f"toxic{labels.sep}insult), or 0/1 columns named with --label-columns")
+
+
 def _table_from_frame(frame: pd.DataFrame, text_column: str, label_column: str,
-                      source: str) -> pd.DataFrame:
-    require_columns(frame, {text_column: "--text-column", label_column: "--label-column"},
-                    source)
+                      source: str, labels: LabelFormat) -> pd.DataFrame:
+    require_columns(frame, {text_column: "--text-column"} if labels.columns else
+                    {text_column: "--text-column", label_column: "--label-column"}, source)
     texts = frame[text_column].fillna("").astype(str).to_numpy(dtype=object)
-    return pd.DataFrame({"text": texts, "label": as_labels(frame[label_column])})
+    label = (label_strings(frame, label_column, labels, source, "texts") if labels.multi
+             else as_labels(frame[label_column]))
+    return pd.DataFrame({"text": texts, "label": label})
 
 
 def _table_from_line_files(files: list[Path], names: list[str], encoding: str) -> pd.DataFrame:
@@ -304,7 +335,7 @@ class TextSplit:
 
     texts: list[str]
     tokens: list[list[str]]
-    labels: np.ndarray  # int32 class ids
+    labels: np.ndarray  # int32 class ids; multi-label: (n, classes) float32 0/1 matrix
     ids: np.ndarray  # (n, max_length) int32, right-padded with 0
 
     @property
@@ -316,6 +347,9 @@ class TextSplit:
 @dataclass
 class TextData:
     """Everything a text run trains on: classes, vocabulary, and train/dev/test splits.
+
+    With ``label_format.multi``, each split's ``labels`` is the (n, classes) float32 0/1
+    matrix of its label sets (what a sigmoid head's binary cross-entropy is fitted to).
 
     Example:
         >>> table = read_text_table(pd.DataFrame({"text": ["good", "", "bad"],
@@ -329,22 +363,31 @@ class TextData:
     vocabulary: Vocabulary
     splits: dict[str, TextSplit]
     skipped: dict[str, int] = field(default_factory=dict)  # empty texts per split
+    label_format: LabelFormat = field(default_factory=LabelFormat)
 
 
 def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
                       dev: pd.DataFrame | None = None, *, tokenizer: str = "kim",
                       max_length: int | None = None, min_count: int = 1,
                       max_vocabulary: int | None = None, dev_fraction: float = DEV_FRACTION,
-                      seed: int = 42, names: dict[str, str] | None = None) -> TextData:
+                      seed: int = 42, names: dict[str, str] | None = None,
+                      labels: LabelFormat | None = None) -> TextData:
     """Tokenise, drop empty texts, split a dev set off if none is given, build the vocabulary.
 
     Tables are ``read_text_table`` results. Without ``dev``, a stratified ``dev_fraction``
     of ``train`` is held out (0 holds out nothing). The vocabulary and the default
     ``max_length`` come from the training split alone; training texts longer than
     ``DEFAULT_MAX_LENGTH`` tokens are then cut, with a warning. ``names`` maps split names to
-    what messages call them (e.g. the file names).
+    what messages call them (e.g. the file names). With ``labels.multi`` the tables hold
+    label-set strings (``read_text_table`` with the same ``labels``), the classes are the
+    labels that occur in training, and the dev hold-out is an iterative stratification.
 
     Example:
+        >>> multi = pd.DataFrame({"text": ["sun sea", "sea", "sun", "rain"] * 3,
+        ...                       "label": ["sun|sea", "sea", "sun", ""] * 3})
+        >>> data = prepare_text_data(multi, dev_fraction=0.25, labels=LabelFormat(multi=True))
+        >>> data.class_names, data.splits["dev"].labels.shape
+        (['sea', 'sun'], (3, 2))
         >>> table = pd.DataFrame({"text": ["good film", "bad film"] * 5,
         ...                       "label": ["pos", "neg"] * 5})
         >>> data = prepare_text_data(read_text_table(table), read_text_table(table[:2]),
@@ -353,15 +396,17 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         (['dev', 'test', 'train'], 2)
     """
     names = {"train": "training data", "dev": "dev data", "test": "test data", **(names or {})}
+    labels = labels or LabelFormat()
     tables = {"train": train, "dev": dev, "test": test}
-    _check_before_tokenizing(tables, names, dev_fraction)
+    _check_before_tokenizing(tables, names, dev_fraction, labels)
     tokens, skipped = _tokenized(tables, tokenizer, names)
     # Again on the tokenised texts: texts only the tokenizer empties may have taken a class.
     class_names = _class_names({split: table["label"] for split, (table, _) in tokens.items()},
-                               names)
+                               names, labels)
     if "dev" not in tokens and dev_fraction > 0:
         table, train_tokens = tokens["train"]
-        train_rows, dev_rows = dev_split(table["label"].tolist(), dev_fraction, seed)
+        train_rows, dev_rows = dev_split(table["label"].tolist(), dev_fraction, seed,
+                                         labels.split_sep)
         tokens["dev"] = (table.iloc[dev_rows], [train_tokens[i] for i in dev_rows])
         tokens["train"] = (table.iloc[train_rows], [train_tokens[i] for i in train_rows])
     vocabulary = build_vocabulary(tokens["train"][1], tokenizer, max_length, min_count,
@@ -370,11 +415,20 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         _warn_if_cut(tokens["train"][1], vocabulary.max_length, names["train"])
     splits = {
         split: TextSplit(texts=table["text"].tolist(), tokens=toks,
-                         labels=label_ids(table["label"], class_names),
+                         labels=_targets(table["label"], class_names, labels),
                          ids=vocabulary.encode(toks))
         for split, (table, toks) in tokens.items()
     }
-    return TextData(class_names, vocabulary, splits, skipped)
+    return TextData(class_names, vocabulary, splits, skipped, labels)
+
+
+def _targets(labels: pd.Series, class_names: list[str], label_format: LabelFormat
+             ) -> np.ndarray:
+    """Class ids, or the float32 0/1 matrix of the label sets when multi-label."""
+    if label_format.multi:
+        return label_matrix(parse_label_sets(labels, label_format.sep),
+                            class_names).astype("float32")
+    return label_ids(labels, class_names)
 
 
 def _warn(message: str) -> None:
@@ -392,7 +446,7 @@ def _warn_if_cut(tokenized: Sequence[Sequence[str]], max_length: int, name: str)
 
 
 def _check_before_tokenizing(tables: dict[str, pd.DataFrame | None], names: dict[str, str],
-                             dev_fraction: float) -> None:
+                             dev_fraction: float, label_format: LabelFormat) -> None:
     """The data checks that need no tokens, so no TensorFlow: answered in about a second.
 
     They look at the texts that are not blank (a blank text is empty under every tokenizer);
@@ -409,21 +463,33 @@ def _check_before_tokenizing(tables: dict[str, pd.DataFrame | None], names: dict
             raise UserError(f"all {len(table)} texts in {names[split]} are empty; check "
                             "--text-column")
         labels[split] = table.loc[~blank, "label"]
-    _class_names(labels, names)
+    _class_names(labels, names, label_format)
     if "dev" not in labels and dev_fraction > 0:
-        check_holdout(labels["train"].tolist(), dev_fraction, "texts", DEV_FIX)
+        check_split(labels["train"].tolist(), dev_fraction, label_format.split_sep, "texts",
+                    DEV_FIX)
 
 
-def _class_names(labels: dict[str, pd.Series], names: dict[str, str]) -> list[str]:
+def _classes(labels: pd.Series, label_format: LabelFormat) -> list[str]:
+    """The labels (of the label sets, when multi-label) of ``labels``, in class order."""
+    if label_format.multi:
+        return multi_label_classes(parse_label_sets(labels, label_format.sep))
+    return class_order(labels.tolist())
+
+
+def _class_names(labels: dict[str, pd.Series], names: dict[str, str],
+                 label_format: LabelFormat) -> list[str]:
     """The training labels' class order; a UserError for one class, or for dev or test labels
     that training never saw."""
-    class_names = class_order(labels["train"].tolist())
+    class_names = _classes(labels["train"], label_format)
+    if not class_names:
+        raise UserError(f"{names['train']} gives no text a label (every label set is empty); "
+                        "check --label-column and --label-sep")
     if len(class_names) < 2:
         raise UserError(f"{names['train']} has a single label '{shown(class_names[0])}'; a "
                         "classifier needs at least two classes: check --label-column")
     for split in ("dev", "test"):
         if split in labels:
-            unseen = sorted(set(labels[split]) - set(class_names))
+            unseen = sorted(set(_classes(labels[split], label_format)) - set(class_names))
             if unseen:
                 raise UserError(f"{names[split]} has label(s) never seen in training: "
                                 f"{', '.join(map(repr, unseen[:5]))}; training labels are "
@@ -459,20 +525,22 @@ def _drop_empty(table: pd.DataFrame, tokenizer: str) -> tuple[pd.DataFrame, list
 
 
 def dev_split(labels: Sequence[str], fraction: float = DEV_FRACTION,
-              seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, dev) of a stratified, seeded hold-out split.
+              seed: int = 42, sep: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, dev) of a stratified, seeded hold-out split; with ``sep``
+    (multi-label), of label-set strings, by iterative stratification (``labels.holdout``).
 
     Example:
         >>> train_rows, dev_rows = dev_split(["a"] * 10 + ["b"] * 10, 0.1)
         >>> len(dev_rows)
         2
     """
-    return stratified_holdout(labels, fraction, seed, what="texts", fix=DEV_FIX)
+    return holdout(labels, fraction, seed, sep, what="texts", fix=DEV_FIX)
 
 
-def kfold_splits(labels: Sequence[str], folds: int = 10,
-                 seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Row indices (train, test) of each fold of a stratified, shuffled, seeded k-fold.
+def kfold_splits(labels: Sequence[str], folds: int = 10, seed: int = 42,
+                 sep: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Row indices (train, test) of each fold of a stratified, shuffled, seeded k-fold;
+    with ``sep`` (multi-label), of label-set strings (``labels.iterative_kfold``).
 
     Example:
         >>> [len(test) for _, test in kfold_splits(["a", "b"] * 5, folds=5)]
@@ -480,6 +548,8 @@ def kfold_splits(labels: Sequence[str], folds: int = 10,
     """
     from sklearn.model_selection import StratifiedKFold
 
+    if sep is not None:
+        return iterative_kfold(labels, folds, seed, sep)
     if folds < 2:
         raise UserError(f"--cv {folds}: cross-validation needs at least 2 folds (the paper "
                         "uses 10)")
@@ -519,10 +589,11 @@ def text_dataset(split: TextSplit, batch_size: int = 50, shuffle: bool = False,
 
     batches = math.ceil(len(split.labels) / batch_size)
     if shuffle and clock is not None:
+        # Labels are ids, or a 0/1 row per text when multi-label.
+        labels = tf.TensorSpec((None, *split.labels.shape[1:]), tf.as_dtype(split.labels.dtype))
         stream = tf.data.Dataset.from_generator(
             lambda: _epoch_batches(split, batch_size, sort_window, clock),
-            output_signature=(tf.TensorSpec((None, None), tf.int32),
-                              tf.TensorSpec((None,), tf.int32)))
+            output_signature=(tf.TensorSpec((None, None), tf.int32), labels))
         return _counted_and_prefetched(stream, batches)
     stream = tf.data.Dataset.from_tensor_slices((split.ids, split.lengths, split.labels))
     if shuffle:
