@@ -261,8 +261,10 @@ def predictions_table(inputs: Sequence[Any], labels: Sequence[Any], probabilitie
     return pd.concat([table, columns], axis=1)
 
 
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Read a ``predictions.csv`` written from ``predictions_table``; text stays text.
+def read_predictions(path: str | Path, columns: Sequence[str] = PREDICTION_COLUMNS
+                     ) -> pd.DataFrame:
+    """Read a ``predictions.csv`` written from ``predictions_table`` (or, with the
+    ``columns`` it must have, ``multilabel_predictions_table``); text stays text.
 
     Example:
         >>> read_predictions("runs/demo/predictions.csv").columns[:6].tolist()  # doctest: +SKIP
@@ -275,7 +277,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     table = pd.read_csv(file, dtype={"split": str, "input": str, "label": str,
                                      "predicted": str},
                         keep_default_na=False, na_values={"loss": [""]})
-    missing = [column for column in PREDICTION_COLUMNS if column not in table.columns]
+    missing = [column for column in columns if column not in table.columns]
     if missing or "p0" not in table.columns:
         raise UserError(f"'{file}' is not a predictions file: missing columns "
                         f"{', '.join(missing) or 'p0..'}")
@@ -293,6 +295,20 @@ def probability_columns(table: pd.DataFrame) -> np.ndarray:
     return table[[f"p{i}" for i in range(classes)]].to_numpy(dtype=float)
 
 
+def class_probabilities(table: pd.DataFrame, class_names: list[str]) -> np.ndarray:
+    """``probability_columns``, refused when their count is not the run's number of classes.
+
+    Example:
+        >>> class_probabilities(pd.DataFrame({"p0": [0.3], "p1": [0.7]}), ["a", "b"]).shape
+        (1, 2)
+    """
+    probabilities = probability_columns(table)
+    if probabilities.shape[1] != len(class_names):
+        raise UserError(f"predictions have {probabilities.shape[1]} probability columns but "
+                        f"the run has {len(class_names)} classes; were they made by this run?")
+    return probabilities
+
+
 def prediction_arrays(table: pd.DataFrame, class_names: list[str]
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Class ids and probabilities of a predictions table's known labels, and the counts of
@@ -306,10 +322,7 @@ def prediction_arrays(table: pd.DataFrame, class_names: list[str]
         ([0], [[0.8, 0.2]], {'zebra': 1})
     """
     known, unknown = split_unknown(table["label"], class_names)
-    probabilities = probability_columns(table)
-    if probabilities.shape[1] != len(class_names):
-        raise UserError(f"predictions have {probabilities.shape[1]} probability columns but "
-                        f"the run has {len(class_names)} classes; were they made by this run?")
+    probabilities = class_probabilities(table, class_names)
     index = {name: i for i, name in enumerate(class_names)}
     y_true = np.array([index[label] for label in table["label"][known]], dtype=int)
     return y_true, probabilities[known], unknown

@@ -316,3 +316,96 @@ def _sentence_table(rows: list[tuple[Any, ...]]) -> Figure:
             if row == 0:
                 cell.set_text_props(weight="bold")
     return figure
+
+
+# Up to this many labels get a 2x2 confusion cell each; above, those with the most errors.
+GRID_MAX = 24
+
+
+def multilabel_pr_figure(y_true: Any, probabilities: Any, class_names: list[str],
+                         thresholds: Any = None) -> Figure:
+    """Precision-recall curve of each label and their micro average, from a 0/1 indicator
+    matrix and independent (sigmoid) probabilities; with ``thresholds``, a dot where each
+    label's chosen threshold puts it.
+
+    Up to 10 labels: every label with a positive example. More: the three with the lowest
+    average precision, beside the micro average (legend: micro and macro mAP).
+
+    Example:
+        >>> y, p = np.array([[1, 0], [0, 1], [1, 1]]), np.array([[.9, .2], [.3, .7], [.6, .4]])
+        >>> figure = multilabel_pr_figure(y, p, ["sun", "sea"], thresholds=[.5, .3])
+        >>> figure.axes[0].get_title(), len(figure.axes)
+        ('Precision-recall per label', 1)
+    """
+    from sklearn.metrics import precision_recall_curve, precision_score, recall_score
+
+    from tlkit.evaluation.multilabel import apply_thresholds, average_precisions, checked
+
+    labels, scores = checked(y_true, probabilities, len(class_names))
+    precision = average_precisions(labels, scores, class_names)
+    scored = precision["per_class"]
+    many = len(class_names) > CURVES_MAX
+    drawn = sorted(scored, key=scored.get)[:WORST_SHOWN] if many else list(scored)
+    called = apply_thresholds(scores, thresholds) if thresholds is not None else None
+    index = {name: i for i, name in enumerate(class_names)}
+    figure = Figure(figsize=(6.4, 5.6), layout="constrained")
+    axes = figure.add_subplot()
+    for name in drawn:
+        c = index[name]
+        p, r, _ = precision_recall_curve(labels[:, c], scores[:, c])
+        (line,) = axes.plot(r, p, label=f"{'lowest: ' if many else ''}{_short(name)} "
+                                        f"(AP {scored[name]:.3f})")
+        if called is not None:
+            # No example called positive: precision 1 at recall 0, the curve's own end.
+            axes.plot(recall_score(labels[:, c], called[:, c], zero_division=0),
+                      precision_score(labels[:, c], called[:, c], zero_division=1), "o",
+                      color=line.get_color())
+    if precision["micro"] is not None:
+        p, r, _ = precision_recall_curve(labels.ravel(), scores.ravel())
+        axes.plot(r, p, color="black", linewidth=2, label=f"micro (AP {precision['micro']:.3f}; "
+                                                          f"macro {precision['macro']:.3f})")
+    if called is not None and drawn:
+        axes.plot([], [], "o", color="grey", label="at the chosen threshold")
+    _style(axes, "Precision-recall per label", "recall", "precision")
+    return figure
+
+
+def label_confusion_figure(confusions: dict[str, Any]) -> Figure:
+    """A 2x2 confusion matrix per label, from ``multilabel_metrics(...)["label_confusion"]``
+    ({label: [[tn, fp], [fn, tp]]}): rows true no/yes, columns predicted no/yes, coloured by
+    the share of the true row, counts written. Above 24 labels, the 24 with the most errors
+    (false positives plus false negatives).
+
+    Example:
+        >>> figure = label_confusion_figure({"sun": [[5, 1], [0, 4]], "sea": [[3, 0], [2, 5]]})
+        >>> [axes.get_title() for axes in figure.axes]
+        ['sun', 'sea']
+    """
+    counts = {name: np.asarray(matrix, dtype=int).reshape(2, 2)
+              for name, matrix in confusions.items()}
+    names = list(counts)
+    if len(names) > GRID_MAX:
+        names = sorted(names, key=lambda name: -(counts[name][0, 1] + counts[name][1, 0]))
+        names = names[:GRID_MAX]
+    columns = min(6, max(1, len(names)))
+    lines = max(1, math.ceil(len(names) / columns))
+    figure = Figure(figsize=(2.1 * columns, 2.2 * lines + 0.6), layout="constrained")
+    for k, name in enumerate(names):
+        axes = figure.add_subplot(lines, columns, k + 1)
+        rows = counts[name].sum(axis=1, keepdims=True)
+        shares = np.divide(counts[name], rows, out=np.zeros((2, 2)), where=rows > 0)
+        axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        for (i, j), count in np.ndenumerate(counts[name]):
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=9,
+                      color="white" if shares[i, j] > 0.5 else "black")
+        axes.set_xticks([0, 1], ["no", "yes"], fontsize=8)
+        axes.set_yticks([0, 1], ["no", "yes"], fontsize=8)
+        axes.set_title(_short(name), fontsize=9)
+        if k % columns == 0:
+            axes.set_ylabel("true", fontsize=8)
+        if k >= len(names) - columns:
+            axes.set_xlabel("predicted", fontsize=8)
+    shown = (f": the {len(names)} of {len(counts)} with the most errors"
+             if len(names) < len(counts) else "")
+    figure.suptitle(f"Confusion per label{shown} (colour: share of the true row)", fontsize=10)
+    return figure
