@@ -366,8 +366,8 @@ def check_label_fields(recipe: Any) -> None:
            f"label_columns ({', '.join(columns)}) needs labels: multi; pass --multi-label, or "
            "leave out --label-columns to read one label per example from --label-column")
     _check(len(columns) >= 2 and all(c.strip() for c in columns),
-           f"label_columns {columns} must name two or more 0/1 columns, e.g. --label-columns "
-           "beach,sunset")
+           f"label_columns ({', '.join(columns)}) must name two or more 0/1 columns, e.g. "
+           "--label-columns beach,sunset")
     twice = sorted({c for c in columns if columns.count(c) > 1})
     _check(not twice, f"label_columns names '{twice[0] if twice else ''}' twice; list each "
            "column once")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tlkit.cli.options import recipe_option, run_options, run_recipe, summary_line
+from tlkit.cli.options import label_options, recipe_option, run_options, run_recipe, summary_line
 from tlkit.recipes import SCHEDULES
 
 
@@ -19,6 +19,7 @@ from tlkit.recipes import SCHEDULES
                help="Square input side in pixels (none: the backbone's default).")
 @recipe_option("image", "path_column", help="CSV column with image paths.")
 @recipe_option("image", "label_column", help="CSV column with labels.")
+@label_options("image")
 @recipe_option("image", "encoding", help="Encoding of a CSV given as --data.")
 @recipe_option("image", "cache_dir", type=click.Path(file_okay=False),
                help="Keep frozen-backbone features here to reuse across runs "

@@ -9,6 +9,7 @@
 ``--output FILE``  one file (a table of predictions, an inspection table)
 ``--input FILE``   a file of inputs to predict on (CSV, or one text per line)
 ``--name NAME``    the run folder's name under ``--out``
+``--multi-label``  each example has a set of labels (``--label-sep``, ``--label-columns``)
 =================  ===============================================================
 
 Defaults that come from a recipe are shown in ``--help`` as ``recipe: VALUE``.
@@ -52,6 +53,44 @@ def recipe_option(kind: str, field_name: str, *decls: str, **kwargs: Any) -> Cal
     flag = decls or (f"--{field_name.replace('_', '-')}",)
     return click.option(*flag, field_name, default=None, show_default=f"recipe: {shown}",
                         **kwargs)
+
+
+def _column_list(ctx: click.Context, param: click.Parameter, value: str | None
+                 ) -> list[str] | None:
+    """``a,b,c`` as ``["a", "b", "c"]`` (None when the option is not given).
+
+    Example:
+        >>> _column_list(None, None, " beach, sunset ,")  # type: ignore[arg-type]
+        ['beach', 'sunset']
+    """
+    if value is None:
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def label_options(kind: str) -> Callable[[F], F]:
+    """``--multi-label``, ``--label-sep`` and ``--label-columns``: how the data labels each
+    example, the same for images and text (recipe fields ``labels``, ``label_sep``,
+    ``label_columns``)."""
+    decorators = [
+        click.option("--multi-label", "labels", flag_value="multi", default=None,
+                     show_default="recipe: single",
+                     help="Each example has a set of labels, possibly empty (a CSV/TSV, not "
+                          "folders): one sigmoid output per label."),
+        recipe_option(kind, "label_sep", metavar="SEP",
+                      help="With --multi-label: what joins a set's labels in the label "
+                           "column, e.g. beach|sunset."),
+        recipe_option(kind, "label_columns", metavar="A,B,...", callback=_column_list,
+                      help="With --multi-label: 0/1 columns, one per label, instead of the "
+                           "label column."),
+    ]
+
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
 
 
 def run_options(kind: str) -> Callable[[F], F]:

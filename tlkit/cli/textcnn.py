@@ -6,7 +6,7 @@ import click
 
 from tlkit.choices import TOKENIZERS
 from tlkit.cli.evaluate import evaluate_options, run_evaluate
-from tlkit.cli.options import recipe_option, run_options, run_recipe, summary_line
+from tlkit.cli.options import label_options, recipe_option, run_options, run_recipe, summary_line
 from tlkit.cli.predict import predict_options, run_predict
 from tlkit.recipes import TEXTCNN_VARIANTS
 
@@ -24,6 +24,7 @@ def textcnn() -> None:
 @click.option("--dev", help="Dev file; default: a stratified part of --data (dev_fraction).")
 @recipe_option("textcnn", "text_column", help="Text column of CSV/TSV files.")
 @recipe_option("textcnn", "label_column", help="Label column of CSV/TSV files.")
+@label_options("textcnn")
 @recipe_option("textcnn", "encoding", help="Encoding of the data files.")
 @recipe_option("textcnn", "variant", type=click.Choice(TEXTCNN_VARIANTS),
                help="rand, or pretrained vectors: static, non-static, multichannel.")
