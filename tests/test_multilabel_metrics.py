@@ -190,7 +190,7 @@ def test_a_multilabel_table_is_not_a_single_label_predictions_file(tmp_path: Pat
                                           "test"), ("'a|b'", "rename the class")),
     (lambda: multilabel_predictions_table(["x", "y"], [[1, 0]], [[.5, .5]], ["a", "b"],
                                           [.5, .5], "test"), ("2 inputs", "1 rows")),
-], ids=["shapes", "empty", "labels not 0/1", "probability outside [0, 1]",
+], ids=["shapes", "empty", "labels not 0 or 1", "probability outside 0 to 1",
         "thresholds per class", "class name with the separator", "inputs and rows"])
 def test_bad_inputs_are_user_errors(call: object, words: tuple[str, ...]) -> None:
     assert_user_error(call, *words)
