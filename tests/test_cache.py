@@ -151,7 +151,7 @@ def test_head_dataset_draws_one_view_per_image_each_epoch(tmp_path: Path) -> Non
 
 
 def test_with_a_clock_each_epoch_reads_what_that_epoch_read_before(tmp_path: Path) -> None:
-    from tlkit.train.epochs import EpochClock
+    from tlkit.seeds import EpochClock
 
     cache = _synthetic_cache(tmp_path, n_images=10, views=4)
     labels = np.zeros(10)

@@ -194,7 +194,7 @@ def test_a_text_table_holds_label_sets_and_prepares_a_float_matrix(
 
 def test_text_batches_carry_the_label_matrix() -> None:
     from tlkit.data.text import text_dataset
-    from tlkit.train.epochs import EpochClock
+    from tlkit.seeds import EpochClock
 
     frame = pd.DataFrame({"text": ["sun and sea", "sea", "sun", "rain"] * 3,
                           "label": ["sea|sun", "sea", "sun", ""] * 3})

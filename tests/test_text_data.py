@@ -286,7 +286,7 @@ def test_training_batches_cover_each_text_once_and_are_cut_to_their_longest() ->
 def test_text_streams_run_without_the_autotuner() -> None:
     # Dropping an autotuned iterator waits for the autotuner's next wake-up (up to 5 s),
     # and Keras drops one at the end of every fit and evaluation.
-    from tlkit.train.epochs import EpochClock
+    from tlkit.seeds import EpochClock
 
     data = prepare_text_data(frame(["a b", "c d e", "f"] * 4, ["a", "b", "a"] * 4),
                              dev_fraction=0.0)

@@ -258,7 +258,7 @@ def training_setup(recipe: Any) -> Iterator[TrainingSetup]:
     """
     import keras
 
-    from tlkit.train.epochs import deterministic_ops
+    from tlkit.seeds import deterministic_ops
 
     use_gpus(recipe.gpus, "training")
     strategy = make_strategy(recipe.strategy)

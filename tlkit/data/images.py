@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from tlkit.recipes import Augment, ImageRecipe
-    from tlkit.train.epochs import EpochClock
+    from tlkit.seeds import EpochClock
 
 # What tf.io.decode_image reads (WebP in the TensorFlow tlkit is tested with; an older one
 # that cannot skips such files as unreadable, with the reason).
@@ -645,7 +645,7 @@ def make_dataset(paths: list[str], labels: np.ndarray, image_size: int, batch_si
     """A batched tf.data pipeline of (image, label): parallel decode, optional cache, prefetch.
 
     With a ``clock`` (training), each epoch's order and augmentation draws are functions of
-    the seed and the epoch number (``tlkit.train.epochs``), so a resumed run sees what the
+    the seed and the epoch number (``tlkit.seeds``), so a resumed run sees what the
     uninterrupted one saw.
 
     Example:
@@ -688,7 +688,7 @@ def _epoch_ordered(paths: list[str], labels: np.ndarray, image_size: int, clock:
     """Decoded images in the clock's order for the current epoch (read when it starts)."""
     import tensorflow as tf
 
-    from tlkit.train.epochs import reseed, seed_states
+    from tlkit.seeds import reseed, seed_states
 
     path_table = tf.constant(list(paths))
     label_table = tf.constant(np.asarray(labels, "int32"))

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     import tensorflow as tf
 
-    from tlkit.train.epochs import EpochClock
+    from tlkit.seeds import EpochClock
 
 PAD_TOKEN = ""
 OOV_TOKEN = "[UNK]"
@@ -575,7 +575,7 @@ def text_dataset(split: TextSplit, batch_size: int = 50, shuffle: bool = False,
     batches hold texts of similar length, so few are padded far (1 turns sorting off). The
     model gives the same outputs whatever the padding. Without ``shuffle`` the order is
     kept, for evaluation and prediction. With a ``clock``, each epoch's batches are a function
-    of the seed and the epoch number (``tlkit.train.epochs``), so a resumed run sees what the
+    of the seed and the epoch number (``tlkit.seeds``), so a resumed run sees what the
     uninterrupted one saw.
 
     Example:

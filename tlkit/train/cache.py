@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from tlkit.recipes import Augment
-    from tlkit.train.epochs import EpochClock
+    from tlkit.seeds import EpochClock
 
 # Bumped when the file layout or the meaning of a key part changes, so old files are not reused.
 CACHE_FORMAT = 1

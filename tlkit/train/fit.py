@@ -31,7 +31,7 @@ from tlkit.train.checkpoints import (
     restore,
     save_weights,
 )
-from tlkit.train.epochs import EpochClock, epoch_seeds
+from tlkit.seeds import EpochClock, epoch_seeds
 
 
 def progress_verbosity() -> int:
