@@ -111,7 +111,20 @@ def test_an_image_csv_holds_label_sets_and_says_how_many_are_empty(
 def test_an_image_csv_with_0_1_columns_and_another_separator(tmp_path: Path) -> None:
     path = _image_csv(tmp_path, ["x"] * 3, {"sea": ["1", "0", "1"], "sky": ["1", "1", "0"]})
     table = read_image_table(path, labels=LabelFormat(True, ";", ("sky", "sea")))
-    assert table["label"].tolist() == ["sea;sky", "sky", "sea"]
+    assert table["label"].tolist() == ["sea|sky", "sky", "sea"]  # tables join with "|"
+    path = _image_csv(tmp_path, ["sky;sea", "sea", ""])
+    table = read_image_table(path, labels=LabelFormat(True, ";"))
+    assert table["label"].tolist() == ["sea|sky", "sea", ""]
+    written = tmp_path / "split.csv"  # what a run writes, read back as LabelFormat.written
+    table.to_csv(written, index=False)
+    again = read_image_table(written, labels=LabelFormat(True, ";").written)
+    assert again["label"].tolist() == table["label"].tolist()
+
+
+def test_a_label_holding_the_table_separator_is_one_line(tmp_path: Path) -> None:
+    path = _image_csv(tmp_path, ["a|b;c", "c"])
+    assert_user_error(lambda: read_image_table(path, labels=LabelFormat(True, ";")),
+                      "label 'a|b' in", "contains '|'", "rename the label")
 
 
 def test_label_columns_replace_the_label_column(tmp_path: Path) -> None:
@@ -337,14 +350,21 @@ def test_label_fields_round_trip_through_yaml(recipe: object) -> None:
     assert LabelFormat.of(load_recipe_text(text)).multi
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("labels: several\n", "labels 'several' is not one of single, multi"),
-    ("label_columns: [sea, sky]\n", "label_columns (sea, sky) needs labels: multi"),
-    ("labels: multi\nlabel_sep: ' '\n", "label_sep ' ' is blank"),
-    ("labels: multi\nlabel_columns: [sea]\n", "label_columns (sea) must name two or more"),
-    ("labels: multi\nlabel_columns: [sea, sea]\n", "label_columns names 'sea' twice"),
-    ("labels: multi\nlabel_columns: sea\n", "label_columns must be a list"),
-])
+FIELD_ERRORS = {
+    "labels several": ("labels: several\n", "labels 'several' is not one of single, multi"),
+    "label_columns single": ("label_columns: [sea, sky]\n",
+                             "label_columns (sea, sky) needs labels: multi"),
+    "label_sep blank": ("labels: multi\nlabel_sep: ' '\n", "label_sep ' ' is blank"),
+    "label_columns one": ("labels: multi\nlabel_columns: [sea]\n",
+                          "label_columns (sea) must name two or more"),
+    "label_columns twice": ("labels: multi\nlabel_columns: [sea, sea]\n",
+                            "label_columns names 'sea' twice"),
+    "label_columns text": ("labels: multi\nlabel_columns: sea\n",
+                           "label_columns must be a list"),
+}
+
+
+@pytest.mark.parametrize(("text", "words"), FIELD_ERRORS.values(), ids=FIELD_ERRORS.keys())
 @pytest.mark.parametrize("kind", ["image", "textcnn"])
 def test_label_field_mistakes_are_one_line(text: str, words: str, kind: str) -> None:
     assert_user_error(lambda: load_recipe_text(f"kind: {kind}\n{text}"), words)
@@ -360,9 +380,12 @@ FLAG_ERRORS = [
     (["textcnn", "train", "--multi-label", "--label-sep", " ", "--data", "t.csv"],
      "label_sep ' ' is blank"),
 ]
+FLAG_IDS = ["finetune --multi-label --data folder", "finetune --label-columns sea,sky",
+            "textcnn train --multi-label --label-columns sea",
+            "textcnn train --multi-label --label-sep blank"]
 
 
-@pytest.mark.parametrize(("args", "words"), FLAG_ERRORS, ids=[" ".join(a) for a, _ in FLAG_ERRORS])
+@pytest.mark.parametrize(("args", "words"), FLAG_ERRORS, ids=FLAG_IDS)
 def test_label_flag_mistakes_are_one_line_exit_2(args: list[str], words: str,
                                                  tmp_path: Path) -> None:
     folder = make_image_folder(tmp_path / "images", per_class=2)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tlkit.data.labels import (
+    TABLE_SEP,
     LabelFormat,
     holdout,
     label_matrix,
@@ -65,7 +66,7 @@ class ImageData:
     """The checked, split table of one run, and its class names (index = label id).
 
     Multi-label (``label_format.multi``): each ``label`` cell is a label set joined by
-    ``label_format.sep`` (``"beach|sunset"``, ``""`` for none), and ``targets`` is the
+    ``labels.TABLE_SEP`` (``"beach|sunset"``, ``""`` for none), and ``targets`` is the
     ``(n, len(class_names))`` 0/1 matrix instead of the ids.
 
     Example:
@@ -94,8 +95,7 @@ class ImageData:
 
     def label_matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The uint8 ``(rows, classes)`` indicator matrix of ``frame``'s label sets."""
-        return label_matrix(parse_label_sets(frame["label"], self.label_format.sep),
-                            self.class_names)
+        return label_matrix(parse_label_sets(frame["label"], TABLE_SEP), self.class_names)
 
     def targets(self, frame: pd.DataFrame) -> np.ndarray:
         """What the model is fitted to: ``label_matrix`` when multi-label, else ``label_ids``."""
@@ -115,7 +115,7 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
 
     Multi-label (``labels.multi``, ``LabelFormat.of(recipe)``): a CSV or DataFrame only (a
     class folder is one label); each ``label`` cell becomes the row's label set joined by
-    ``labels.sep`` in class order (``labels.label_strings``), an empty set allowed.
+    ``labels.TABLE_SEP`` in class order (``labels.label_strings``), an empty set allowed.
 
     Example:
         >>> read_image_table(pd.DataFrame({"path": ["/no/cat.png"], "label": ["cat"]}))
@@ -123,8 +123,8 @@ def read_image_table(source: str | Path | pd.DataFrame, path_column: str = "path
         Traceback (most recent call last):
         tlkit.errors.UserError: 1 of 1 image paths in the DataFrame (1 row) do not exist, ...
         >>> read_image_table(pd.DataFrame({"path": ["datasets/shapes/circle/circle_000.jpg"],
-        ...                                "label": ["square|circle"]}), min_classes=1,
-        ...                  labels=LabelFormat(multi=True))["label"].tolist()
+        ...                                "label": ["square;circle"]}), min_classes=1,
+        ...                  labels=LabelFormat(multi=True, sep=";"))["label"].tolist()
         ['circle|square']
     """
     labels = labels or LabelFormat()
@@ -345,15 +345,15 @@ def _check_classes(table: pd.DataFrame, source: str, min_classes: int = 2,
 
 
 def classes_of(labels: pd.Series | list[str], label_format: LabelFormat) -> list[str]:
-    """The class names a ``label`` column holds, in class order: its labels, or the labels of
-    its label sets when ``label_format.multi``.
+    """The class names a reader's ``label`` column holds, in class order: its labels, or the
+    labels of its label sets when ``label_format.multi``.
 
     Example:
         >>> classes_of(["b|a", "", "c"], LabelFormat(multi=True))
         ['a', 'b', 'c']
     """
     if label_format.multi:
-        return multi_label_classes(parse_label_sets(list(labels), label_format.sep))
+        return multi_label_classes(parse_label_sets(list(labels), TABLE_SEP))
     return class_order(list(labels))
 
 
@@ -573,7 +573,7 @@ def split_checked(recipe: ImageRecipe, table: pd.DataFrame) -> tuple[pd.DataFram
     given, source = table["split"].notna().any(), table.attrs.get("source", "the data")
     labels = LabelFormat.of(recipe)
     table = split_table(table, recipe.val_fraction, recipe.test_fraction, recipe.seed,
-                        labels.split_sep)
+                        labels.table_sep)
     class_names = classes_of(table.loc[table["split"] == "train", "label"], labels)
     unseen = sorted(set(classes_of(table["label"], labels)) - set(class_names))
     if unseen:

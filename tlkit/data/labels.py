@@ -1,12 +1,14 @@
 """Label sets, for multi-label data: parsing, the indicator matrix, and stratified splits.
 
 A multi-label example has a *set* of labels, possibly empty (an image with none of them).
-Tables keep the set as one string, its labels in class order joined by the separator
-(``"beach|sunset"``), so CSVs, split files and predictions stay one column; training reads
-the indicator matrix (``label_matrix``: row i, column j is 1 when example i has class j).
+The tables the readers return (and the ``split.csv`` and ``predictions.csv`` written from
+them) keep the set as one string, its labels in class order joined by ``TABLE_SEP``
+(``"beach|sunset"``, ``""`` for none), whatever separator the user's file had; training
+reads the indicator matrix (``label_matrix``: row i, column j is 1 when example i has
+class j).
 
 - **Sources.** A label column whose cells hold several labels joined by ``sep`` (``|`` by
-  default), or several 0/1 columns, one per label (``sets_from_columns``).
+  default, ``--label-sep``), or several 0/1 columns, one per label (``sets_from_columns``).
 - **Classes.** The labels that occur, in the natural order of ``tables.class_order``.
 - **Splits.** Iterative stratification (Sechidis, Tsoumakas and Vlahavas 2011, the
   algorithm of scikit-multilearn's ``IterativeStratification`` with ``order=1``), seeded:
@@ -16,6 +18,7 @@ the indicator matrix (``label_matrix``: row i, column j is 1 when example i has 
 - **One entry point for both kinds.** ``holdout`` and ``check_split`` take ``sep``: None
   means single labels (``tables.stratified_holdout``, unchanged), a separator means
   label-set strings (iterative stratification); ``iterative_kfold`` is the k-fold.
+  ``LabelFormat.table_sep`` is the ``sep`` to pass for a reader's table.
 
 Example:
     >>> sets = parse_label_sets(["sunset|beach", "", "beach"])
@@ -49,8 +52,8 @@ from tlkit.data.tables import (
 )
 from tlkit.errors import UserError
 
-LABEL_KINDS = ("single", "multi")
 DEFAULT_SEP = "|"
+TABLE_SEP = "|"  # joins a label set in the tables tlkit reads into and writes
 LabelSet = tuple[str, ...]
 
 
@@ -58,12 +61,12 @@ LabelSet = tuple[str, ...]
 class LabelFormat:
     """How a table gives its labels: one per row, or a set per row (``multi``).
 
-    ``sep`` joins the labels of a set in one cell; ``columns`` names 0/1 columns, one per
-    label, that replace the label column. ``LabelFormat.of(recipe)`` reads a recipe's
-    ``labels``, ``label_sep`` and ``label_columns``.
+    ``sep`` joins the labels of a set in one cell of the user's file; ``columns`` names
+    0/1 columns, one per label, that replace the label column. ``LabelFormat.of(recipe)``
+    reads a recipe's ``labels``, ``label_sep`` and ``label_columns``.
 
     Example:
-        >>> LabelFormat.of(None), LabelFormat(multi=True).split_sep
+        >>> LabelFormat.of(None), LabelFormat(multi=True, sep=";").table_sep
         (LabelFormat(multi=False, sep='|', columns=None), '|')
     """
 
@@ -82,9 +85,21 @@ class LabelFormat:
                    columns=tuple(columns) if columns else None)
 
     @property
-    def split_sep(self) -> str | None:
-        """The separator ``holdout``/``check_split``/``kfold`` take: None when single-label."""
-        return self.sep if self.multi else None
+    def table_sep(self) -> str | None:
+        """What joins a label set in a reader's table (``TABLE_SEP``), None when single-label:
+        the ``sep`` of ``holdout``, ``check_split`` and ``iterative_kfold``."""
+        return TABLE_SEP if self.multi else None
+
+    @property
+    def written(self) -> LabelFormat:
+        """The format of the tables tlkit writes (``split.csv``, ``predictions.csv``): the
+        label column joined by ``TABLE_SEP``; read a run's ``split.csv`` back with it.
+
+        Example:
+            >>> LabelFormat(True, ";", ("a", "b")).written
+            LabelFormat(multi=True, sep='|', columns=None)
+        """
+        return LabelFormat(multi=self.multi)
 
 
 def parse_label_sets(values: Sequence[object] | pd.Series, sep: str = DEFAULT_SEP
@@ -183,11 +198,11 @@ def label_strings(frame: pd.DataFrame, label_column: str, labels: LabelFormat, s
                   what: str = "examples") -> np.ndarray:
     """The ``label`` column a reader keeps for ``frame``: label-set strings when multi-label
     (from ``label_column`` split at ``labels.sep``, or from ``labels.columns``), joined by
-    ``labels.sep`` in class order. Says on stderr how many rows have an empty set.
+    ``TABLE_SEP`` in class order. Says on stderr how many rows have an empty set.
 
     Example:
-        >>> frame = pd.DataFrame({"label": ["b|a", "a", ""]})
-        >>> label_strings(frame, "label", LabelFormat(multi=True), "'t.csv'", "images").tolist()
+        >>> frame = pd.DataFrame({"label": ["b;a", "a", ""]})
+        >>> label_strings(frame, "label", LabelFormat(True, ";"), "'t.csv'", "images").tolist()
         ['a|b', 'a', '']
     """
     if labels.columns:
@@ -195,13 +210,19 @@ def label_strings(frame: pd.DataFrame, label_column: str, labels: LabelFormat, s
     else:
         require_columns(frame, {label_column: "--label-column"}, source)
         sets = parse_label_sets(frame[label_column], labels.sep)
+    joined = [label for labels_ in sets for label in labels_ if TABLE_SEP in label]
+    if joined:
+        raise UserError(f"label '{shown(joined[0])}' in {source} contains '{TABLE_SEP}', which "
+                        "joins label sets in tlkit's tables (split.csv, predictions.csv); "
+                        f"rename the label, or pass --label-sep '{TABLE_SEP}' if it joins "
+                        "labels")
     empty = sum(not labels_ for labels_ in sets)
     if empty:
         # Allowed (an image of none of the labels), but said: a wrong --label-sep or
         # --label-column would also give empty sets.
         print(f"note: {empty} of {len(sets)} {what} in {source} have an empty label set "
               "(none of the labels)", file=sys.stderr, flush=True)
-    return np.array(join_label_sets(sets, labels.sep), dtype=object)
+    return np.array(join_label_sets(sets, TABLE_SEP), dtype=object)
 
 
 # ------------------------------------------------------------------------------- splitting

@@ -30,6 +30,7 @@ import pandas as pd
 
 from tlkit.choices import TOKENIZERS, Tokenizer
 from tlkit.data.labels import (
+    TABLE_SEP,
     LabelFormat,
     check_split,
     holdout,
@@ -135,8 +136,8 @@ def read_text_table(source: str | Path | Sequence[str | Path] | pd.DataFrame,
     the suffix is the class; the stem when all suffixes are the same).
 
     Multi-label (``labels.multi``, ``LabelFormat.of(recipe)``): a table only (a class file
-    is one label); each ``label`` is the text's label set joined by ``labels.sep`` in class
-    order (from ``label_column`` or the 0/1 ``labels.columns``), an empty set allowed.
+    is one label); each ``label`` is the text's label set joined by ``labels.TABLE_SEP`` in
+    class order (from ``label_column`` or the 0/1 ``labels.columns``), an empty set allowed.
 
     Example:
         >>> read_text_table(["rt-polarity.pos", "rt-polarity.neg"])  # doctest: +SKIP
@@ -406,7 +407,7 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
     if "dev" not in tokens and dev_fraction > 0:
         table, train_tokens = tokens["train"]
         train_rows, dev_rows = dev_split(table["label"].tolist(), dev_fraction, seed,
-                                         labels.split_sep)
+                                         labels.table_sep)
         tokens["dev"] = (table.iloc[dev_rows], [train_tokens[i] for i in dev_rows])
         tokens["train"] = (table.iloc[train_rows], [train_tokens[i] for i in train_rows])
     vocabulary = build_vocabulary(tokens["train"][1], tokenizer, max_length, min_count,
@@ -426,8 +427,7 @@ def _targets(labels: pd.Series, class_names: list[str], label_format: LabelForma
              ) -> np.ndarray:
     """Class ids, or the float32 0/1 matrix of the label sets when multi-label."""
     if label_format.multi:
-        return label_matrix(parse_label_sets(labels, label_format.sep),
-                            class_names).astype("float32")
+        return label_matrix(parse_label_sets(labels, TABLE_SEP), class_names).astype("float32")
     return label_ids(labels, class_names)
 
 
@@ -465,14 +465,14 @@ def _check_before_tokenizing(tables: dict[str, pd.DataFrame | None], names: dict
         labels[split] = table.loc[~blank, "label"]
     _class_names(labels, names, label_format)
     if "dev" not in labels and dev_fraction > 0:
-        check_split(labels["train"].tolist(), dev_fraction, label_format.split_sep, "texts",
+        check_split(labels["train"].tolist(), dev_fraction, label_format.table_sep, "texts",
                     DEV_FIX)
 
 
 def _classes(labels: pd.Series, label_format: LabelFormat) -> list[str]:
     """The labels (of the label sets, when multi-label) of ``labels``, in class order."""
     if label_format.multi:
-        return multi_label_classes(parse_label_sets(labels, label_format.sep))
+        return multi_label_classes(parse_label_sets(labels, TABLE_SEP))
     return class_order(labels.tolist())
 
 
