@@ -22,6 +22,7 @@ from tlkit.data.images import (
 )
 from tlkit.data.labels import (
     LabelFormat,
+    balanced_label_weights,
     check_split,
     held_out_size,
     holdout,
@@ -255,6 +256,16 @@ def test_kfold_of_label_sets_covers_every_row_once_and_keeps_each_label_in_train
     assert_user_error(lambda: kfold_splits(["a|b", "a", "b"], 3, sep="|"),
                       "--cv 3: label 'a' has only 2 example(s)", "--cv 2")
     assert_user_error(lambda: iterative_kfold(["", ""], 2, 0), "no labelled texts")
+
+
+def test_balanced_label_weights_give_each_side_of_each_label_half_the_examples() -> None:
+    matrix = made_label_matrix(0, n=200)
+    weights = balanced_label_weights(matrix)
+    assert weights.shape == (6, 2) and weights.dtype == np.float32
+    positives = matrix.sum(axis=0)
+    np.testing.assert_allclose(positives * weights[:, 1], 100, rtol=1e-5)
+    np.testing.assert_allclose((200 - positives) * weights[:, 0], 100, rtol=1e-5)
+    assert balanced_label_weights(np.ones((3, 2))).tolist() == [[1.0, 0.5], [1.0, 0.5]]
 
 
 # ---------------------------------------------------------- iterative stratification itself

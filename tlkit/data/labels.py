@@ -225,6 +225,23 @@ def label_strings(frame: pd.DataFrame, label_column: str, labels: LabelFormat, s
     return np.array(join_label_sets(sets, TABLE_SEP), dtype=object)
 
 
+def balanced_label_weights(matrix: np.ndarray) -> np.ndarray:
+    """Per-label class weights, ``(labels, 2)`` float32: column 0 weighs an example without
+    the label, column 1 one with it; scikit-learn's 'balanced' rule applied to each label as
+    its own yes/no problem (``n / (2 * count)``). Keras's ``class_weight`` takes one id per
+    example, so a multi-label loss applies these itself; a side with no examples gets 1.
+
+    Example:
+        >>> weights = balanced_label_weights(np.array([[1, 1], [0, 1], [0, 1], [0, 1]]))
+        >>> weights.astype(float).round(3).tolist()
+        [[0.667, 2.0], [1.0, 0.5]]
+    """
+    present = np.asarray(matrix).astype(bool)
+    counts = np.stack([(~present).sum(axis=0), present.sum(axis=0)], axis=1)
+    weights = np.where(counts > 0, len(present) / (2 * np.maximum(counts, 1)), 1.0)
+    return weights.astype("float32")
+
+
 # ------------------------------------------------------------------------------- splitting
 
 
