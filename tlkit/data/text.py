@@ -546,10 +546,10 @@ def kfold_splits(labels: Sequence[str], folds: int = 10, seed: int = 42,
         >>> [len(test) for _, test in kfold_splits(["a", "b"] * 5, folds=5)]
         [2, 2, 2, 2, 2]
     """
-    from sklearn.model_selection import StratifiedKFold
-
     if sep is not None:
         return iterative_kfold(labels, folds, seed, sep)
+    from sklearn.model_selection import StratifiedKFold
+
     if folds < 2:
         raise UserError(f"--cv {folds}: cross-validation needs at least 2 folds (the paper "
                         "uses 10)")
