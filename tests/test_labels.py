@@ -206,6 +206,18 @@ def test_a_text_table_holds_label_sets_and_prepares_a_float_matrix(
         assert row.tolist() == [float("sea" in text), float("sun" in text)]
 
 
+def test_a_tsv_file_gives_label_sets_from_a_column_or_from_0_1_columns(tmp_path: Path) -> None:
+    path = tmp_path / "comments.tsv"
+    path.write_text("text\tlabel\ttoxic\tinsult\n"
+                    "you fool\ttoxic;insult\t1\t1\n"
+                    "nice one\t\t0\t0\n"
+                    "go away\ttoxic\t1\t0\n", encoding="utf-8")
+    by_column = read_text_table(path, labels=LabelFormat(True, ";"))
+    by_flags = read_text_table(path, labels=LabelFormat(True, columns=("toxic", "insult")))
+    assert by_column["label"].tolist() == by_flags["label"].tolist() == [
+        "insult|toxic", "", "toxic"]
+
+
 def test_text_batches_carry_the_label_matrix() -> None:
     from tlkit.data.text import text_dataset
     from tlkit.seeds import EpochClock
