@@ -245,7 +245,7 @@ def test_text_prediction_progress_goes_to_stderr(capsys: pytest.CaptureFixture[s
     run = Run(Path("runs/sst2"), "textcnn", None, ["neg", "pos"], {}, model=hashed)
     probabilities, _ = PREDICT.probabilities(run, ["a fine film", "a dull one"])
     out, err = capsys.readouterr()
-    assert probabilities.shape == (2, 2) and out == "" and "1/1" in err
+    assert probabilities.shape == (2, 2) and out == "" and "2/2" in err  # sentences
 
 
 def _odd_files(folder: Path) -> dict[str, Path]:

@@ -17,14 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from tlkit.data.tables import label_ids, split_tables
 from tlkit.errors import UserError
 from tlkit.files import replacing
-from tlkit.predict import open_run, probabilities
-from tlkit.runs import Run, write_json
+from tlkit.predict import PROGRESS_FROM, open_run
+from tlkit.runs import METRICS_FILE, PREDICTIONS_FILE, Run, write_json
+from tlkit.tasks import task_of
 
 REPORTS_FOLDER = "reports"
 
@@ -44,40 +43,7 @@ def read_labelled(run: Run, data: str | Path | list[str], columns: dict[str, str
         >>> read_labelled(run, "datasets/shapes", {}).iloc[0].to_dict()
         {'input': 'datasets/shapes/circle/circle_000.jpg', 'label': 'circle'}
     """
-    recipe = run.recipe
-    given = {key: value for key, value in columns.items() if value is not None}
-    if run.kind == "image":
-        from tlkit.data.images import read_image_table
-
-        if isinstance(data, list):
-            raise UserError(f"{len(data)} --data were given; an image run is evaluated on one "
-                            "folder or CSV/TSV at a time")
-        table = read_image_table(data, given.get("path_column", recipe.path_column),
-                                 given.get("label_column", recipe.label_column), min_classes=1)
-        named = table["split"].dropna()
-        if len(named):
-            if not (named == "test").any():
-                raise UserError(f"the data names its splits ({', '.join(sorted(set(named)))}) "
-                                "but has no test images; pass --data the images to evaluate on")
-            table = table[table["split"] == "test"]
-        return pd.DataFrame({"input": table["path"], "label": table["label"]})
-    from tlkit.data.text import read_text_table
-
-    table = read_text_table(_test_table(data), given.get("text_column", recipe.text_column),
-                            given.get("label_column", recipe.label_column),
-                            given.get("encoding", recipe.encoding))
-    return pd.DataFrame({"input": table["text"], "label": table["label"]})
-
-
-def _test_table(data: str | Path | list[str]) -> str | Path | list[str]:
-    """A folder of split tables is evaluated on its test table; other data as it is."""
-    if isinstance(data, list) or not Path(data).is_dir():
-        return data
-    tables = split_tables(data)
-    if tables and "test" not in tables:
-        raise UserError(f"folder '{data}' holds {', '.join(p.name for p in tables.values())} "
-                        "but no test table; pass --data the file to evaluate on")
-    return tables.get("test", data)
+    return task_of(run).read_labelled(run, data, columns)
 
 
 def known_rows(table: pd.DataFrame, class_names: list[str], ignore_unknown: bool
@@ -115,32 +81,26 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
         >>> evaluate("runs/shapes", "more_shapes/", name="more")["n"]  # doctest: +SKIP
         42
     """
-    from tlkit.evaluation.metrics import classification_metrics, predictions_table
     from tlkit.evaluation.report import write_report
 
     run = open_run(run, kind, model=False)  # data mistakes are answered before TensorFlow
+    task = task_of(run)
     table, unknown = known_rows(read_labelled(run, data, columns), run.class_names,
                                 ignore_unknown)
     run = open_run(run)
-    probs, errors = probabilities(run, table["input"].tolist())
-    failed = np.array([error is not None for error in errors])
-    if failed.all():
-        raise UserError(f"none of the {len(table)} inputs could be read; check the data")
-    skipped = [{"input": item, "reason": error}
-               for item, error in zip(table["input"], errors, strict=True) if error]
-    table, probs = table[~failed].reset_index(drop=True), probs[~failed]
-    y_true = label_ids(table["label"], run.class_names)
-    metrics = classification_metrics(y_true, probs, run.class_names)
-    metrics.update(data=str(data), unknown_labels=unknown, skipped_inputs=skipped)
+    inputs = table["input"].tolist()
+    scored = task.score(run.model, inputs, task.targets(table["label"], run.class_names),
+                        run.class_names, "eval", progress=len(inputs) >= PROGRESS_FROM)
+    metrics, predictions = scored.metrics, scored.predictions
+    metrics.update(data=str(data), unknown_labels=unknown, skipped_inputs=scored.skipped)
     folder = run.path / REPORTS_FOLDER / (name or report_name(data))
-    predictions = predictions_table(table["input"], y_true, probs, run.class_names, "eval")
     folder.parent.mkdir(parents=True, exist_ok=True)
     # The report is written whole beside its name, then renamed into place: Ctrl-C or a full
     # disk keeps the previous report of that name, and a rerun never mixes with it.
     with replacing(folder) as partial:
         partial.mkdir()
-        write_json(partial / "metrics.json", metrics)
-        predictions.to_csv(partial / "predictions.csv", index=False)
+        write_json(partial / METRICS_FILE, metrics)
+        predictions.to_csv(partial / PREDICTIONS_FILE, index=False)
         write_report(partial, metrics, run.class_names, kind=run.kind, predictions=predictions,
                      history=run.history, unknown=unknown, title=f"{run.path.name} on {data}")
     metrics["report"] = str(folder / "report.html")

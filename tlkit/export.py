@@ -29,7 +29,6 @@ import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,12 @@ from tlkit.files import replacing
 from tlkit.predict import open_run
 from tlkit.runs import (
     CLASSES_FILE,
-    PREDICTIONS_FILE,
     Run,
     check_run_folder,
     load_run,
     write_json,
 )
+from tlkit.tasks import task_of
 
 # Largest allowed difference of any probability between the export and model.keras.
 TOLERANCES = {"savedmodel": 1e-5, "tflite": 1e-3, "onnx": 1e-3}
@@ -56,14 +55,11 @@ CONVERTERS = {"onnx": ("tf2onnx", "onnxruntime")}
 EXTRAS = {"onnx": "onnx"}
 ONNX_OPSET = 15  # read by onnxruntime 1.10 and later
 PARITY_BATCH = 64
-CHUNK = 64
 EXPORTS_FOLDER = "exports"
 EXPORT_FILE = "export.json"
 SAVEDMODEL_VERSION = "1"
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 OUTPUT_NAME = "probabilities"
-SPLIT_FILE = "split.csv"
-VOCABULARY_FILE = "vocabulary.json"
 
 
 class ParityError(UserError):
@@ -160,7 +156,8 @@ def export_run(run_path: str | Path, fmt: str, out: str | Path | None = None,
 def reference_inputs(run: Run) -> tuple[list[str], list[str], str]:
     """Inputs and labels of the run's test split (else its validation split), and its name.
 
-    Image runs read ``split.csv``; text runs the rows of ``predictions.csv``.
+    The run's task names the file that lists them (image runs ``split.csv``, text runs the
+    rows of ``predictions.csv``).
 
     Example:
         >>> import tempfile
@@ -170,14 +167,15 @@ def reference_inputs(run: Run) -> tuple[list[str], list[str], str]:
         >>> reference_inputs(run)
         (['dull'], ['neg'], 'test')
     """
-    source = run.path / (SPLIT_FILE if run.kind == "image" else PREDICTIONS_FILE)
+    task = task_of(run)
+    source = run.path / task.reference_file
     if not source.is_file():
         raise UserError(f"'{run.path}' has no {source.name}, so there are no held-out inputs "
                         "to check an export against; train the run again with this tlkit")
     from tlkit.data.tables import read_table, require_columns
 
     table = read_table(source)
-    column = "path" if run.kind == "image" else "input"
+    column = task.reference_column
     require_columns(table, {column: None, "split": None, "label": None}, f"'{source}'")
     for split in ("test", "val"):
         rows = table[table["split"] == split]
@@ -185,13 +183,7 @@ def reference_inputs(run: Run) -> tuple[list[str], list[str], str]:
             break
     else:
         raise UserError(f"{source} has no test or val rows to check an export against")
-    items = rows[column].tolist()
-    if run.kind == "image":
-        missing = [p for p in items if not Path(p).is_file()]
-        if missing:
-            raise UserError(f"{len(missing)} {split} image(s) of the run are gone (first: "
-                            f"'{missing[0]}'); the export check reads them where the run "
-                            "found them")
+    items = task.reference_items(run, rows[column].tolist(), split)
     return items, rows["label"].tolist(), split
 
 
@@ -203,9 +195,7 @@ def _export(run: Run, fmt: str, quantize: str | None, folder: Path) -> dict[str,
                               "input_name": spec.name, "input_dtype": spec.dtype.name,
                               "input_shape": list(spec.shape), "output_name": OUTPUT_NAME,
                               "inputs": takes, "vocabulary": None}
-    if takes == "token_ids":
-        shutil.copyfile(run.path / VOCABULARY_FILE, folder / VOCABULARY_FILE)
-        result.update(vocabulary=VOCABULARY_FILE, tokenizer=tokenizer_spec(run))
+    result.update(task_of(run).export_files(run, takes, folder))
     path = folder / (SAVEDMODEL_VERSION if fmt == "savedmodel" else MODEL_FILES[fmt])
     with _quiet_converters():
         if fmt == "savedmodel":
@@ -219,7 +209,7 @@ def _export(run: Run, fmt: str, quantize: str | None, folder: Path) -> dict[str,
 
 
 def exported_model(run: Run, fmt: str) -> tuple[Any, Any, str]:
-    """The Keras model to export, its input signature and what it takes.
+    """The Keras model to export, its input signature and what it takes (the run's task's).
 
     ``takes`` is ``images``, ``text`` or ``token_ids``: a text run's string model for a
     SavedModel, its inner token-id model for the formats that cannot carry the tokenizer.
@@ -231,45 +221,7 @@ def exported_model(run: Run, fmt: str) -> tuple[Any, Any, str]:
         >>> exported_model(run, "onnx")[1:]
         (TensorSpec(shape=(None, 32, 32, 3), dtype=tf.float32, name='image'), 'images')
     """
-    import keras
-    import tensorflow as tf
-
-    model = run.model
-    if run.kind == "image":
-        size = model.inputs[0].shape[1]
-        return model, tf.TensorSpec((None, size, size, 3), tf.float32, name="image"), "images"
-    if fmt == "savedmodel":
-        return model, tf.TensorSpec((None,), tf.string, name="text"), "text"
-    from tlkit.data.text import Vocabulary
-
-    vocabulary = Vocabulary.load(run.path / VOCABULARY_FILE)
-    (ids_model,) = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    spec = tf.TensorSpec((None, vocabulary.max_length), tf.int32, name="token_ids")
-    return ids_model, spec, "token_ids"
-
-
-def tokenizer_spec(run: Run) -> dict[str, Any]:
-    """How a text run cuts strings into tokens, for runtimes that must do it themselves.
-
-    Apply ``rules`` (RE2 / Python ``re`` patterns; the ``lower`` tokenizer's ``\\pL`` classes
-    need the ``regex`` package in Python) in order, lower-case as ``lower`` says (``ascii``
-    after the rules, ``unicode`` before them), strip, split on spaces, then look tokens up
-    in ``vocabulary.json`` (unknown: 1), cut to ``max_length`` and pad with 0.
-
-    Example:
-        >>> import tempfile
-        >>> from tlkit.data.text import build_vocabulary
-        >>> run = Run(Path(tempfile.mkdtemp()), "textcnn", None, ["neg", "pos"], {})
-        >>> build_vocabulary([["a", "film"]], "kim", max_length=20).save(run.path / VOCABULARY_FILE)
-        >>> {key: value for key, value in tokenizer_spec(run).items() if key != "rules"}
-        {'name': 'kim', 'lower': 'ascii', 'max_length': 20}
-    """
-    from tlkit.data.text import Vocabulary, get_tokenizer
-
-    vocabulary = Vocabulary.load(run.path / VOCABULARY_FILE)
-    row = get_tokenizer(vocabulary.tokenizer)
-    return {"name": row.name, "rules": [list(rule) for rule in row.rules], "lower": row.lower,
-            "max_length": vocabulary.max_length}
+    return task_of(run).exported_model(run, fmt)
 
 
 def _named_output(model: Any) -> Callable[[Any], dict[str, Any]]:
@@ -385,11 +337,17 @@ def _check(run: Run, result: dict[str, Any], items: list[str], labels: list[str]
     fmt, quantize = result["format"], result["quantize"]
     exported = load_exported(fmt, result["path"], result["input_name"])
     shown = items if quantize else items[:PARITY_BATCH]
-    expected, got = [], []
-    for keras_inputs, export_inputs in _input_chunks(run, shown, result):
-        expected.append(run.model.predict(keras_inputs, verbose=0))
-        got.append(np.asarray(exported(export_inputs)))
-    expected_all, got_all = np.concatenate(expected), np.concatenate(got)
+    task = task_of(run)
+    # model.keras's side goes through the task's one pipeline, as predict and evaluate do;
+    # the export gets the same inputs in the form it takes.
+    expected_all, errors = task.probabilities(run.model, shown)
+    got_all = np.full_like(expected_all, np.nan)
+    for rows, inputs in task.export_batches(run, shown, result["inputs"]):
+        got_all[rows] = np.asarray(exported(inputs))
+    failed = [item for item, error in zip(shown, errors, strict=True) if error]
+    if failed:
+        raise UserError(f"{len(failed)} {split} input(s) of the run cannot be read any more "
+                        f"(first: '{failed[0]}'); the export check needs them as they were")
     batch = min(len(shown), PARITY_BATCH)
     parity = float(np.abs(expected_all[:batch] - got_all[:batch]).max())
     checked = {"parity": parity, "parity_split": split, "parity_examples": batch,
@@ -412,35 +370,3 @@ def _accuracy_change(run: Run, labels: list[str], expected: np.ndarray, got: np.
     return {"accuracy_examples": len(ids), "accuracy_keras": before,
             "accuracy_exported": after, "accuracy_change": after - before,
             "label_agreement": float((expected.argmax(1) == got.argmax(1)).mean())}
-
-
-def _input_chunks(run: Run, items: list[str], result: dict[str, Any]
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(model.keras input, export input) per chunk: decoded images, strings or token ids."""
-    import tensorflow as tf
-
-    takes = result["inputs"]
-    if takes == "images":
-        from tlkit.data.images import decode_image
-
-        size = result["input_shape"][1]
-        images = tf.data.Dataset.from_tensor_slices(items).map(
-            partial(decode_image, image_size=size)).batch(CHUNK)
-        for batch in images:
-            array = batch.numpy()
-            yield array, array
-        return
-    vocabulary = None
-    if takes == "token_ids":
-        from tlkit.data.text import Vocabulary
-
-        vocabulary = Vocabulary.load(run.path / VOCABULARY_FILE)
-    for start in range(0, len(items), CHUNK):
-        texts = np.array(items[start:start + CHUNK], dtype=object)
-        yield texts, texts if vocabulary is None else _token_ids(vocabulary, texts)
-
-
-def _token_ids(vocabulary: Any, texts: np.ndarray) -> np.ndarray:
-    from tlkit.data.text import tokenize
-
-    return vocabulary.encode(tokenize([str(t) for t in texts], vocabulary.tokenizer))

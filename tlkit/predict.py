@@ -12,23 +12,19 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tlkit.data.images import IMAGE_EXTENSIONS
-from tlkit.data.tables import decode_file, is_table_file, read_table, require_columns
 from tlkit.errors import UserError
 from tlkit.runs import MODEL_FILE, Run, load_keras_file, load_run
+from tlkit.tasks import PREDICT_BATCH, require_task, task_of
 
-# Keras's default batch. For VGG16 at 224 on this 2-core CPU, 64 ran at about 80% of 32's
-# rate (activations of 64 images overflow the caches); 16 and 32 were alike.
-PREDICT_BATCH = 32
+__all__ = ["PREDICT_BATCH", "gather_inputs", "open_run", "predict", "probabilities",
+           "top_k_table"]
+
 # Inputs past this many get a progress bar (when a terminal shows it).
 PROGRESS_FROM = 1000
 
@@ -42,9 +38,7 @@ def open_run(run: Run | str | Path, kind: str | None = None, model: bool = True)
         tlkit.errors.UserError: 'runs/shapes' is an image run, not a textcnn run; ...
     """
     run = run if isinstance(run, Run) else load_run(run, model=False)
-    if kind is not None and run.kind != kind:
-        raise UserError(f"'{run.path}' is an {run.kind} run, not a {kind} run; use a folder "
-                        "from the matching training command")
+    require_task(run, kind)
     if model and run.model is None:
         run.model = load_keras_file(run.path / MODEL_FILE)
     return run
@@ -66,92 +60,20 @@ def gather_inputs(run: Run, inputs: Sequence[str], input_file: str | Path | None
         ...               ["a fine film"], lines)
         ['a fine film', 'second one', 'third one']
     """
-    items = _image_inputs(inputs) if run.kind == "image" else _text_inputs(inputs)
+    task = task_of(run)
+    items = task.gather_inputs(run, inputs)
     if input_file is not None:
-        items += _file_inputs(run, Path(input_file), column, encoding)
+        items += task.file_inputs(run, Path(input_file), column, encoding)
     if not items:
         raise UserError("no inputs given: pass them as arguments or --input FILE")
     return items
 
 
-def _image_inputs(inputs: Sequence[str]) -> list[str]:
-    paths: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            paths += [str(p) for p in folder_images(path)]
-        elif path.is_file() and is_table_file(path):
-            paths += _csv_image_paths(path, "path")
-        elif path.is_file():
-            paths.append(str(path))
-        else:
-            raise UserError(f"'{item}' is not an image file, a folder or a CSV of paths; this "
-                            "is an image run (text goes to a text run)")
-    return paths
-
-
-def folder_images(folder: Path) -> list[Path]:
-    """The images under ``folder``; files in formats tlkit does not read get one warning.
-
-    The warning (on stderr) is the one training gives for the same files (HEIC, AVIF, ...).
-
-    Example:
-        >>> import tempfile
-        >>> folder = Path(tempfile.mkdtemp())
-        >>> for name in ("a.png", "b.heic"): (folder / name).touch()
-        >>> [p.name for p in folder_images(folder)]  # and a warning about b.heic on stderr
-        ['a.png']
-    """
-    # The walk and the warning are training's own (tlkit.data.images), so both say the same.
-    from tlkit.data.images import (
-        OTHER_IMAGE_EXTENSIONS,
-        _visible_files,
-        _warn_other_formats,
-        _with_suffixes,
-    )
-
-    files = _visible_files(folder)
-    found = _with_suffixes(files, IMAGE_EXTENSIONS)
-    others = _with_suffixes(files, OTHER_IMAGE_EXTENSIONS)
-    if not found:
-        suffixes = ", ".join(sorted({p.suffix.lower() for p in others}))
-        unread = (f"; its {len(others)} {suffixes} file(s) are in formats tlkit does not "
-                  "read: convert them to .jpg or .png") if others else ""
-        raise UserError(f"folder '{folder}' has no images ({', '.join(IMAGE_EXTENSIONS)})"
-                        f"{unread}")
-    _warn_other_formats(others)
-    return found
-
-
-def _text_inputs(inputs: Sequence[str]) -> list[str]:
-    for item in inputs:
-        if Path(item).suffix.lower() in IMAGE_EXTENSIONS and Path(item).is_file():
-            raise UserError(f"'{item}' is an image file; this is a text run (it reads "
-                            "sentences, or --input FILE with one per line)")
-    return list(inputs)
-
-
-def _file_inputs(run: Run, path: Path, column: str | None, encoding: str) -> list[str]:
-    if run.kind == "image":
-        return _csv_image_paths(path, column or run.recipe.path_column)
-    if is_table_file(path):
-        column = column or run.recipe.text_column
-        frame = read_table(path, encoding)
-        require_columns(frame, {column: "--column"}, f"'{path}'")
-        return frame[column].tolist()
-    return [line for line in decode_file(path, encoding).split("\n") if line.strip()]
-
-
-def _csv_image_paths(path: Path, column: str) -> list[str]:
-    frame = read_table(path)
-    require_columns(frame, {column: "--column"}, f"'{path}'")
-    return [str(p if Path(p).is_absolute() else path.parent / p) for p in frame[column]]
-
-
 def probabilities(run: Run, items: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
-    """Class probabilities of each input, and an error (or None) for each.
+    """Class probabilities of each input, and an error (or None) for each, through the run's
+    task (``Task.probabilities``, the one inference pipeline).
 
-    Rows with an error hold NaN.
+    Rows with an error hold NaN; long inputs get a progress bar on stderr.
 
     Example:
         >>> import keras
@@ -162,48 +84,7 @@ def probabilities(run: Run, items: Sequence[str]) -> tuple[np.ndarray, list[str 
         >>> np.isnan(probs).any(axis=1).tolist(), errors
         ([False, True], [None, 'empty text: nothing to classify'])
     """
-    # Keras writes progress to stdout, which carries the predictions (`tlkit predict > a.csv`).
-    with contextlib.redirect_stdout(sys.stderr):
-        if run.kind == "image":
-            return _image_probabilities(run, list(items))
-        result = _batched(run.model, np.array(list(items), dtype=object))
-    empty = [None if str(text).strip() else "empty text: nothing to classify"
-             for text in items]
-    result[[e is not None for e in empty]] = np.nan
-    return result, empty
-
-
-def _image_probabilities(run: Run, paths: list[str]) -> tuple[np.ndarray, list[str | None]]:
-    import keras
-
-    from tlkit.data.images import decode_once, unreadable_reason
-    from tlkit.train.fit import progress_verbosity
-
-    result = np.full((len(paths), len(run.class_names)), np.nan, dtype="float32")
-    predicted = np.zeros(len(paths), dtype=bool)
-    verbose = progress_verbosity() if len(paths) >= PROGRESS_FROM else 0
-    progress = keras.utils.Progbar(len(paths), verbose=verbose, unit_name="image")
-    for rows, images in decode_once(paths, run.recipe.input_size, PREDICT_BATCH):
-        result[rows] = run.model.predict_on_batch(images)
-        predicted[rows] = True
-        progress.add(len(rows))
-    if not predicted.all():  # rows that failed count as done too (all done: already said)
-        progress.update(len(paths), finalize=True)
-    # Only the files that did not decode are read again, to say why in one line.
-    errors = [None if done else unreadable_reason(path) or "could not be decoded as an image"
-              for path, done in zip(paths, predicted, strict=True)]
-    return result, errors
-
-
-def _batched(model: Any, texts: np.ndarray) -> np.ndarray:
-    """``model.predict`` in batches, with Keras's progress bar on long inputs."""
-    import tensorflow as tf
-
-    from tlkit.train.fit import progress_verbosity
-
-    verbose = progress_verbosity() if len(texts) >= PROGRESS_FROM else 0
-    data = tf.data.Dataset.from_tensor_slices(texts).batch(PREDICT_BATCH)
-    return model.predict(data.prefetch(tf.data.AUTOTUNE), verbose=verbose)
+    return task_of(run).probabilities(run.model, items, progress=len(items) >= PROGRESS_FROM)
 
 
 def top_k_table(items: Sequence[str], probs: np.ndarray, errors: Sequence[str | None],

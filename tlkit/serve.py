@@ -30,10 +30,8 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import errno
 import json
-import os
 import queue
 import re
 import socket
@@ -54,6 +52,7 @@ from tlkit.choices import SERVE_MAX_WAIT_MS as MAX_WAIT_MS
 from tlkit.choices import SERVE_READ_TIMEOUT as READ_TIMEOUT
 from tlkit.errors import UserError
 from tlkit.runs import Run, check_run_folder
+from tlkit.tasks import task_of
 
 MAX_INPUTS = 1024  # per request
 MAX_BODY_BYTES = 64 * 2**20
@@ -62,7 +61,6 @@ INSTANCES_FIELDS = ("instances", "signature_name")  # TF Serving / KServe v1
 SIGNATURE = "serving_default"  # the one signature served, as tlkit export names it
 # TF Serving's and KServe v1's URL (any model name: one model is served) beside tlkit's own.
 PREDICT_PATH = re.compile(r"/predict|/v1/models/[^/]+(/versions/\d+)?:predict")
-MAX_PATH = 4096  # longer strings are never paths (PATH_MAX), only base64 data
 
 Predictor = Callable[[list[str]], tuple[np.ndarray, list[str | None]]]
 
@@ -408,19 +406,18 @@ def predict_request(server: PredictionServer, request: Request) -> list[Any]:
 
 def _predictions(server: PredictionServer, request: Request
                  ) -> tuple[np.ndarray, list[str | None]]:
-    """Each input's probabilities (NaN where it failed) and its error or None."""
-    if server.run.kind != "image":
-        return _submit(server, *_texts(request))
+    """Each input's probabilities (NaN where it failed) and its error or None.
+
+    The run's task turns the request into items (image runs write base64 images into a
+    temporary folder) and words the errors of items its pipeline could not read.
+    """
+    task = task_of(server.run)
     with tempfile.TemporaryDirectory(prefix="tlkit-serve-") as folder:
-        paths, errors = _image_files(request, Path(folder), server.allow_paths)
+        items, errors = task.request_inputs(request, Path(folder), server.allow_paths)
         sent = [error is None for error in errors]
-        probs, errors = _submit(server, paths, errors)
-    for i, (path, error) in enumerate(zip(paths, errors, strict=True)):
-        if sent[i] and error is not None:
-            # Named by its position: the path the model read is the server's own business.
-            reason = error.replace(f" '{path}'", "").replace(path, "the file")
-            errors[i] = f"{request.word} {i} is not a decodable image ({reason})"
-    return probs, errors
+        probs, errors = _submit(server, items, errors)
+    return probs, [task.request_error(request, i, item, error) if sent[i] and error else error
+                   for i, (item, error) in enumerate(zip(items, errors, strict=True))]
 
 
 def _submit(server: PredictionServer, items: list[str], errors: list[str | None]
@@ -435,84 +432,6 @@ def _submit(server: PredictionServer, items: list[str], errors: list[str | None]
         for i, error in zip(ready, got_errors, strict=True):
             errors[i] = error
     return probs, errors
-
-
-def _texts(request: Request) -> tuple[list[str], list[str | None]]:
-    """The sentences, ``{"b64": ...}`` ones decoded, and an error or None for each."""
-    texts: list[str] = []
-    errors: list[str | None] = []
-    for i, item in enumerate(request.inputs):
-        error = None
-        if i in request.encoded:
-            try:
-                item = base64.b64decode(item, validate=True).decode("utf-8")
-            except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-                item, error = "", f"{request.word} {i} is not base64 of UTF-8 text"
-        texts.append(item)
-        errors.append(error)
-    return texts, errors
-
-
-def _image_files(request: Request, folder: Path, allow: Path | None
-                 ) -> tuple[list[str], list[str | None]]:
-    """A file per input (an allowed path, or base64 data written to ``folder``) or an error."""
-    paths: list[str] = []
-    errors: list[str | None] = []
-    for i, item in enumerate(request.inputs):
-        allowed = None if i in request.encoded else _allowed_file(item, allow)
-        content = b"" if allowed else _base64_bytes(item)
-        if allowed:
-            paths.append(str(allowed))
-        elif content:
-            path = folder / str(i)
-            path.write_bytes(content)
-            paths.append(str(path))
-        else:
-            paths.append("")
-        errors.append(None if allowed or content else _unreadable(request, i, allow))
-    return paths, errors
-
-
-def _allowed_file(item: str, allow: Path | None) -> Path | None:
-    """``item`` as a file under ``allow`` (relative ones taken from it), or None.
-
-    Symlinks and ``..`` are resolved first, so nothing outside the folder is reached, and a
-    path outside it is refused before its existence is looked at.
-
-    Example:
-        >>> _allowed_file("/etc/passwd", Path("/etc")), _allowed_file("/etc/passwd", None)
-        (PosixPath('/etc/passwd'), None)
-    """
-    if allow is None or not item or len(item) >= MAX_PATH:
-        return None
-    # Lexically outside (``/etc/shadow``, ``../x``): refused without touching the disk.
-    if not Path(os.path.normpath(allow / item)).is_relative_to(allow):
-        return None
-    try:
-        path = (allow / item).resolve()
-    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
-        return None
-    return path if path.is_relative_to(allow) and path.is_file() else None
-
-
-def _base64_bytes(item: str) -> bytes:
-    """The bytes of base64 text (a ``data:...;base64,`` prefix allowed), or b"" if none."""
-    data = item.split(";base64,", 1)[1] if item.startswith("data:") else item
-    try:
-        return base64.b64decode(data, validate=True)
-    except ValueError:  # binascii.Error
-        return b""
-
-
-def _unreadable(request: Request, i: int, allow: Path | None) -> str:
-    """Why input ``i`` is neither an allowed file nor base64: the same for any path."""
-    name = f"{request.word} {i}"
-    if i in request.encoded:
-        return f"{name} is not base64 data"
-    if allow is None:
-        return (f"{name} is not base64 image data (image paths are off on this server; its "
-                "operator can allow a folder with --allow-paths)")
-    return f"{name} is neither an image file under the allowed folder nor base64 image data"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -561,10 +480,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _require_json(self) -> None:
         # text/plain, form and multipart bodies are what a web page may post to this server
         # without a CORS preflight: refusing them keeps other sites' pages from calling it.
-        kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if kind != "application/json":
+        media = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media != "application/json":
             raise RequestError(415, "send the body with Content-Type: application/json (it came "
-                                    f"as {kind or 'no Content-Type'})")
+                                    f"as {media or 'no Content-Type'})")
 
     def _body(self) -> bytes:
         try:

@@ -239,8 +239,8 @@ def top_losses_figure(predictions: pd.DataFrame, class_names: list[str], n: int 
                       kind: str = "image", root: str | Path | None = None) -> Figure:
     """The ``n`` examples with the highest loss: image thumbnails (the ``input`` column's
     files; relative paths are tried as given, then under ``root``) titled with the true
-    and predicted labels and their probabilities, or for ``kind="textcnn"`` a table of
-    the sentences.
+    and predicted labels and their probabilities, or a table of the sentences: the gallery
+    the task of ``kind`` names (``Task.gallery``).
 
     Example:
         >>> t = pd.DataFrame({"input": ["a dull film"], "label": ["pos"], "predicted": ["neg"],
@@ -248,15 +248,16 @@ def top_losses_figure(predictions: pd.DataFrame, class_names: list[str], n: int 
         >>> top_losses_figure(t, ["neg", "pos"], kind="textcnn").axes[0].get_title()
         'Top 1 losses'
     """
+    from tlkit.tasks import get_task
+
+    gallery = LOSS_GALLERIES[get_task(kind).gallery]
     worst = predictions.dropna(subset=["loss"]).nlargest(n, "loss")
     probabilities = probability_columns(worst)
     index = {name: i for i, name in enumerate(class_names)}
     rows = [(str(row.input), str(row.label), float(probabilities[k, index[row.label]]),
              str(row.predicted), float(row.confidence), float(row.loss))
             for k, row in enumerate(worst.itertuples(index=False))]
-    if kind == "image":
-        return _thumbnails(rows, root)
-    return _sentence_table(rows)
+    return gallery(rows, root)
 
 
 def _thumbnails(rows: list[tuple[Any, ...]], root: str | Path | None) -> Figure:
@@ -316,6 +317,14 @@ def _sentence_table(rows: list[tuple[Any, ...]]) -> Figure:
             if row == 0:
                 cell.set_text_props(weight="bold")
     return figure
+
+
+def _sentence_gallery(rows: list[tuple[Any, ...]], root: str | Path | None) -> Figure:
+    return _sentence_table(rows)
+
+
+# The top-loss gallery a task's ``gallery`` names (``tlkit.tasks``).
+LOSS_GALLERIES = {"thumbnails": _thumbnails, "sentences": _sentence_gallery}
 
 
 # Up to this many labels get a 2x2 confusion cell each; above, those with the most errors.

@@ -34,7 +34,7 @@ from tlkit.evaluation.metrics import (
     read_predictions,
 )
 from tlkit.files import disk_full_error, is_disk_full, remove, sibling, signals_held
-from tlkit.runs import load_run
+from tlkit.runs import PREDICTIONS_FILE, load_run
 
 SECTIONS = {
     "summary": "Summary",
@@ -48,7 +48,6 @@ SECTIONS = {
     "missing": "Missing",
 }
 TOP_LOSSES = 12
-PREDICTIONS_FILE = "predictions.csv"
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
        max-width: 1200px; padding: 1em 2em; color: #222; }
@@ -315,16 +314,27 @@ def _training(history: pd.DataFrame | None, missing: list[str]) -> Section:
 
 def _top_losses(predictions: pd.DataFrame | None, class_names: list[str], kind: str,
                 root: str | Path | None, missing: list[str]) -> Section:
-    from tlkit.evaluation.plots import top_losses_figure
+    from tlkit.tasks import get_task
 
     if predictions is None or predictions["loss"].notna().sum() == 0:
         return _not_drawn("top-losses", "top losses: they need per-example losses "
                           "(predictions.csv), none were given", missing)
     intro = (f"The {TOP_LOSSES} examples the model got most wrong (highest cross-entropy); "
              "p is the probability the model gave that label.")
-    if kind == "image":
-        figure = top_losses_figure(predictions, class_names, TOP_LOSSES, kind, root)
-        return Section("top-losses", [intro, _png("top_losses", figure)])
+    gallery = GALLERIES[get_task(kind).gallery](predictions, class_names, kind, root)
+    return Section("top-losses", [intro, gallery])
+
+
+def _thumbnail_gallery(predictions: pd.DataFrame, class_names: list[str], kind: str,
+                       root: str | Path | None) -> Png:
+    from tlkit.evaluation.plots import top_losses_figure
+
+    return _png("top_losses", top_losses_figure(predictions, class_names, TOP_LOSSES, kind,
+                                                root))
+
+
+def _sentence_gallery(predictions: pd.DataFrame, class_names: list[str], kind: str,
+                      root: str | Path | None) -> pd.DataFrame:
     worst = predictions.dropna(subset=["loss"]).nlargest(TOP_LOSSES, "loss")
     index = {name: i for i, name in enumerate(class_names)}
     probabilities = probability_columns(worst)
@@ -332,7 +342,12 @@ def _top_losses(predictions: pd.DataFrame | None, class_names: list[str], kind: 
     table = pd.DataFrame({"loss": worst["loss"], "true": worst["label"], "p(true)": true_p,
                           "predicted": worst["predicted"], "p(predicted)": worst["confidence"],
                           "text": worst["input"]})
-    return Section("top-losses", [intro, _formatted(table)])
+    return _formatted(table)
+
+
+# The top-loss gallery a task's ``gallery`` names: thumbnails (a figure) or sentences (a
+# table, whose text stays selectable).
+GALLERIES = {"thumbnails": _thumbnail_gallery, "sentences": _sentence_gallery}
 
 
 def _png(name: str, figure: Any) -> Png:

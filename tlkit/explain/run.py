@@ -30,11 +30,6 @@ if TYPE_CHECKING:
 
     from tlkit.backbones import Backbone
 
-# Per run kind: its methods, the default first.
-METHODS: dict[str, tuple[str, ...]] = {
-    "image": ("gradcam", "saliency", "smoothgrad"),
-    "textcnn": ("ngrams", "saliency"),
-}
 IMAGE_BATCH = 16
 TOP_PER_SENTENCE = 5
 TOP_PER_CLASS = 10
@@ -55,42 +50,22 @@ def explain_run(run_path: str | Path, inputs: Sequence[str], method: str | None 
     Example:
         >>> explain_run("runs/trec", ["How far is the moon ?"])  # doctest: +SKIP
     """
-    from tlkit.backbones import get_backbone
     from tlkit.predict import gather_inputs, open_run
     from tlkit.runs import load_run
+    from tlkit.tasks import task_of
 
     run = load_run(run_path, model=False)
-    method = _check_method(run.kind, method)
+    task = task_of(run)  # the kind's methods and input checks, all before the model loads
+    method = task.check_method(method)
     class_index = None if class_name is None else _class_index(run.class_names, class_name)
-    _check_inputs(run.kind, inputs, data, method, top)
+    if top is not None and top < 1:
+        raise UserError(f"--top {top}: give 1 or more n-grams to show")
+    if not inputs and data is None:
+        raise UserError(f"no inputs to explain; give {task.inputs_hint}")
+    task.check_explain_inputs(inputs, data, method)
     items = gather_inputs(run, inputs, data, encoding=getattr(run.recipe, "encoding", "utf-8"))
     run = open_run(run)
-    if run.kind == "image":
-        return explain_images(run.model, get_backbone(run.recipe.backbone), items, method,
-                              class_index, Path(out) if out else run.path / "explanations",
-                              class_names=run.class_names)
-    table = _explain_texts(run, items, method, class_index, data is not None, top)
-    if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_text(folder / f"{'top_ngrams' if data else method}.csv", table.to_csv(index=False))
-    return table
-
-
-def _check_method(kind: str, method: str | None) -> str:
-    choices = METHODS[kind]
-    if method is None:
-        return choices[0]
-    if method not in choices:
-        other = next(k for k in METHODS if k != kind)
-        where = f" ({_a(other)} method)" if method in METHODS[other] else ""
-        raise UserError(f"method '{method}' does not fit {_a(kind)} run{where}; choose one "
-                        f"of: {', '.join(choices)}")
-    return method
-
-
-def _a(kind: str) -> str:
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+    return EXPLAINERS[task.explainer](run, items, method, class_index, out, data, top)
 
 
 def _class_index(class_names: list[str], class_name: str) -> int:
@@ -100,45 +75,36 @@ def _class_index(class_names: list[str], class_name: str) -> int:
     return class_names.index(class_name)
 
 
-def _check_inputs(kind: str, inputs: Sequence[str], data: str | Path | None, method: str,
-                  top: int | None = None) -> None:
-    if top is not None and top < 1:
-        raise UserError(f"--top {top}: give 1 or more n-grams to show")
-    what = "image files or folders" if kind == "image" else "sentences in quotes, or --data FILE"
-    if not inputs and data is None:
-        raise UserError(f"no inputs to explain; give {what}")
-    if kind == "textcnn":
-        from tlkit.data.images import IMAGE_EXTENSIONS
+def _run_images(run: Any, paths: list[str], method: str, class_index: int | None,
+                out: str | Path | None, data: str | Path | None, top: int | None
+                ) -> pd.DataFrame:
+    from tlkit.backbones import get_backbone
 
-        for item in inputs:
-            if not item.strip():
-                raise UserError("an empty sentence has nothing to explain; give words in "
-                                "quotes")
-            # Caught here even when the file is missing: a path is never meant as a sentence.
-            if Path(item).suffix.lower() in IMAGE_EXTENSIONS or Path(item).is_dir():
-                raise UserError(f"'{item}' is an image file or folder; a text run explains "
-                                "sentences (in quotes), or a file of them with --data")
-    if data is None:
-        return
-    if kind == "image":
-        raise UserError("--data (top n-grams over a dataset) is for text runs; give an image "
-                        "run image files or folders")
-    if inputs:
-        raise UserError("give sentences or --data FILE, not both")
-    if method != "ngrams":
-        raise UserError("--data ranks n-grams per class over a dataset (method ngrams); "
-                        f"explain single sentences with --method {method}")
+    return explain_images(run.model, get_backbone(run.recipe.backbone), paths, method,
+                          class_index, Path(out) if out else run.path / "explanations",
+                          class_names=run.class_names)
 
 
-def _explain_texts(run: Any, texts: list[str], method: str, class_index: int | None,
-                   over_dataset: bool, top: int | None) -> pd.DataFrame:
+def _run_sentences(run: Any, texts: list[str], method: str, class_index: int | None,
+                   out: str | Path | None, data: str | Path | None, top: int | None
+                   ) -> pd.DataFrame:
     from tlkit.explain.text import explain_sentences, token_saliency, top_ngrams
 
-    if over_dataset:
-        return top_ngrams(run, texts, top or TOP_PER_CLASS)
-    if method == "saliency":
-        return token_saliency(run, texts, class_index)
-    return explain_sentences(run, texts, top or TOP_PER_SENTENCE, class_index)
+    if data is not None:
+        table = top_ngrams(run, texts, top or TOP_PER_CLASS)
+    elif method == "saliency":
+        table = token_saliency(run, texts, class_index)
+    else:
+        table = explain_sentences(run, texts, top or TOP_PER_SENTENCE, class_index)
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / f"{'top_ngrams' if data else method}.csv", table.to_csv(index=False))
+    return table
+
+
+# What explains each kind of run: a task's ``explainer`` names its row.
+EXPLAINERS = {"images": _run_images, "sentences": _run_sentences}
 
 
 def explain_images(model: keras.Model, row: Backbone | None, paths: Sequence[str | Path],
@@ -169,11 +135,12 @@ def explain_images(model: keras.Model, row: Backbone | None, paths: Sequence[str
         score_model,
         smoothgrad_maps,
     )
+    from tlkit.tasks.image import input_side
 
     maps_of = {"gradcam": gradcam_maps, "saliency": gradient_maps, "smoothgrad": smoothgrad_maps}
     if method not in maps_of:
         raise UserError(f"unknown image method '{method}'; choose one of: {', '.join(maps_of)}")
-    side = _square_side(model.input_shape[1:3])
+    side = input_side(model)
     layer = ((row.last_conv if row else None) or default_layer(model)) \
         if method == "gradcam" else None
     scores = score_model(model, layer)
@@ -206,14 +173,16 @@ def _decode(paths: list[str], side: int, unreadable: list[tuple[str, str]]
     """The paths that decode and their images; the others join ``unreadable`` with why."""
     import numpy as np
 
-    from tlkit.data.images import unreadable_reason
+    from tlkit.data.images import decode_once, unreadable_reason
 
-    decoded = {path: _decoded(path, side) for path in paths}
+    images = np.zeros((len(paths), side, side, 3), dtype="float32")
+    decoded = np.zeros(len(paths), dtype=bool)
+    for rows, batch in decode_once(paths, side, max(len(paths), 1)):
+        images[rows], decoded[rows] = batch.numpy(), True
     # TensorFlow's own message misnames the formats it reads; Pillow's reason is the plain one.
     unreadable += [(path, unreadable_reason(path) or "could not be decoded as an image")
-                   for path, image in decoded.items() if image is None]
-    good = [path for path, image in decoded.items() if image is not None]
-    return good, np.stack([decoded[path] for path in good]) if good else np.zeros(0)
+                   for path, ok in zip(paths, decoded, strict=True) if not ok]
+    return [path for path, ok in zip(paths, decoded, strict=True) if ok], images[decoded]
 
 
 def _skipped(others: list[str], unreadable: list[tuple[str, str]], explained: int) -> None:
@@ -262,38 +231,20 @@ def _unique_stems(paths: list[Path]) -> list[str]:
 
 
 def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """An image as the run's model takes it: RGB float32 0-255, resized like in training.
+    """An image as the run's model takes it: RGB float32 0-255, decoded as predict does.
 
     Example:
-        >>> load_image("cat.jpg", (224, 224)).shape  # doctest: +SKIP
-        (224, 224, 3)
+        >>> load_image("datasets/shapes/circle/circle_000.jpg", (32, 32)).shape
+        (32, 32, 3)
     """
-    image = _decoded(path, _square_side(size))
-    if image is None:
-        from tlkit.data.images import unreadable_reason
-
-        raise UserError(f"cannot read image '{path}': "
-                        f"{unreadable_reason(str(path)) or 'could not be decoded as an image'}")
-    return image
-
-
-def _square_side(size: tuple[int, int]) -> int:
     if size[0] != size[1]:
         raise UserError(f"the model takes {size[0]}x{size[1]} images; tlkit classifiers are "
                         "square")
-    return size[0]
-
-
-def _decoded(path: str | Path, side: int) -> np.ndarray | None:
-    """The image decoded as training decodes it, or None when it does not decode."""
-    import tensorflow as tf
-
-    from tlkit.data.images import decode_image
-
-    try:
-        return decode_image(tf.constant(str(path)), side).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
-        return None
+    unreadable: list[tuple[str, str]] = []
+    decoded, images = _decode([str(path)], size[0], unreadable)
+    if not decoded:
+        raise UserError(f"cannot read image '{path}': {unreadable[0][1]}")
+    return images[0]
 
 
 def overlay_figure(image: np.ndarray, heatmap: np.ndarray, title: str = "") -> Figure:

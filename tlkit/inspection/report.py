@@ -70,8 +70,10 @@ def inspection_report(target: Any, input_size: int | None = None, include_top: b
     check_target(target, input_size)
     if budget is not None and isinstance(target, str | Path) and not is_backbone_name(target):
         from tlkit.runs import run_kind
+        from tlkit.tasks import TASKS
 
-        if run_kind(target) == "textcnn":
+        task = TASKS.get(run_kind(target))  # None: a model file, or a folder of no run
+        if task is not None and not task.plans_memory:
             raise UserError(_NO_PLAN.format(target))
     batchnorm = ImageRecipe(weights=weights, batchnorm=batchnorm).batchnorm_policy
     table = inspect_model(target, input_size=input_size, include_top=include_top, dtype=dtype)

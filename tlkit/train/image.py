@@ -38,7 +38,6 @@ from tlkit.data.images import (
 from tlkit.devices import TrainingSetup, discard_worker_run, worker_destination, worker_out
 from tlkit.errors import UserError
 from tlkit.evaluate import report_after_training
-from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import ImageRecipe, Stage
 from tlkit.runs import (
     PREDICTIONS_FILE,
@@ -51,7 +50,7 @@ from tlkit.runs import (
     run_name,
     unlock_run,
 )
-from tlkit.train.epochs import EpochClock
+from tlkit.seeds import EpochClock
 from tlkit.train.fit import StageFit, fit_stages
 
 
@@ -165,16 +164,18 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
 
 def _evaluate(model: Any, datasets: dict[str, Any], images: ImageData
               ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics of the kept weights on val and test, and one prediction row per image."""
+    """Metrics of the kept weights on val and test, and one prediction row per image, through
+    the task's pipeline (the one evaluate and predict use)."""
+    from tlkit.tasks import get_task
+
     metrics, tables = {}, []
     for split in ("val", "test"):
         if split in datasets:
             frame = images.split(split)
-            labels = images.label_ids(frame)
-            probabilities = model.predict(datasets[split], verbose=0)
-            metrics[split] = classification_metrics(labels, probabilities, images.class_names)
-            tables.append(predictions_table(frame["path"], labels, probabilities,
-                                            images.class_names, split))
+            scored = get_task("image").score(model, frame["path"].tolist(),
+                                             images.label_ids(frame), images.class_names, split)
+            metrics[split] = scored.metrics
+            tables.append(scored.predictions)
     return metrics, pd.concat(tables, ignore_index=True)
 
 

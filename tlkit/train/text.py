@@ -31,7 +31,6 @@ from tlkit.data.text import (
 )
 from tlkit.errors import UserError
 from tlkit.evaluate import report_after_training
-from tlkit.evaluation.metrics import classification_metrics, predictions_table
 from tlkit.recipes import Stage, TextCNNRecipe
 from tlkit.runs import (
     PREDICTIONS_FILE,
@@ -44,7 +43,7 @@ from tlkit.runs import (
     run_name,
     unlock_run,
 )
-from tlkit.train.epochs import EpochClock
+from tlkit.seeds import EpochClock
 from tlkit.train.fit import StageFit, fit_stages
 
 VOCABULARY_FILE = "vocabulary.json"
@@ -205,15 +204,19 @@ def _fit_and_score(recipe: TextCNNRecipe, data: TextData, folder: Path, setup: A
         monitor=recipe.monitor, early_stopping=recipe.early_stopping, clock=clock,
         jit_compile=recipe.jit_compile)
     seconds = round(time.perf_counter() - start, 1)
-    metrics, tables = {}, []
+    from tlkit.models.textcnn import build_string_model
+    from tlkit.tasks import task_of
+
+    # Scored as the saved string model and `tlkit evaluate` score: through the task.
+    strings, metrics, tables = build_string_model(model, data.vocabulary), {}, []
     for split in ("dev", "test"):
         if split in data.splits:
             name = "val" if split == "dev" else split
             part = data.splits[split]
-            probabilities = model.predict(text_dataset(part, recipe.batch_size), verbose=0)
-            metrics[name] = classification_metrics(part.labels, probabilities, data.class_names)
-            tables.append(predictions_table(part.texts, part.labels, probabilities,
-                                            data.class_names, name))
+            scored = task_of(recipe).score(strings, part.texts, part.labels, data.class_names,
+                                           name)
+            metrics[name] = scored.metrics
+            tables.append(scored.predictions)
     return {"model": model, "history": history, "metrics": metrics, "seconds": seconds,
             "coverage": coverage, "predictions": pd.concat(tables, ignore_index=True),
             "devices": setup.record()}

@@ -1,0 +1,194 @@
+"""One task object per kind of run: the registry, the one decode path, the one scoring path.
+
+A tiny image run and a tiny text run are trained with the real job code; each is then
+loaded, evaluated, predicted, explained and exported through its task, and the numbers each
+command reports must be the training-time ones (one pipeline from raw input to
+probabilities).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import assert_user_error, make_image_folder, write_image
+
+ROOT = Path(__file__).resolve().parents[1]
+# The modules after training: none may test the kind of run itself.
+AFTER_TRAINING = ["predict.py", "evaluate.py", "export.py", "serve.py", "explain/run.py",
+                  "evaluation/report.py", "evaluation/plots.py", "inspection/report.py"]
+# (a NumPy dtype's ``.kind`` is another thing)
+KIND_TEST = re.compile(r"kind\s*[!=]=|(?<!dtype)\.kind\s+in\b|run_kind\([^)]*\)\s*[!=]=")
+WORDS = {"pos": ["great", "superb", "gripping"], "neg": ["awful", "dull", "tedious"]}
+FILLER = ["the", "film", "was", "a", "story", "plot", "really", "quite"]
+
+
+def make_image_run(root: Path) -> Path:
+    from tlkit.recipes import ImageRecipe, Stage
+    from tlkit.train.image import finetune
+
+    data = make_image_folder(root / "images", per_class=8, classes=("red", "green", "blue"))
+    recipe = ImageRecipe(backbone="tiny_cnn", data=str(data), weights="none", input_size=32,
+                         batch_size=4, val_fraction=0.25, test_fraction=0.25,
+                         early_stopping=None, augment=None, probe=False,
+                         stages=[Stage(epochs=3, lr=0.03, train_from="all")])
+    return finetune(recipe, out=root / "runs", name="colours").path
+
+
+def sentences(n: int, seed: int) -> pd.DataFrame:
+    """Sentences whose one deciding word gives the label (pos / neg)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = rng.sample(FILLER, 4) + [rng.choice(WORDS[label])]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+def make_text_run(root: Path) -> Path:
+    from tlkit.recipes import TextCNNRecipe
+    from tlkit.train.text import train_textcnn
+
+    sentences(80, seed=0).to_csv(root / "train.csv", index=False)
+    sentences(20, seed=1).to_csv(root / "test.csv", index=False)
+    recipe = TextCNNRecipe(data=str(root / "train.csv"), test=str(root / "test.csv"),
+                           embedding_dim=16, feature_maps=8, epochs=3, batch_size=10, seed=1)
+    return train_textcnn(recipe, out=root / "runs", name="words").path
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_run(tmp_path_factory.mktemp("tasks_image"))
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_text_run(tmp_path_factory.mktemp("tasks_text"))
+
+
+def test_every_recipe_kind_has_a_task_and_tasks_load_no_tensorflow() -> None:
+    check = ("import sys\nfrom tlkit.recipes import RECIPE_KINDS, ImageRecipe, TextCNNRecipe\n"
+             "from tlkit.tasks import TASKS, task_of\n"
+             "assert set(RECIPE_KINDS) <= set(TASKS), (RECIPE_KINDS, TASKS)\n"
+             "assert task_of(ImageRecipe()).name == 'image'\n"
+             "assert task_of(TextCNNRecipe()).name == 'textcnn'\n"
+             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_task_names_its_head_and_a_kind_no_task_knows_is_one_line() -> None:
+    from tlkit.tasks import TASKS, get_task
+
+    for task in TASKS.values():
+        assert (task.activation, task.loss, task.multi_label) == (
+            "softmax", "sparse_categorical_crossentropy", False)
+        assert task.explain_methods and task.gallery and task.explainer
+    assert_user_error(lambda: get_task("audio"), "unknown kind of run 'audio'", "image, textcnn")
+
+
+@pytest.mark.parametrize("module", AFTER_TRAINING)
+def test_no_module_after_training_tests_the_kind_of_run(module: str) -> None:
+    source = (ROOT / "tlkit" / module).read_text(encoding="utf-8")
+    found = [line.strip() for line in source.splitlines() if KIND_TEST.search(line)]
+    assert found == [], f"tlkit/{module} branches on the kind: {found}"
+
+
+def test_one_decode_path_gives_the_same_pixels_everywhere(tmp_path: Path) -> None:
+    """Training's stream, predict's batches, explain's loader and the export check's inputs
+    decode a JPEG, a grey PNG and a GIF to the same float pixels."""
+    from tlkit.backbones import build_tiny_cnn
+    from tlkit.data.images import decode_once, make_dataset
+    from tlkit.explain.run import load_image
+    from tlkit.runs import Run
+    from tlkit.tasks import get_task
+
+    paths = [str(write_image(tmp_path / name, (200, 90, 40), size=45, mode=mode, seed=3))
+             for name, mode in (("a.jpg", "RGB"), ("b.png", "L"), ("c.gif", "P"))]
+    training = next(iter(make_dataset(paths, np.zeros(3), 32, batch_size=8)))[0].numpy()
+    assert training.shape == (3, 32, 32, 3) and training.std() > 0
+    (rows, predicted), = [(r, b.numpy()) for r, b in decode_once(paths, 32, 8)]
+    explained = np.stack([load_image(path, (32, 32)) for path in paths])
+    run = Run(tmp_path, "image", None, ["a", "b"], {},
+              model=build_tiny_cnn(include_top=True, classes=2))
+    (_, exported), = list(get_task("image").export_batches(run, paths, "images"))
+    assert rows.tolist() == [0, 1, 2]
+    for other in (predicted, explained, exported):
+        np.testing.assert_array_equal(other, training)
+
+
+def saved_predictions(run: Path, split: str) -> pd.DataFrame:
+    table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    return table[table["split"] == split].reset_index(drop=True)
+
+
+def probability_matrix(table: pd.DataFrame) -> np.ndarray:
+    return table[[c for c in table.columns if re.fullmatch(r"p\d+", c)]].to_numpy(float)
+
+
+def test_image_run_scores_the_same_through_every_command(image_run: Path,
+                                                         tmp_path: Path) -> None:
+    from tlkit.evaluate import evaluate
+    from tlkit.explain.run import explain_run
+    from tlkit.export import export_run
+    from tlkit.predict import predict
+
+    split = pd.read_csv(image_run / "split.csv")
+    test = split[split["split"] == "test"][["path", "label"]]
+    test.to_csv(tmp_path / "test.csv", index=False)
+    trained = saved_predictions(image_run, "test")
+    metrics = evaluate(image_run, str(tmp_path / "test.csv"), name="again")
+    evaluated = pd.read_csv(image_run / "reports" / "again" / "predictions.csv")
+    np.testing.assert_allclose(probability_matrix(evaluated), probability_matrix(trained),
+                               atol=1e-6)
+    saved = json.loads((image_run / "metrics.json").read_text())["test"]
+    assert metrics["loss"] == pytest.approx(saved["loss"], abs=1e-6)
+    table = predict(image_run, test["path"].tolist(), top_k=3)
+    assert table["label_1"].tolist() == trained["predicted"].tolist()
+    explained = explain_run(image_run, test["path"].tolist()[:2], out=tmp_path / "cams")
+    assert explained["class"].tolist() == trained["predicted"].tolist()[:2]
+    assert export_run(image_run, "savedmodel", out=tmp_path / "sm")["parity"] < 1e-5
+
+
+def test_text_run_scores_the_same_through_every_command(text_run: Path, tmp_path: Path
+                                                        ) -> None:
+    from tlkit.evaluate import evaluate
+    from tlkit.explain.run import explain_run
+    from tlkit.export import export_run
+    from tlkit.predict import predict
+
+    trained = saved_predictions(text_run, "test")
+    metrics = evaluate(text_run, str(text_run.parent.parent / "test.csv"), name="again")
+    evaluated = pd.read_csv(text_run / "reports" / "again" / "predictions.csv")
+    assert evaluated["input"].tolist() == trained["input"].tolist()
+    np.testing.assert_allclose(probability_matrix(evaluated), probability_matrix(trained),
+                               atol=1e-6)
+    saved = json.loads((text_run / "metrics.json").read_text())["test"]
+    assert metrics["loss"] == pytest.approx(saved["loss"], abs=1e-6)
+    table = predict(text_run, trained["input"].tolist())
+    assert table["label_1"].tolist() == trained["predicted"].tolist()
+    explained = explain_run(text_run, trained["input"].tolist()[:2])
+    assert set(explained.columns) >= {"ngram", "contribution"}
+    assert export_run(text_run, "tflite", out=tmp_path / "lite")["parity"] < 1e-3
+
+
+def test_export_of_a_run_whose_held_out_image_no_longer_decodes_is_one_line(
+        tmp_path: Path) -> None:
+    from tlkit.export import export_run
+
+    run = make_image_run(tmp_path)
+    split = pd.read_csv(run / "split.csv")
+    Path(split[split["split"] == "test"]["path"].iloc[0]).write_bytes(b"not an image")
+    assert_user_error(lambda: export_run(run, "savedmodel", out=tmp_path / "sm"),
+                      "test input(s) of the run cannot be read any more")
+    assert not (tmp_path / "sm").exists()

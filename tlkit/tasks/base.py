@@ -1,0 +1,258 @@
+"""What every kind of run shares after training: the one inference pipeline and scoring.
+
+A ``Task`` owns what differs between kinds of run (reading labelled data and raw inputs,
+decoding or tokenising them for the model, the head's activation and loss, the metrics, the
+report's gallery, the export signature, explain's and serve's input handling); the
+modules after training (predict, evaluate, export, serve, explain, report) ask the run's
+task instead of testing its kind. Nothing here imports TensorFlow: tasks are looked up
+before it loads.
+
+Example:
+    >>> from tlkit.tasks import get_task
+    >>> task = get_task("textcnn")
+    >>> task.activation, task.loss, task.multi_label
+    ('softmax', 'sparse_categorical_crossentropy', False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tlkit.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Keras's default batch. For VGG16 at 224 on this 2-core CPU, 64 ran at about 80% of 32's
+# rate (activations of 64 images overflow the caches); 16 and 32 were alike.
+PREDICT_BATCH = 32
+
+
+@dataclass
+class Scored:
+    """A model scored on labelled inputs: metrics, one prediction row per input, skips.
+
+    ``skipped`` holds ``{"input", "reason"}`` for inputs that could not be read (left out
+    of the metrics and the table).
+
+    Example:
+        >>> Scored({"accuracy": 1.0}, None).skipped
+        []
+    """
+
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame | None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+class Task(ABC):
+    """One kind of run: single-label image or text classification today.
+
+    Class attributes say what a kind is (``name`` is the recipe's ``kind`` and the registry
+    key); methods do what differs. ``multi_label`` tasks take an indicator matrix of labels
+    instead of ids; their head is sigmoid + binary cross-entropy.
+
+    Example:
+        >>> from tlkit.tasks import get_task
+        >>> get_task("image").noun, get_task("image").explain_methods[0]
+        ('image', 'gradcam')
+    """
+
+    name: str
+    noun: str  # what one input is called in messages and progress bars
+    inputs_hint: str  # what to give on the command line, for messages
+    multi_label = False
+    activation = "softmax"
+    loss = "sparse_categorical_crossentropy"
+    explain_methods: tuple[str, ...]  # the default first
+    explainer: str  # the key of tlkit.explain.run.EXPLAINERS that explains this kind
+    gallery: str  # the key of the report's and plots' top-loss galleries
+    reference_file: str  # the run file whose held-out rows check an export
+    reference_column: str  # that file's column of inputs
+    plans_memory = False  # inspect --memory can plan batches for this kind's model
+
+    # ------------------------------------------------------------------ data and inputs
+
+    @abstractmethod
+    def read_labelled(self, run: Any, data: Any, columns: dict[str, str | None]
+                      ) -> pd.DataFrame:
+        """``input, label`` rows of labelled data, read as the run's job reads its data."""
+
+    @abstractmethod
+    def gather_inputs(self, run: Any, inputs: Sequence[str]) -> list[str]:
+        """The raw inputs given on the command line (files, folders or sentences)."""
+
+    @abstractmethod
+    def file_inputs(self, run: Any, path: Path, column: str | None, encoding: str
+                    ) -> list[str]:
+        """The raw inputs listed in a file (``--input FILE``)."""
+
+    def targets(self, labels: Sequence[Any], class_names: list[str]) -> np.ndarray:
+        """What the loss and metrics compare with: class ids of label names.
+
+        Example:
+            >>> from tlkit.tasks import get_task
+            >>> get_task("image").targets(["b", "a"], ["a", "b"]).tolist()
+            [1, 0]
+        """
+        from tlkit.data.tables import label_ids
+
+        return np.asarray(label_ids(labels, class_names))
+
+    # ------------------------------------------------------------- the inference pipeline
+
+    @abstractmethod
+    def batches(self, model: Any, items: Sequence[str]) -> Iterator[tuple[np.ndarray, Any]]:
+        """(row numbers in ``items``, model input) batches of the items the model can take."""
+
+    @abstractmethod
+    def failure(self, item: str) -> str:
+        """Why an item never came out of ``batches`` (one line)."""
+
+    def probabilities(self, model: Any, items: Sequence[str], progress: bool = False
+                      ) -> tuple[np.ndarray, list[str | None]]:
+        """Each item's class probabilities (NaN where it failed) and its error or None.
+
+        The one path from raw inputs to probabilities: training-time scoring, evaluate,
+        predict, serve, explain and the export check all come here. ``progress`` shows
+        Keras's progress bar (on stderr: stdout may carry predictions).
+
+        Example:
+            >>> import keras
+            >>> from tlkit.tasks import get_task
+            >>> hashed = keras.Sequential([keras.Input((), dtype="string"),
+            ...                            keras.layers.Hashing(2, output_mode="one_hot")])
+            >>> probs, errors = get_task("textcnn").probabilities(hashed, ["a fine film", " "])
+            >>> np.isnan(probs).any(axis=1).tolist(), errors
+            ([False, True], [None, 'empty text: nothing to classify'])
+        """
+        import keras
+
+        from tlkit.devices import progress_verbosity
+
+        items = list(items)
+        result = np.full((len(items), model.output_shape[-1]), np.nan, dtype="float32")
+        done = np.zeros(len(items), dtype=bool)
+        bar = keras.utils.Progbar(len(items), verbose=progress_verbosity() if progress else 0,
+                                  unit_name=self.noun)
+        with contextlib.redirect_stdout(sys.stderr):
+            for rows, batch in self.batches(model, items):
+                # A plain call, not predict_on_batch: a model trained under a multi-worker
+                # strategy would gather every worker's copy of the batch.
+                result[rows] = np.asarray(model(batch, training=False))
+                done[rows] = True
+                bar.add(len(rows))
+            if not done.all():  # rows that failed count as done too (all done: already said)
+                bar.update(len(items), finalize=True)
+        # Only the items that failed are looked at again, to say why in one line.
+        return result, [None if ok else self.failure(item)
+                        for item, ok in zip(items, done, strict=True)]
+
+    def score(self, model: Any, inputs: Sequence[str], targets: Sequence[Any],
+              class_names: list[str], split: str, progress: bool = False) -> Scored:
+        """Metrics and prediction rows of ``model`` on labelled ``inputs``, through
+        ``probabilities``; inputs that fail are skipped (all failing is a UserError).
+
+        Example:
+            >>> import keras
+            >>> from tlkit.tasks import get_task
+            >>> hashed = keras.Sequential([keras.Input((), dtype="string"),
+            ...                            keras.layers.Hashing(2, output_mode="one_hot")])
+            >>> scored = get_task("textcnn").score(hashed, ["a", "b", " "], [0, 1, 0],
+            ...                                    ["neg", "pos"], "test")
+            >>> scored.metrics["n"], len(scored.predictions), scored.skipped[0]["input"]
+            (2, 2, ' ')
+        """
+        probs, errors = self.probabilities(model, inputs, progress)
+        failed = np.array([error is not None for error in errors], dtype=bool)
+        if failed.all():
+            raise UserError(f"none of the {len(errors)} inputs could be read; check the data")
+        skipped = [{"input": str(item), "reason": error}
+                   for item, error in zip(inputs, errors, strict=True) if error is not None]
+        kept = np.flatnonzero(~failed)
+        inputs = [inputs[i] for i in kept]
+        targets = np.asarray(targets)[kept]
+        return Scored(self.metrics(targets, probs[kept], class_names),
+                      self.predictions_table(inputs, targets, probs[kept], class_names, split),
+                      skipped)
+
+    def metrics(self, targets: np.ndarray, probs: np.ndarray, class_names: list[str]
+                ) -> dict[str, Any]:
+        """Every metric of ``probs`` against ``targets`` (scikit-learn)."""
+        from tlkit.evaluation.metrics import classification_metrics
+
+        return classification_metrics(targets, probs, class_names)
+
+    def predictions_table(self, inputs: Sequence[str], targets: np.ndarray, probs: np.ndarray,
+                          class_names: list[str], split: str) -> pd.DataFrame:
+        """One ``predictions.csv`` row per input."""
+        from tlkit.evaluation.metrics import predictions_table
+
+        return predictions_table(inputs, targets, probs, class_names, split)
+
+    # ------------------------------------------------------------------------- export
+
+    def reference_items(self, run: Any, items: list[str], split: str) -> list[str]:
+        """The export check's held-out inputs, refused if they cannot be read any more."""
+        return items
+
+    @abstractmethod
+    def exported_model(self, run: Any, fmt: str) -> tuple[Any, Any, str]:
+        """The Keras model to export, its input signature, and what it takes."""
+
+    def export_files(self, run: Any, takes: str, folder: Path) -> dict[str, Any]:
+        """Files an export needs beside the model (written into ``folder``), described."""
+        return {}
+
+    @abstractmethod
+    def export_batches(self, run: Any, items: Sequence[str], takes: str
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row numbers, exported model's input) batches of ``items``."""
+
+    # ------------------------------------------------------------------ explain, serve
+
+    def check_method(self, method: str | None) -> str:
+        """``method``, or the default; one of ``explain_methods`` else a UserError.
+
+        Example:
+            >>> from tlkit.tasks import get_task
+            >>> get_task("textcnn").check_method("gradcam")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            tlkit.errors.UserError: method 'gradcam' does not fit a textcnn run (an image ...
+        """
+        from tlkit.tasks import TASKS
+
+        if method is None:
+            return self.explain_methods[0]
+        if method not in self.explain_methods:
+            others = [task.name for task in TASKS.values() if method in task.explain_methods]
+            where = f" ({_a(others[0])} method)" if others else ""
+            raise UserError(f"method '{method}' does not fit {_a(self.name)} run{where}; choose "
+                            f"one of: {', '.join(self.explain_methods)}")
+        return method
+
+    @abstractmethod
+    def check_explain_inputs(self, inputs: Sequence[str], data: str | Path | None,
+                             method: str) -> None:
+        """Refuse inputs this kind cannot explain, before any model loads."""
+
+    @abstractmethod
+    def request_inputs(self, request: Any, folder: Path, allow: Path | None
+                       ) -> tuple[list[str], list[str | None]]:
+        """A served request's items for ``probabilities`` and an error (or None) for each."""
+
+    def request_error(self, request: Any, i: int, item: str, error: str) -> str:
+        """What a served request is told about item ``i`` that the pipeline could not read."""
+        return error
+
+
+def _a(name: str) -> str:
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
