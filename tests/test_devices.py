@@ -32,7 +32,7 @@ def _image_recipe(data: Path, **changes: object) -> ImageRecipe:
 def test_image_run_trains_and_saves_with_engine_settings(changes: dict, tmp_path: Path) -> None:
     import keras
 
-    from tlkit.runs import load_run
+    from tlkit.models.saved import load_run
     from tlkit.train.image import finetune
 
     data = make_image_folder(tmp_path / "img", per_class=6)
@@ -124,7 +124,7 @@ def test_loading_a_run_model_turns_memory_growth_on_first(tmp_path: Path,
     import keras
 
     import tlkit.devices
-    from tlkit.runs import load_keras_file
+    from tlkit.models.saved import load_keras_file
 
     inputs = keras.Input((3,))
     keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "m.keras")

@@ -122,7 +122,8 @@ def latest_backup(partial: Path) -> str | None:
 
 
 def test_each_worker_writes_under_its_own_folder(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tlkit.devices import worker_out, worker_role
+    from tlkit.devices import worker_role
+    from tlkit.train.workers import worker_out
 
     monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 0))
     assert worker_role() == (True, 0) and worker_out("runs") == Path("runs")
@@ -134,7 +135,7 @@ def test_a_lost_peer_is_one_line_naming_it_and_the_resume_command(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import tensorflow as tf
 
-    from tlkit.devices import peer_failure
+    from tlkit.train.workers import peer_failure
 
     monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 1))
     lost_chief = tf.errors.UnavailableError(None, None, (

@@ -586,7 +586,7 @@ def test_evaluating_an_image_run_on_one_class_is_allowed(world: dict[str, str],
                                                          tmp_path: Path) -> None:
     """More photos of one class are something to evaluate on, not a classifier to train."""
     from tlkit.evaluate import read_labelled
-    from tlkit.runs import load_run
+    from tlkit.models.saved import load_run
 
     reds = make_image_folder(tmp_path / "more", per_class=2, classes=("red",))
     frame = read_labelled(load_run(f"{world['runs']}/colours", model=False), reds, {})

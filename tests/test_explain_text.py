@@ -21,8 +21,8 @@ from tlkit.explain.text import (
     token_saliency,
     top_ngrams,
 )
+from tlkit.models.saved import load_run
 from tlkit.recipes import TextCNNRecipe
-from tlkit.runs import load_run
 from tlkit.train.text import train_textcnn
 
 # The label is decided by one word; every other word is shared filler.

@@ -136,7 +136,7 @@ def assert_runs_like_keras(result: dict[str, Any], run: Path, name: str, atol: f
     """Run the export in its own runtime on the run's test inputs; its probabilities must be
     within ``atol`` of model.keras, and the parity it reported must be the difference measured
     here. Returns (keras, exported) probabilities."""
-    from tlkit.runs import load_keras_file
+    from tlkit.models.saved import load_keras_file
 
     inputs, _ = held_out(run)
     expected = load_keras_file(run / "model.keras").predict(inputs, verbose=0)
@@ -196,7 +196,7 @@ def test_text_savedmodel_takes_raw_strings(text_run: Path) -> None:
 
 def test_text_tflite_through_the_cli_takes_token_ids_with_the_vocabulary_beside(
         text_run: Path, tmp_path: Path) -> None:
-    from tlkit.runs import load_keras_file
+    from tlkit.models.saved import load_keras_file
 
     code, out, _ = run_cli(["export", str(text_run), "--format", "tflite",
                             "--out", str(tmp_path / "lite")])

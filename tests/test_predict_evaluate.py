@@ -91,7 +91,7 @@ def test_predict_and_evaluate_give_the_models_own_probabilities(image_run: Path,
     from sklearn.metrics import log_loss
 
     from tlkit.data.images import decode_image
-    from tlkit.runs import load_keras_file
+    from tlkit.models.saved import load_keras_file
 
     images = blended_images(tmp_path / "blends")
     classes = json.loads((image_run / "classes.json").read_text())

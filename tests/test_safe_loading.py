@@ -21,8 +21,9 @@ from conftest import assert_user_error, run_cli
 import tlkit
 from tlkit.data.text import Vocabulary, build_vocabulary
 from tlkit.lite0 import read_legacy_torch_state_dict
+from tlkit.models.saved import load_keras_file, load_run
 from tlkit.recipes import ImageRecipe, dump_recipe, load_recipe, load_recipe_text, resolve_recipe
-from tlkit.runs import RunWriter, load_keras_file, load_run
+from tlkit.runs import RunWriter
 
 PACKAGE = Path(tlkit.__file__).parent
 # The one module allowed to import pickle: its unpickler resolves tensor globals only.

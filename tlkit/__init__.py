@@ -32,7 +32,7 @@ _EXPORTS: dict[str, str] = {
     "predict": "tlkit.predict",
     "evaluate": "tlkit.evaluate",
     "explain_run": "tlkit.explain.run",
-    "load_run": "tlkit.runs",
+    "load_run": "tlkit.models.saved",
     "resolve_recipe": "tlkit.recipes",
     "ImageRecipe": "tlkit.recipes",
     "Stage": "tlkit.recipes",

@@ -82,3 +82,9 @@ SERVE_MAX_BATCH = 64
 SERVE_MAX_WAIT_MS = 5.0
 # Seconds a client has to send its request (line, headers and body) before a 408.
 SERVE_READ_TIMEOUT = 30.0
+
+# A recipe's `mixed_precision` and `strategy` (tlkit.devices reads them when it trains).
+PRECISIONS = ("off", "auto", "float16", "bfloat16")
+STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+# A text recipe's `vectors_format` (tlkit.vectors reads these files).
+VECTOR_FORMATS = ("word2vec-bin", "word2vec-text", "glove", "fasttext")

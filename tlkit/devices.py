@@ -7,7 +7,11 @@
   float16 on GPUs of compute capability 7.x, mixed bfloat16 on 8.0 and newer, where it
   needs no loss scaling at the same speed; off on CPUs, where both were slower here).
 - ``make_strategy(setting)``: ``none``, ``mirrored`` (the GPUs of one machine; ``auto``
-  picks it when there are several), ``multiworker`` (machines listed in ``TF_CONFIG``).
+  picks it when there are several), ``multiworker`` (machines listed in ``TF_CONFIG``);
+  ``worker_role()`` says which worker of ``TF_CONFIG`` this process is.
+
+Where each worker writes its copy of a run, and what a lost peer means for it, is the
+training layer's (``tlkit.train.workers``): this module knows nothing of run folders.
 
 Example:
     >>> precision_policy("off") is None, precision_policy("float16")
@@ -22,17 +26,15 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from tlkit.choices import PRECISIONS, STRATEGIES
 from tlkit.errors import UserError
 from tlkit.keras_internals import gpu_memory_limits
 
-PRECISIONS = ("off", "auto", "float16", "bfloat16")
 _CPU_NOTED: list[str] = []  # "no GPU" is said once per process
-STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 
 
 def describe_devices() -> pd.DataFrame:
@@ -96,6 +98,17 @@ def use_gpus(gpus: str | None, work: str = "running") -> None:
             tf.config.experimental.set_memory_growth(device, True)
         except RuntimeError:  # already initialised by an earlier run in this process
             return
+
+
+def progress_verbosity() -> int:
+    """Keras's ``verbose`` for fit and predict: a progress bar on a terminal, else one line
+    per epoch (logs and CI would fill with bar redraws).
+
+    Example:
+        >>> progress_verbosity()  # a doctest's output is not a terminal
+        2
+    """
+    return 1 if sys.stdout.isatty() else 2
 
 
 def precision_policy(setting: str) -> str | None:
@@ -227,10 +240,21 @@ class TrainingSetup:
         (1, True, 'float32')
     """
 
-    def __init__(self, strategy: Any, policy: str) -> None:
+    def __init__(self, strategy: Any, policy: str, seed: int = 0) -> None:
         self.strategy = strategy
         self.policy = policy
+        self.seed = seed
         self.chief, self.worker = worker_role()
+
+    def reseed(self) -> None:
+        """Start Python's, NumPy's and TensorFlow's random sources again from the seed.
+
+        Each fold of a cross-validation starts here, so it draws what it would draw alone
+        and a run resumed at fold k matches the uninterrupted one.
+        """
+        import keras
+
+        keras.utils.set_random_seed(self.seed)
 
     @property
     def replicas(self) -> int:
@@ -266,84 +290,4 @@ def training_setup(recipe: Any) -> Iterator[TrainingSetup]:
     if recipe.deterministic:
         deterministic_ops()
     with dtype_policy(recipe.mixed_precision) as policy:
-        yield TrainingSetup(strategy, policy)
-
-
-def worker_out(out: str | Path) -> Path:
-    """The folder this process writes its run under: ``out`` for the chief, a hidden
-    ``out/.worker-<i>`` for worker ``i`` (no TensorFlow needed, so checks can use it early).
-
-    Example:
-        >>> str(worker_out("runs"))
-        'runs'
-    """
-    chief, index = worker_role()
-    return Path(out) if chief else Path(out) / f".worker-{index}"
-
-
-def worker_destination(setup: TrainingSetup, out: Any, name: str) -> tuple[Any, str]:
-    """Where this process writes its run: the chief writes the run folder; another worker
-    writes the same files (all replicas save together) into a hidden folder of its own,
-    kept for its restarts and removed when the run ends.
-
-    Example:
-        >>> worker_destination(TrainingSetup(make_strategy("none"), "float32"), "runs", "r1")
-        ('runs', 'r1')
-    """
-    if setup.chief:
-        return out, name
-    return worker_out(out), name
-
-
-def discard_worker_run(path: Any, setup: TrainingSetup) -> None:
-    """Remove a non-chief worker's copy of the run; the chief's folder is the run.
-
-    Example:
-        >>> import tempfile
-        >>> folder = Path(tempfile.mkdtemp())
-        >>> discard_worker_run(folder / "r1", TrainingSetup(make_strategy("none"), "float32"))
-        worker 0: done; the chief wrote the run folder
-        >>> folder.exists()
-        False
-    """
-    import shutil
-
-    shutil.rmtree(Path(path).parent, ignore_errors=True)
-    print(f"worker {setup.worker}: done; the chief wrote the run folder", flush=True)
-
-
-# What a worker's collective ops raise when another worker dies: heartbeats stop (the
-# coordination service names the task) or its socket closes, seconds after the death.
-PEER_ERRORS = ("UnavailableError", "DeadlineExceededError", "AbortedError")
-
-
-def peer_failure(error: BaseException, final: Path, command: str) -> str | None:
-    """The one-line message of a multi-worker run whose peer stopped; None for any other error.
-
-    The run cannot go on without its peer, but each worker's folder holds its per-epoch
-    backups: keep it, and restart every worker with ``command --resume`` (the run's own
-    path, the same on every worker), as Keras's fault-tolerance guide has a cluster do.
-
-    Example:
-        >>> peer_failure(ValueError("no"), Path("runs/r"), "tlkit finetune") is None
-        True
-    """
-    import re
-
-    from tlkit.runs import partial_path
-
-    tf = sys.modules.get("tensorflow")
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    tasks = sum(len(addresses) for addresses in config.get("cluster", {}).values())
-    if tf is None or tasks < 2 or type(error).__name__ not in PEER_ERRORS:
-        return None
-    if not isinstance(error, tf.errors.OpError):
-        return None
-    _, own = worker_role()
-    peers = sorted({int(i) for i in re.findall(r"/job:\w+/(?:replica:\d+/)?task:(\d+)",
-                                               str(error))} - {own})
-    who = f"worker {', '.join(map(str, peers))}" if peers else "another worker"
-    run = final.parent.parent / final.name if final.parent.name.startswith(".worker-") else final
-    return (f"{who} of this multi-worker run stopped ({type(error).__name__}); worker {own} "
-            f"keeps its unfinished run in {partial_path(final)}: restart "
-            f"every worker with `{command} --resume {run}`")
+        yield TrainingSetup(strategy, policy, recipe.seed)

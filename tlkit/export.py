@@ -43,7 +43,7 @@ from tlkit.runs import (
     CLASSES_FILE,
     Run,
     check_run_folder,
-    load_run,
+    read_run,
     write_json,
 )
 from tlkit.tasks import task_of
@@ -137,7 +137,7 @@ def export_run(run_path: str | Path, fmt: str, out: str | Path | None = None,
     check_export(fmt, quantize)
     folder = export_destination(check_run_folder(run_path), fmt, quantize, out)
     check_converter(fmt)  # imports TensorFlow (tf2onnx does): after the checks that need none
-    run = load_run(run_path, model=False)
+    run = read_run(run_path)
     reference = reference_inputs(run)  # before the model loads: a missing input fails fast
     run = open_run(run)
     folder.parent.mkdir(parents=True, exist_ok=True)

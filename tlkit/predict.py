@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from tlkit.errors import UserError
-from tlkit.runs import MODEL_FILE, Run, load_keras_file, load_run
+from tlkit.models.saved import load_keras_file
+from tlkit.runs import MODEL_FILE, Run, read_run
 from tlkit.tasks import PREDICT_BATCH, require_task, task_of
 
 __all__ = ["PREDICT_BATCH", "gather_inputs", "open_run", "predict", "probabilities",
@@ -37,7 +38,7 @@ def open_run(run: Run | str | Path, kind: str | None = None, model: bool = True)
         Traceback (most recent call last):
         tlkit.errors.UserError: 'runs/shapes' is an image run, not a textcnn run; ...
     """
-    run = run if isinstance(run, Run) else load_run(run, model=False)
+    run = run if isinstance(run, Run) else read_run(run)
     require_task(run, kind)
     if model and run.model is None:
         run.model = load_keras_file(run.path / MODEL_FILE)

@@ -327,7 +327,7 @@ def validate_image_recipe(recipe: ImageRecipe) -> None:
 
 def _check_common(recipe: Any) -> None:
     """The fields both kinds share: labels, batch size, seed, patience, monitor, engine."""
-    from tlkit.devices import PRECISIONS, STRATEGIES
+    from tlkit.choices import PRECISIONS, STRATEGIES
 
     check_label_fields(recipe)
 
@@ -773,7 +773,7 @@ class TextCNNRecipe(Checked):
                f"{self.embedding_dim}")
         _check(self.max_norm is None or self.max_norm > 0,
                f"max_norm must be above 0 (or empty: no constraint), got {self.max_norm}")
-        from tlkit.vectors import FORMATS
+        from tlkit.choices import VECTOR_FORMATS as FORMATS
 
         _check(self.vectors_format in (None, *FORMATS), f"unknown vectors format "
                f"'{self.vectors_format}'; choose one of: {', '.join(FORMATS)} (or leave it empty "

@@ -25,9 +25,11 @@ working folder. Every kind writes::
     report.html  report.md  report.json  (and the report's figures)
     checkpoints/best.weights.h5  logs/ (TensorBoard)
 
-plus what is its own (image: ``split.csv``; text: ``vocabulary.json``, and ``folds.csv`` with
-``folds/<k>/`` under cross-validation). ``load_run`` opens any finished run; the recipe's
-``kind`` says which job made it.
+plus what is its own (image: ``split.csv``; text: ``vocabulary.json``; ``folds.csv`` with
+``folds/<k>/`` under cross-validation). Every file name is defined here once; ``RunWriter``
+writes each file and ``read_run`` reads a finished run back (the recipe's ``kind`` says
+which job made it). Opening its model is the model layer's (``tlkit.models.saved``): this
+module imports neither Keras nor the devices, workers or models above it.
 
 Example:
     >>> check_run_name("a/b")  # doctest: +ELLIPSIS
@@ -44,7 +46,6 @@ import os
 import shutil
 import sys
 import time
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,13 +57,26 @@ import pandas as pd
 from tlkit.errors import UserError
 from tlkit.files import disk_full_error, is_disk_full, remove, replacing, write_text
 
+# The files of a run folder (module docstring), each named here and nowhere else.
 MODEL_FILE = "model.keras"
 RECIPE_FILE = "recipe.yaml"
 CLASSES_FILE = "classes.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
-FOLDS_FILE = "folds.csv"
 PREDICTIONS_FILE = "predictions.csv"
+SPLIT_FILE = "split.csv"  # image runs: every image, its label and split
+VOCABULARY_FILE = "vocabulary.json"  # text runs: tokens by id, tokenizer, length
+FOLDS_FILE = "folds.csv"  # cross-validated runs: one row per fold
+FOLDS_FOLDER = "folds"  # ... and each fold's training files in folds/<k>/
+LOGS_FOLDER = "logs"  # TensorBoard
+CACHE_FOLDER = "cache"  # a run's own feature cache, removed when training ends
+# What training keeps while it runs (tlkit.train.checkpoints), for a resume.
+CHECKPOINTS_FOLDER = "checkpoints"
+BEST_FILE = "best.weights.h5"
+STAGE_BEST = "stage-best.weights.h5"
+PROGRESS_FILE = "progress.json"
+BACKUP_FOLDER = "backup"
+LATEST_FILE = "latest"  # in backup/: names the last complete epoch's backup
 PARTIAL_SUFFIX = ".partial"
 LOCK_FILE = ".lock"
 # Recipe fields that name files or folders: stored absolute in the run's recipe.yaml.
@@ -70,6 +84,16 @@ PATH_FIELDS = ("data", "dev", "test", "vectors", "weights", "cache_dir")
 
 # The run locks this process holds: the partial folder's real path -> the locked file.
 _HELD: dict[str, int] = {}
+
+
+class RunKept(UserError):
+    """A failure after which the unfinished run is kept as it is, its message saying how to
+    resume it (a multi-worker run whose peer stopped: ``tlkit.train.workers``).
+
+    Example:
+        >>> isinstance(RunKept("worker 1 stopped"), UserError)
+        True
+    """
 
 
 @dataclass
@@ -314,8 +338,39 @@ class RunWriter:
         """Class names in id order (``classes.json``)."""
         self.write_json(CLASSES_FILE, list(class_names))
 
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """The run's numbers (``metrics.json``)."""
+        self.write_json(METRICS_FILE, metrics)
+
+    def write_predictions(self, frame: pd.DataFrame) -> None:
+        """One row per held-out input (``predictions.csv``)."""
+        self.write_table(PREDICTIONS_FILE, frame)
+
+    def write_history(self, frame: pd.DataFrame) -> None:
+        """One row per epoch (``history.csv``; training writes it epoch by epoch)."""
+        self.write_table(HISTORY_FILE, frame)
+
+    def write_split(self, frame: pd.DataFrame) -> None:
+        """Every image with its label and split (``split.csv``), read back by a resume."""
+        self.write_table(SPLIT_FILE, frame)
+
+    def write_folds(self, frame: pd.DataFrame) -> None:
+        """One row per fold of a cross-validated run (``folds.csv``)."""
+        self.write_table(FOLDS_FILE, frame)
+
+    def write_vocabulary(self, vocabulary: Any) -> None:
+        """A text run's vocabulary (``vocabulary.json``): its ``to_dict()``, as JSON."""
+        write_text(self.path / VOCABULARY_FILE,
+                   json.dumps(vocabulary.to_dict(), ensure_ascii=False))
+
+    def fold(self, k: int) -> Path:
+        """The folder of fold ``k`` of a cross-validated run (``folds/<k>``), made."""
+        folder = self.path / FOLDS_FOLDER / str(k)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def write_table(self, name: str, frame: pd.DataFrame) -> None:
-        """A CSV table (split, history, folds, predictions), written beside and renamed."""
+        """A CSV table, written beside and renamed."""
         with replacing(self.path / name) as partial:
             frame.to_csv(partial, index=False)
 
@@ -368,7 +423,8 @@ def holds_epochs(partial: Path) -> bool:
         >>> holds_epochs(Path(tempfile.mkdtemp()))
         False
     """
-    return any(partial.glob("**/backup/latest")) or any(partial.glob("**/progress.json"))
+    return (any(partial.glob(f"**/{BACKUP_FOLDER}/{LATEST_FILE}"))
+            or any(partial.glob(f"**/{PROGRESS_FILE}")))
 
 
 def _full_disk_path(error: BaseException, folder: Path) -> Path:
@@ -388,16 +444,13 @@ def _run_failed(error: BaseException, partial: Path, final: Path, command: str,
                 resume: bool) -> BaseException | None:
     """Keep or remove a failed run's partial folder (the module docstring's rule); return
     the error to raise instead of ``error``, or None to raise ``error`` itself."""
-    from tlkit.devices import peer_failure
-
     again = f"`{command} --resume {final}`"
     if isinstance(error, KeyboardInterrupt):
         print(f"interrupted: the unfinished run is kept in {partial}; continue it with {again}",
               file=sys.stderr, flush=True)
         return None
-    lost = peer_failure(error, final, command)
-    if lost is not None:
-        return UserError(lost)
+    if isinstance(error, RunKept):
+        return None
     full = is_disk_full(error)
     where = _full_disk_path(error, partial)
     if resume or (full and holds_epochs(partial)):
@@ -418,9 +471,9 @@ def new_run_folder(out: str | Path, name: str, kind: str = "image", resume: bool
     """Yield a writer into a partial folder; publish it as ``out/name`` only on success.
 
     The partial folder is locked while the run lasts. What a failure keeps is the module
-    docstring's rule: an interrupt (Ctrl-C, or SIGTERM through the CLI) and any failure of
-    a resumed run keep it, so that ``--resume`` can continue it. With ``resume`` the partial
-    folder of an earlier, killed run is written into again.
+    docstring's rule: an interrupt (Ctrl-C, or SIGTERM through the CLI), ``RunKept`` and
+    any failure of a resumed run keep it, so that ``--resume`` can continue it. With
+    ``resume`` the partial folder of an earlier, killed run is written into again.
 
     Example:
         >>> import tempfile
@@ -451,22 +504,25 @@ def new_run_folder(out: str | Path, name: str, kind: str = "image", resume: bool
         unlock_run(partial)
 
 
-def unfinished_run(path: str | Path, kind: str) -> tuple[Any, Path, str]:
+def unfinished_run(path: str | Path, kind: str, under: str | Path | None = None
+                   ) -> tuple[Any, Path, str]:
     """(recipe, out, name) of the unfinished run at ``path`` (``out/NAME`` or its partial).
+
+    ``under`` is the folder this process keeps its copy of the run in, when not ``out``
+    (a non-chief worker's own: ``tlkit.train.workers``).
 
     Example:
         >>> unfinished_run("runs/none-such", "image")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         tlkit.errors.UserError: there is no unfinished run 'none-such' in 'runs' to resume ...
     """
-    from tlkit.devices import worker_out
     from tlkit.recipes import KIND_COMMANDS, kind_of, load_recipe
 
     path = Path(path)
     name = path.name
     if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
         name = name[1:-len(PARTIAL_SUFFIX)]
-    own = worker_out(path.parent)  # a non-chief worker resumes its own copy of the run
+    own = path.parent if under is None else Path(under)
     check_destination(own, name, resume=True)  # locks the run for this process
     partial = partial_path(own / name)
     try:
@@ -609,16 +665,18 @@ def check_run_folder(path: str | Path) -> Path:
     return folder
 
 
-def load_run(path: str | Path, model: bool = True) -> Run:
-    """Open a finished run of any kind; ``model=False`` skips loading the Keras model.
+def read_run(path: str | Path) -> Run:
+    """A finished run of any kind as its folder holds it, without its model (no Keras).
+
+    ``tlkit.models.saved.load_run`` also opens the model.
 
     Example:
         >>> import tempfile
         >>> from tlkit.recipes import TextCNNRecipe
         >>> with new_run_folder(out := Path(tempfile.mkdtemp()), "demo", "textcnn") as writer:
         ...     writer.write_recipe(TextCNNRecipe()); writer.write_classes(["neg", "pos"])
-        ...     (writer.path / MODEL_FILE).touch()  # only checked for, with model=False
-        >>> run = load_run(out / "demo", model=False)
+        ...     (writer.path / MODEL_FILE).touch()  # only checked for here
+        >>> run = read_run(out / "demo")
         >>> run.kind, run.class_names, run.model
         ('textcnn', ['neg', 'pos'], None)
     """
@@ -633,10 +691,27 @@ def load_run(path: str | Path, model: bool = True) -> Run:
         recipe=recipe,
         class_names=[str(name) for name in read_json(folder / CLASSES_FILE)],
         metrics=read_json(metrics_file) if metrics_file.is_file() else {},
-        model=load_keras_file(folder / MODEL_FILE) if model else None,
         history=_read_csv(folder / HISTORY_FILE),
         folds=_read_csv(folder / FOLDS_FILE),
     )
+
+
+def read_split(folder: Path) -> pd.DataFrame | None:
+    """An image run's ``split.csv`` (path, label, split; all text), None if it has none.
+
+    Example:
+        >>> import tempfile
+        >>> print(read_split(Path(tempfile.mkdtemp())))
+        None
+    """
+    path = folder / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"'{path}' is damaged ({str(error).strip().splitlines()[0]}); restore "
+                        "it or train the run again") from error
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
@@ -647,34 +722,3 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise UserError(f"'{path}' is damaged ({str(error).strip().splitlines()[0]}); restore "
                         "it or train the run again") from error
-
-
-def load_keras_file(path: str | Path) -> Any:
-    """Load a ``.keras`` file written by tlkit (image or text run) for inference.
-
-    Example:
-        >>> import keras, tempfile
-        >>> path = Path(tempfile.mkdtemp()) / MODEL_FILE
-        >>> keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(path)
-        >>> load_keras_file(path).output_shape
-        (None, 2)
-    """
-    import keras
-
-    import tlkit.models.textcnn  # noqa: F401 - registers the text model's custom layers
-    from tlkit.devices import use_gpus
-
-    use_gpus(None)  # memory growth on before the model lands on a GPU: a server shares it
-    if Path(path).is_file() and not zipfile.is_zipfile(path):
-        # Keras says "File not found" for a file that is there but is not a zip archive
-        raise UserError(f"'{path}' is not a .keras zip archive; it is damaged: train the run "
-                        "again")
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except ValueError as error:
-        if "Lambda" in str(error):  # Keras refuses code in safe mode; tlkit never runs it
-            raise UserError(f"'{path}' holds a Lambda layer with Python code; tlkit loads "
-                            "models in safe mode and will not run code from a file") from error
-        raise UserError(f"'{path}' is not a readable .keras model "
-                        f"({str(error).strip().splitlines()[0]}); it is damaged: train the run "
-                        "again") from error

@@ -28,9 +28,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+from tlkit.choices import VECTOR_FORMATS as FORMATS
 from tlkit.errors import UserError
 
-FORMATS = ("word2vec-bin", "word2vec-text", "glove", "fasttext")
 # Kim's scale for random vectors when there is nothing to match: U[-0.25, 0.25].
 DEFAULT_SCALE = 0.25
 

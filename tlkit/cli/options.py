@@ -132,7 +132,7 @@ def run_recipe(kind: str, recipe_path: str | None, flags: dict[str, Any],
     from the unfinished run that ``--resume`` names."""
     from tlkit.errors import UserError
     from tlkit.recipes import resolve_recipe
-    from tlkit.runs import unfinished_run
+    from tlkit.train.workers import unfinished_run
 
     if not resume:
         return resolve_recipe(kind, recipe_path, flags, list(overrides)), out, name

@@ -34,7 +34,8 @@ from tlkit.evaluation.metrics import (
     read_predictions,
 )
 from tlkit.files import disk_full_error, is_disk_full, remove, sibling, signals_held
-from tlkit.runs import PREDICTIONS_FILE, load_run
+from tlkit.models.saved import load_run
+from tlkit.runs import PREDICTIONS_FILE
 
 SECTIONS = {
     "summary": "Summary",

@@ -51,10 +51,10 @@ def explain_run(run_path: str | Path, inputs: Sequence[str], method: str | None 
         >>> explain_run("runs/trec", ["How far is the moon ?"])  # doctest: +SKIP
     """
     from tlkit.predict import gather_inputs, open_run
-    from tlkit.runs import load_run
+    from tlkit.runs import read_run
     from tlkit.tasks import task_of
 
-    run = load_run(run_path, model=False)
+    run = read_run(run_path)
     task = task_of(run)  # the kind's methods and input checks, all before the model loads
     method = task.check_method(method)
     class_index = None if class_name is None else _class_index(run.class_names, class_name)

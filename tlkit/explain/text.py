@@ -108,7 +108,7 @@ def _model_and_classes(run_or_model: Any, class_names: Sequence[str] | None
     from pathlib import Path
 
     if isinstance(run_or_model, str | Path):
-        from tlkit.runs import load_run
+        from tlkit.models.saved import load_run
 
         run_or_model = load_run(run_or_model)
     if hasattr(run_or_model, "class_names") and hasattr(run_or_model, "model"):

@@ -16,6 +16,7 @@ from tlkit.errors import UserError
 from tlkit.inspection import memory
 from tlkit.inspection.layers import Step, block_names, shapes_only, walk_model
 from tlkit.inspection.memory import training_memory
+from tlkit.runs import MODEL_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,7 +134,7 @@ def saved_model_file(path: str | Path) -> Path:
         'model.keras'
     """
     path = Path(path)
-    file = path / "model.keras" if path.is_dir() else path
+    file = path / MODEL_FILE if path.is_dir() else path
     if not file.is_file() or file.suffix != ".keras":
         if "/" not in str(path) and path.suffix != ".keras" and not path.exists():
             get_backbone(str(path))  # a bare word: most likely a mistyped backbone name
@@ -154,7 +155,7 @@ def load_saved_model(path: str | Path) -> Any:
         >>> load_saved_model(path).output_shape
         (None, 2)
     """
-    from tlkit.runs import load_keras_file
+    from tlkit.models.saved import load_keras_file
 
     return load_keras_file(saved_model_file(path))
 

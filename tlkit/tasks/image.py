@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tlkit.errors import UserError
+from tlkit.runs import SPLIT_FILE
 from tlkit.tasks.base import PREDICT_BATCH, Task
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class ImageTask(Task):
     explain_methods = ("gradcam", "saliency", "smoothgrad")
     explainer = "images"
     gallery = "thumbnails"
-    reference_file = "split.csv"
+    reference_file = SPLIT_FILE
     reference_column = "path"
     plans_memory = True
 

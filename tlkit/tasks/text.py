@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tlkit.errors import UserError
+from tlkit.runs import PREDICTIONS_FILE, VOCABULARY_FILE
 from tlkit.tasks.base import PREDICT_BATCH, Task
 
 if TYPE_CHECKING:
     import pandas as pd
 
-VOCABULARY_FILE = "vocabulary.json"
 EMPTY = "empty text: nothing to classify"
 
 
@@ -44,7 +44,7 @@ class TextTask(Task):
     explain_methods = ("ngrams", "saliency")
     explainer = "sentences"
     gallery = "sentences"
-    reference_file = "predictions.csv"
+    reference_file = PREDICTIONS_FILE
     reference_column = "input"
 
     def read_labelled(self, run: Any, data: Any, columns: dict[str, str | None]

@@ -36,13 +36,15 @@ import numpy as np
 import pandas as pd
 
 from tlkit.files import replacing, write_text
-from tlkit.runs import read_json, write_json
-
-HISTORY_FILE = "history.csv"
-PROGRESS_FILE = "progress.json"
-BACKUP_FOLDER = "backup"
-BEST_FILE = "best.weights.h5"
-STAGE_BEST = "stage-best.weights.h5"
+from tlkit.runs import (  # noqa: F401 - BEST_FILE for the doctests
+    BACKUP_FOLDER,
+    BEST_FILE,
+    HISTORY_FILE,
+    LATEST_FILE,
+    PROGRESS_FILE,
+    read_json,
+    write_json,
+)
 
 
 def save_weights(model: Any, path: Path) -> None:
@@ -111,7 +113,7 @@ class ResumePoint:
         progress_file = folder / PROGRESS_FILE
         progress = read_json(progress_file) if progress_file.is_file() else {}
         done, first = progress.get("stages_done", 0), progress.get("epoch", 0)
-        latest = folder / BACKUP_FOLDER / "latest"
+        latest = folder / BACKUP_FOLDER / LATEST_FILE
         if latest.is_file():
             state = folder / BACKUP_FOLDER / latest.read_text().strip()
             saved = read_json(state / "state.json")
@@ -226,7 +228,7 @@ def epoch_callbacks(best_file: Path, folder: Path, stage: str, stage_index: int,
                 self.model.save_weights(state / "state.weights.h5")
                 write_json(state / "state.json",
                            {"epoch": epoch + 1, "stage": stage, "stage_index": stage_index})
-                write_text(backups / "latest", state.name)
+                write_text(backups / LATEST_FILE, state.name)
             except BaseException:
                 shutil.rmtree(state, ignore_errors=True)  # latest still names the last one
                 raise

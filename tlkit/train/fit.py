@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,28 +19,17 @@ from typing import Any
 
 import pandas as pd
 
+from tlkit.devices import progress_verbosity
 from tlkit.recipes import Stage
+from tlkit.runs import BEST_FILE, CHECKPOINTS_FOLDER, HISTORY_FILE, LOGS_FOLDER, STAGE_BEST
+from tlkit.seeds import EpochClock, epoch_seeds
 from tlkit.train.checkpoints import (
-    BEST_FILE,
-    HISTORY_FILE,
-    STAGE_BEST,
     ResumePoint,
     epoch_callbacks,
     record_stage,
     restore,
     save_weights,
 )
-from tlkit.seeds import EpochClock, epoch_seeds
-
-
-def progress_verbosity() -> int:
-    """Keras's progress bar on a terminal, one line per epoch in logs and CI.
-
-    Example:
-        >>> progress_verbosity()  # a doctest's output is not a terminal
-        2
-    """
-    return 1 if sys.stdout.isatty() else 2
 
 
 def monitored(monitor: str, has_val: bool) -> tuple[str, str]:
@@ -76,7 +64,7 @@ def _callbacks(best_file: Path, folder: Path, stage: Stage, index: int, monitor:
     import keras
 
     callbacks: list[Any] = [epoch_seeds(clock)] if clock is not None else []
-    callbacks.append(keras.callbacks.TensorBoard(folder / "logs"))
+    callbacks.append(keras.callbacks.TensorBoard(folder / LOGS_FOLDER))
     if early_stopping:
         earlier = log.loc[log["epoch"] >= first_epoch, monitor].tolist() if len(log) else []
         callbacks.append(_early_stopping(monitor, mode, early_stopping, earlier))
@@ -108,11 +96,11 @@ def _best(log: pd.DataFrame, monitor: str, mode: str) -> float | None:
 
 def _stage_start(model: Any, folder: Path, index: int) -> None:
     """Each stage starts from the best weights so far, kept so a resumed stage starts alike."""
-    start = folder / "checkpoints" / f"stage-{index}-start.weights.h5"
+    start = folder / CHECKPOINTS_FOLDER / f"stage-{index}-start.weights.h5"
     if start.is_file():
         model.load_weights(start)
         return
-    best = folder / "checkpoints" / BEST_FILE
+    best = folder / CHECKPOINTS_FOLDER / BEST_FILE
     if index and best.is_file():
         model.load_weights(best)
     save_weights(model, start)
@@ -122,7 +110,7 @@ def _keep_stage_best(model: Any, fitted: Any, stage_best: Path, folder: Path) ->
     """After a stage that fitted another model: the run model's weights at its best epoch."""
     if fitted is not model and stage_best.is_file():
         fitted.load_weights(stage_best)  # its weights are the run model's
-        save_weights(model, folder / "checkpoints" / BEST_FILE)
+        save_weights(model, folder / CHECKPOINTS_FOLDER / BEST_FILE)
 
 
 def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder: Path, *,
@@ -151,7 +139,7 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         (['epoch', 'stage', 'loss'], [0, 1])
     """
     monitor, mode = monitored(monitor, "val" in datasets)
-    (folder / "checkpoints").mkdir(exist_ok=True)
+    (folder / CHECKPOINTS_FOLDER).mkdir(exist_ok=True)
     point = ResumePoint.read(folder)
     log, first, epoch = point.log(folder), point.stage_first_epoch, point.epoch
     for index, stage in enumerate(stages[point.stages_done:], start=point.stages_done):
@@ -160,7 +148,7 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         fitting.model.jit_compile = jit_compile  # XLA, per the recipe
         if point.backup is not None and index == point.stages_done:
             restore(fitting.model, point.backup)
-        stage_best = folder / "checkpoints" / (BEST_FILE if fitting.model is model
+        stage_best = folder / CHECKPOINTS_FOLDER / (BEST_FILE if fitting.model is model
                                                else STAGE_BEST)
         fitting.model.fit(
             fitting.train, validation_data=fitting.val, initial_epoch=epoch,
@@ -173,7 +161,7 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         first = epoch = int(log["epoch"].max()) + 1
         record_stage(folder, index + 1, epoch)
         stage_best.with_name(STAGE_BEST).unlink(missing_ok=True)
-    model.load_weights(folder / "checkpoints" / BEST_FILE)
-    for start in (folder / "checkpoints").glob("stage-*-start.weights.h5"):
+    model.load_weights(folder / CHECKPOINTS_FOLDER / BEST_FILE)
+    for start in (folder / CHECKPOINTS_FOLDER).glob("stage-*-start.weights.h5"):
         start.unlink()
     return log

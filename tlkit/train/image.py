@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tlkit.backbones import Backbone, get_backbone
@@ -35,23 +35,23 @@ from tlkit.data.images import (
     read_image_table,
     read_recipe_table,
 )
-from tlkit.devices import TrainingSetup, discard_worker_run, worker_destination, worker_out
+from tlkit.devices import TrainingSetup
 from tlkit.errors import UserError
-from tlkit.evaluate import report_after_training
 from tlkit.recipes import ImageRecipe, Stage
 from tlkit.runs import (
-    PREDICTIONS_FILE,
+    CACHE_FOLDER,
     Run,
     RunWriter,
     check_destination,
-    new_run_folder,
     partial_path,
-    releasing,
+    read_split,
     run_name,
     unlock_run,
 )
 from tlkit.seeds import EpochClock
 from tlkit.train.fit import StageFit, fit_stages
+from tlkit.train.job import Job, run_job
+from tlkit.train.workers import worker_out
 
 
 @dataclass
@@ -105,12 +105,11 @@ def check_image_run(recipe: ImageRecipe, out: str | Path = "runs", name: str | N
 
 def _resumed_table(final: Path, out: str | Path) -> pd.DataFrame:
     """The images and splits of the unfinished run ``final``, from its ``split.csv``."""
-    split_file = partial_path(final) / "split.csv"
-    if not split_file.is_file():
+    split = read_split(partial_path(final))
+    if split is None:
         raise UserError(f"the unfinished run '{final.name}' stopped before it wrote its split; "
                         f"remove it with `tlkit runs {out} --remove-unfinished` and start "
                         "again")
-    split = pd.read_csv(split_file, dtype=str, keep_default_na=False)
     return read_image_table(split, "path", "label")
 
 
@@ -126,40 +125,82 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
     Example:
         >>> run = finetune(ImageRecipe(data="datasets/shapes"), out="runs")  # doctest: +SKIP
     """
-    checked = check_image_run(recipe, out, name, data, resume)
-    from tlkit.devices import training_setup
-    from tlkit.models.image import build_classifier
-    from tlkit.weights import build_weighted_backbone
+    return run_job(ImageJob(check_image_run(recipe, out, name, data, resume), out), resume)
 
-    recipe, row = checked.recipe, checked.row
-    with releasing(worker_out(out) / checked.name), training_setup(recipe) as setup:
-        images = check_images(recipe, checked.table)
+
+class ImageJob(Job):
+    """The image kind's part of the lifecycle: images, a backbone with a head, stages.
+
+    Example:
+        >>> import tempfile
+        >>> data = Path(tempfile.mkdtemp())
+        >>> for label in ("cat", "dog"):
+        ...     (data / label).mkdir()
+        ...     for i in range(3): (data / label / f"{i}.png").touch()
+        >>> job = ImageJob(check_image_run(ImageRecipe(backbone="tiny_cnn", data=str(data)),
+        ...                                out=tempfile.mkdtemp(), name="r"), "runs")
+        >>> job.kind, job.name, job.labels()
+        ('image', 'r', ['cat', 'cat', 'cat', 'dog', 'dog', 'dog'])
+    """
+
+    kind = "image"
+
+    def __init__(self, checked: CheckedImageRun, out: str | Path) -> None:
+        self.checked, self.recipe, self.row = checked, checked.recipe, checked.row
+        self.out, self.name = Path(out), checked.name
+        self.probe: dict[str, Any] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.images.class_names
+
+    def build(self, setup: TrainingSetup) -> None:
+        from tlkit.models.image import build_classifier
+        from tlkit.weights import build_weighted_backbone
+
+        recipe, row = self.recipe, self.row
+        self.images = check_images(recipe, self.checked.table)
         with setup.strategy.scope():
-            backbone = build_weighted_backbone(row.name, recipe.input_size, recipe.weights)
-            _check_stages(backbone, row, recipe.stages)
-            model = build_classifier(row, backbone, len(images.class_names), recipe.dropout)
-        clock = EpochClock(recipe.seed)
-        datasets = _datasets(recipe, images, clock, recipe.batch_size * setup.replicas)
-        with new_run_folder(*worker_destination(setup, out, checked.name), "image",
-                            resume) as writer:
-            writer.write_recipe(recipe)
-            writer.write_classes(images.class_names)
-            writer.write_table("split.csv", images.table)
-            history, seconds, probe = _train(recipe, row, backbone, model, datasets, images,
-                                             writer, clock, setup)
-            metrics, predictions = _evaluate(model, datasets, images)
-            metrics.update(probe=probe, devices=setup.record())
-            metrics["train_seconds"] = round(seconds, 1)
-            metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in images.skipped]
-            writer.write_json("metrics.json", metrics)
-            writer.write_table(PREDICTIONS_FILE, predictions)
-            writer.save_model(model)
-    if setup.chief:
-        report_after_training(writer.final)
-    else:
-        discard_worker_run(writer.final, setup)
-    return Run(path=Path(out) / checked.name, kind="image", recipe=recipe,
-               class_names=images.class_names, metrics=metrics, model=model, history=history)
+            self.backbone = build_weighted_backbone(row.name, recipe.input_size, recipe.weights)
+            _check_stages(self.backbone, row, recipe.stages)
+            self.model = build_classifier(row, self.backbone, len(self.images.class_names),
+                                          recipe.dropout)
+        self.clock = EpochClock(recipe.seed)
+        self.datasets = _datasets(recipe, self.images, self.clock,
+                                  recipe.batch_size * setup.replicas)
+
+    def write_inputs(self, writer: RunWriter) -> None:
+        writer.write_split(self.images.table)  # a resume reads its images and splits back
+
+    def fit(self, folder: Path, setup: TrainingSetup) -> pd.DataFrame:
+        history, self.probe = _train(self.recipe, self.row, self.backbone, self.model,
+                                     self.datasets, self.images, folder, self.clock, setup)
+        return history
+
+    def score(self) -> tuple[dict[str, Any], pd.DataFrame]:
+        return _evaluate(self.model, self.datasets, self.images)
+
+    def extras(self) -> dict[str, Any]:
+        return {"probe": self.probe,
+                "skipped_images": [{"path": p, "reason": r} for p, r in self.images.skipped]}
+
+    def save(self, writer: RunWriter) -> Any:
+        writer.save_model(self.model)
+        return self.model
+
+    def sizes(self) -> dict[str, int]:
+        return {split: len(self.images.split(split)) for split in ("train", "val")}
+
+    def labels(self) -> list[str]:
+        return self.checked.table["label"].astype(str).tolist()
+
+    def fold(self, train_rows: np.ndarray, test_rows: np.ndarray) -> ImageJob:
+        """This job tested on ``test_rows``; of the others, its val images still watch."""
+        table = self.checked.table.copy()
+        table["split"] = table["split"].replace({"test": "train"})
+        table.loc[table.index[test_rows], "split"] = "test"
+        table = table.iloc[np.sort(np.concatenate([train_rows, test_rows]))]
+        return ImageJob(dataclasses.replace(self.checked, table=table), self.out)
 
 
 def _evaluate(model: Any, datasets: dict[str, Any], images: ImageData
@@ -272,17 +313,17 @@ class FrozenFeatures:
 
 
 def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
-           datasets: dict[str, Any], images: ImageData, writer: RunWriter, clock: EpochClock,
-           setup: TrainingSetup) -> tuple[pd.DataFrame, float, dict[str, Any]]:
-    """Fit every stage (head-only stages on cached features); return history, time, probe."""
+           datasets: dict[str, Any], images: ImageData, folder: Path, clock: EpochClock,
+           setup: TrainingSetup) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Fit every stage (head-only stages on cached features) in ``folder``; return the
+    history and the linear probe."""
     from tlkit.train.stages import compile_for_stage, prepare_stage
 
     class_weight = (balanced_class_weight(images.label_ids(images.split("train")),
                                           len(images.class_names))
                     if recipe.class_weight == "balanced" else None)
-    start = time.perf_counter()
     features = FrozenFeatures(recipe, row, model, images,
-                              Path(recipe.cache_dir or writer.path / "cache"), clock,
+                              Path(recipe.cache_dir or folder / CACHE_FOLDER), clock,
                               setup.strategy)
     probe = features.probe() if recipe.probe else {}
     if probe:
@@ -298,12 +339,12 @@ def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
         _announce(stage, plan, row, cached)
         return features.stage_fit() if cached else None
 
-    history = fit_stages(model, recipe.stages, datasets, writer.path, prepare=prepare,
+    history = fit_stages(model, recipe.stages, datasets, folder, prepare=prepare,
                          monitor=recipe.monitor, early_stopping=recipe.early_stopping,
                          class_weight=class_weight, clock=clock, jit_compile=recipe.jit_compile)
     if not recipe.cache_dir:  # the run's own cache served its purpose; keep the folder small
-        shutil.rmtree(writer.path / "cache", ignore_errors=True)
-    return history, time.perf_counter() - start, probe
+        shutil.rmtree(folder / CACHE_FOLDER, ignore_errors=True)
+    return history, probe
 
 
 def _datasets(recipe: ImageRecipe, images: ImageData, clock: EpochClock, batch_size: int

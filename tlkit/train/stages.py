@@ -163,12 +163,12 @@ def make_optimizer(stage: Stage, lr_multipliers: dict[str, float] | None = None)
         >>> make_optimizer(Stage(optimizer="sgd", lr=0.01)).__class__.__name__
         'SGD'
     """
-    import keras
+    import importlib
 
     from tlkit.optimizers import OPTIMIZERS
 
     row = OPTIMIZERS[stage.optimizer]
-    base = getattr(keras.optimizers, row.keras_class)
+    base = getattr(importlib.import_module(row.module), row.keras_class)
     kwargs: dict[str, Any] = {**row.fixed, "learning_rate": stage.lr}
     if stage.weight_decay:
         kwargs["weight_decay"] = stage.weight_decay

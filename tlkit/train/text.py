@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -24,29 +23,20 @@ import pandas as pd
 from tlkit.data.tables import split_tables
 from tlkit.data.text import (
     TextData,
-    kfold_splits,
     prepare_text_data,
     read_text_table,
     text_dataset,
 )
+from tlkit.devices import TrainingSetup
 from tlkit.errors import UserError
-from tlkit.evaluate import report_after_training
 from tlkit.recipes import Stage, TextCNNRecipe
-from tlkit.runs import (
-    PREDICTIONS_FILE,
-    Run,
-    RunWriter,
-    check_destination,
-    new_run_folder,
-    partial_path,
-    releasing,
-    run_name,
-    unlock_run,
-)
+from tlkit.runs import Run, RunWriter, check_destination, partial_path, run_name, unlock_run
 from tlkit.seeds import EpochClock
 from tlkit.train.fit import StageFit, fit_stages
+from tlkit.train.job import Job, cross_validate, run_job
 
-VOCABULARY_FILE = "vocabulary.json"
+# Kim's Adadelta, a row of the optimizer table (tlkit.optimizers) like the image stages'.
+OPTIMIZER = "kim-adadelta"
 
 
 def read_recipe_tables(recipe: TextCNNRecipe) -> dict[str, pd.DataFrame]:
@@ -138,77 +128,106 @@ def train_textcnn(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | N
         >>> run = train_textcnn(TextCNNRecipe(data="reviews.csv"), out="runs")  # doctest: +SKIP
     """
     tables, name = check_text_run(recipe, out, name, resume)
-    with releasing(Path(out) / name):  # a resume's checks locked it
-        if recipe.cv:
-            return _cross_validate(recipe, tables["train"], out, name, resume)
-        return _train_split(recipe, tables, out, name, resume)
+    job = TextJob(recipe, tables, out, name)
+    return cross_validate(job, recipe.cv, resume) if recipe.cv else run_job(job, resume)
 
 
-def _train_split(recipe: TextCNNRecipe, tables: dict[str, pd.DataFrame], out: str | Path,
-                 name: str, resume: bool) -> Run:
-    """One run on train, dev and test: the model kept at its best dev epoch."""
-    data = _prepare(recipe, tables["train"], tables.get("dev"), tables.get("test"))
-    with new_run_folder(out, name, "textcnn", resume) as writer:
-        writer.write_recipe(recipe)  # first: a killed run resumes from it
-        result = _train_once(recipe, data, writer.path)
-        model = _write_run_files(recipe, data, writer, result["model"])
-        metrics = {**result["metrics"], "train_seconds": result["seconds"],
-                   "skipped_empty_texts": data.skipped, "vector_coverage": result["coverage"],
-                   "devices": result["devices"]}
-        writer.write_json("metrics.json", metrics)
-        writer.write_table(PREDICTIONS_FILE, result["predictions"])
-    report_after_training(writer.final)
-    return Run(path=writer.final, kind="textcnn", recipe=recipe, class_names=data.class_names,
-               metrics=metrics, model=model, history=result["history"])
+class TextJob(Job):
+    """The text kind's part of the lifecycle: texts and a vocabulary, Kim's CNN, one stage.
 
+    The id model trains (on its faster training path); the saved and scored model is the
+    string model around it, tokenizer and vocabulary inside.
 
-def _prepare(recipe: TextCNNRecipe, train: pd.DataFrame, dev: pd.DataFrame | None,
-             test: pd.DataFrame | None) -> TextData:
-    return prepare_text_data(train, test, dev, tokenizer=recipe.tokenizer,
-                             max_length=recipe.max_length, min_count=recipe.min_count,
-                             dev_fraction=recipe.dev_fraction, seed=recipe.seed)
+    Example:
+        >>> table = pd.DataFrame({"text": ["good", "bad"] * 3, "label": ["+", "-"] * 3})
+        >>> job = TextJob(TextCNNRecipe(), {"train": table}, "runs", "r")
+        >>> fold = job.fold(np.array([0, 1, 3, 4]), np.array([2, 5]))
+        >>> job.kind, job.labels()[:2], fold.tables["test"]["text"].tolist()
+        ('textcnn', ['+', '-'], ['good', 'bad'])
+    """
 
+    kind = "textcnn"
 
-def _train_once(recipe: TextCNNRecipe, data: TextData, folder: Path) -> dict[str, Any]:
-    """Build, train and evaluate one model on ``data``; the id model trains, strings export."""
-    from tlkit.devices import training_setup
+    def __init__(self, recipe: TextCNNRecipe, tables: dict[str, pd.DataFrame],
+                 out: str | Path, name: str) -> None:
+        self.recipe, self.tables, self.out, self.name = recipe, tables, Path(out), name
 
-    with training_setup(recipe) as setup:
+    @property
+    def class_names(self) -> list[str]:
+        return self.data.class_names
+
+    def build(self, setup: TrainingSetup) -> None:
+        from tlkit.models.textcnn import build_textcnn
+
         if setup.replicas > 1:
             raise UserError("the text CNN trains on one device: its sparse Adadelta update "
                             "(only the embedding rows a batch touches) is not written for "
                             "tf.distribute replicas; set strategy: none")
-        return _fit_and_score(recipe, data, folder, setup)
+        recipe, tables = self.recipe, self.tables
+        self.data = data = prepare_text_data(
+            tables["train"], tables.get("test"), tables.get("dev"), tokenizer=recipe.tokenizer,
+            max_length=recipe.max_length, min_count=recipe.min_count,
+            dev_fraction=recipe.dev_fraction, seed=recipe.seed)
+        self.clock = EpochClock(recipe.seed)
+        embeddings, self.coverage = _embeddings(recipe, data)
+        self.model = build_textcnn(
+            len(data.vocabulary), len(data.class_names), recipe.variant, embeddings=embeddings,
+            embedding_dim=recipe.embedding_dim, filter_widths=recipe.filter_widths,
+            feature_maps=recipe.feature_maps, dropout=recipe.dropout, max_norm=recipe.max_norm,
+            seed=recipe.seed)
+        datasets = {split: text_dataset(data.splits[split], recipe.batch_size,
+                                        shuffle=split == "train", seed=recipe.seed,
+                                        clock=self.clock)
+                    for split in ("train", "dev") if split in data.splits}
+        self.datasets = {"val" if split == "dev" else split: ds for split, ds in datasets.items()}
+
+    def write_inputs(self, writer: RunWriter) -> None:
+        writer.write_vocabulary(self.data.vocabulary)
+
+    def fit(self, folder: Path, setup: TrainingSetup) -> pd.DataFrame:
+        recipe = self.recipe
+        stage = Stage(name="train", epochs=recipe.epochs, lr=recipe.lr, optimizer=OPTIMIZER)
+        return fit_stages(
+            self.model, [stage], self.datasets, folder,
+            prepare=lambda stage: _training_fit(self.model, self.datasets, stage),
+            monitor=recipe.monitor, early_stopping=recipe.early_stopping, clock=self.clock,
+            jit_compile=recipe.jit_compile)
+
+    def score(self) -> tuple[dict[str, Any], pd.DataFrame]:
+        from tlkit.models.textcnn import build_string_model
+
+        self.strings = build_string_model(self.model, self.data.vocabulary)
+        return _score(self.recipe, self.strings, self.data)
+
+    def extras(self) -> dict[str, Any]:
+        return {"skipped_empty_texts": self.data.skipped, "vector_coverage": self.coverage}
+
+    def save(self, writer: RunWriter) -> Any:
+        writer.save_model(self.strings)
+        return self.strings
+
+    def sizes(self) -> dict[str, int]:
+        splits = self.data.splits
+        return {"train": len(splits["train"].labels),
+                "dev": len(splits["dev"].labels) if "dev" in splits else 0}
+
+    def labels(self) -> list[str]:
+        return self.tables["train"]["label"].astype(str).tolist()
+
+    def fold(self, train_rows: np.ndarray, test_rows: np.ndarray) -> TextJob:
+        """This job trained on ``train_rows`` (dev held out of them), tested on ``test_rows``."""
+        table = self.tables["train"].reset_index(drop=True)
+        return TextJob(self.recipe, {"train": table.iloc[train_rows],
+                                     "test": table.iloc[test_rows]}, self.out, self.name)
 
 
-def _fit_and_score(recipe: TextCNNRecipe, data: TextData, folder: Path, setup: Any
-                   ) -> dict[str, Any]:
-    from tlkit.models.textcnn import build_textcnn
-
-    clock = EpochClock(recipe.seed)
-    embeddings, coverage = _embeddings(recipe, data)
-    model = build_textcnn(
-        len(data.vocabulary), len(data.class_names), recipe.variant, embeddings=embeddings,
-        embedding_dim=recipe.embedding_dim, filter_widths=recipe.filter_widths,
-        feature_maps=recipe.feature_maps, dropout=recipe.dropout, max_norm=recipe.max_norm,
-        seed=recipe.seed)
-    datasets = {split: text_dataset(data.splits[split], recipe.batch_size,
-                                    shuffle=split == "train", seed=recipe.seed, clock=clock)
-                for split in ("train", "dev") if split in data.splits}
-    datasets = {"val" if split == "dev" else split: ds for split, ds in datasets.items()}
-    stage = Stage(name="train", epochs=recipe.epochs, lr=recipe.lr, optimizer="adadelta")
-    start = time.perf_counter()
-    history = fit_stages(
-        model, [stage], datasets, folder,
-        prepare=lambda s: _training_fit(model, datasets, s.lr),
-        monitor=recipe.monitor, early_stopping=recipe.early_stopping, clock=clock,
-        jit_compile=recipe.jit_compile)
-    seconds = round(time.perf_counter() - start, 1)
-    from tlkit.models.textcnn import build_string_model
+def _score(recipe: TextCNNRecipe, strings: Any, data: TextData
+           ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics on dev and test, and one prediction row per text, scored as the saved string
+    model and `tlkit evaluate` score: through the task."""
     from tlkit.tasks import task_of
 
-    # Scored as the saved string model and `tlkit evaluate` score: through the task.
-    strings, metrics, tables = build_string_model(model, data.vocabulary), {}, []
+    metrics, tables = {}, []
     for split in ("dev", "test"):
         if split in data.splits:
             name = "val" if split == "dev" else split
@@ -217,17 +236,16 @@ def _fit_and_score(recipe: TextCNNRecipe, data: TextData, folder: Path, setup: A
                                            name)
             metrics[name] = scored.metrics
             tables.append(scored.predictions)
-    return {"model": model, "history": history, "metrics": metrics, "seconds": seconds,
-            "coverage": coverage, "predictions": pd.concat(tables, ignore_index=True),
-            "devices": setup.record()}
+    return metrics, pd.concat(tables, ignore_index=True)
 
 
-def _training_fit(model: Any, datasets: dict[str, Any], lr: float) -> StageFit:
-    """Fit ``model``'s layers on their faster training path, compiled with Kim's optimizer."""
-    from tlkit.models.textcnn import compile_textcnn, kim_optimizer, training_model
+def _training_fit(model: Any, datasets: dict[str, Any], stage: Stage) -> StageFit:
+    """Fit ``model``'s layers on their faster training path, with the stage's optimizer."""
+    from tlkit.models.textcnn import compile_textcnn, training_model
+    from tlkit.train.stages import make_optimizer
 
     fitted = training_model(model)
-    compile_textcnn(fitted, kim_optimizer(learning_rate=lr))
+    compile_textcnn(fitted, make_optimizer(stage))
     return StageFit(fitted, datasets["train"], datasets.get("val"))
 
 
@@ -244,59 +262,3 @@ def _embeddings(recipe: TextCNNRecipe, data: TextData) -> tuple[np.ndarray | Non
     print(f"word vectors: {vectors.found} of {vectors.words} vocabulary words found "
           f"({vectors.coverage:.1%})", flush=True)
     return vectors.matrix, coverage
-
-
-def _write_run_files(recipe: TextCNNRecipe, data: TextData, writer: RunWriter, model: Any
-                     ) -> Any:
-    """Recipe, classes, vocabulary and the string-in model; returns that model."""
-    from tlkit.models.textcnn import build_string_model
-
-    writer.write_classes(data.class_names)
-    data.vocabulary.save(writer.path / VOCABULARY_FILE)
-    string_model = build_string_model(model, data.vocabulary)
-    writer.save_model(string_model)
-    return string_model
-
-
-def _cross_validate(recipe: TextCNNRecipe, table: pd.DataFrame, out: str | Path, name: str,
-                    resume: bool) -> Run:
-    """Stratified k-fold: each fold trains on k-1 parts (dev held out of them), tests on one.
-
-    A fold whose folder says it is finished is only rebuilt from its best weights and
-    scored again, so a resumed run continues at the fold that was cut short.
-    """
-    table = table.reset_index(drop=True)
-    folds = kfold_splits(table["label"].astype(str).tolist(), recipe.cv, recipe.seed)
-    rows, predictions = [], []
-    with new_run_folder(out, name, "textcnn", resume) as writer:
-        writer.write_recipe(recipe)  # first: a killed run resumes from it
-        for k, (train_rows, test_rows) in enumerate(folds):
-            fold_folder = writer.path / "folds" / str(k)
-            fold_folder.mkdir(parents=True, exist_ok=True)
-            data = _prepare(recipe, table.iloc[train_rows], None, table.iloc[test_rows])
-            result = _train_once(recipe, data, fold_folder)
-            test = result["metrics"]["test"]
-            held_out = result["predictions"]
-            predictions.append(held_out[held_out["split"] == "test"])
-            rows.append({"fold": k, "train": len(data.splits["train"].labels),
-                         "dev": len(data.splits["dev"].labels) if "dev" in data.splits else 0,
-                         "test": test["n"], "test_accuracy": test["accuracy"],
-                         "test_macro_f1": test["macro_f1"], "seconds": result["seconds"]})
-            print(f"fold {k + 1}/{recipe.cv}: test accuracy {test['accuracy']:.4f}", flush=True)
-        frame = pd.DataFrame(rows)
-        writer.write_table("folds.csv", frame)
-        # The saved model and history are the last fold's: every fold's is an equal
-        # estimate, and the reported numbers are the mean and standard deviation of all.
-        result["history"].to_csv(writer.path / "history.csv", index=False)
-        model = _write_run_files(recipe, data, writer, result["model"])
-        metrics = {"cv": {"folds": recipe.cv,
-                          "accuracy_mean": float(frame["test_accuracy"].mean()),
-                          "accuracy_std": float(frame["test_accuracy"].std(ddof=1)),
-                          "macro_f1_mean": float(frame["test_macro_f1"].mean())},
-                   "train_seconds": float(frame["seconds"].sum())}
-        writer.write_json("metrics.json", metrics)
-        # Every example once, predicted by the fold model that did not train on it.
-        writer.write_table(PREDICTIONS_FILE, pd.concat(predictions, ignore_index=True))
-    report_after_training(writer.final)
-    return Run(path=writer.final, kind="textcnn", recipe=recipe, class_names=data.class_names,
-               metrics=metrics, model=model, history=result["history"], folds=frame)

@@ -1,0 +1,104 @@
+"""One job lifecycle for every kind (tlkit.train.job), and the run folder it writes."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import make_image_folder
+
+import tlkit.runs
+from tlkit.errors import UserError
+from tlkit.recipes import ImageRecipe, Stage, TextCNNRecipe
+from tlkit.runs import RunKept, new_run_folder, partial_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cross_validation_wraps_an_image_job_too(tmp_path: Path) -> None:
+    from tlkit.train.image import ImageJob, check_image_run
+    from tlkit.train.job import cross_validate
+
+    data = make_image_folder(tmp_path / "images", per_class=6)
+    recipe = ImageRecipe(backbone="tiny_cnn", data=str(data), weights="none", input_size=32,
+                         batch_size=4, augment=None, probe=False, early_stopping=None,
+                         stages=[Stage(name="all", epochs=1, lr=0.01, train_from="all")])
+    out = tmp_path / "runs"
+    run = cross_validate(ImageJob(check_image_run(recipe, out, "cv"), out), folds=2)
+    folder = out / "cv"
+    folds = pd.read_csv(folder / "folds.csv")
+    assert folds["fold"].tolist() == [0, 1] and (folds["test"] == 6).all()
+    assert (folds["train"] + folds["val"] + folds["test"] == 12).all()
+    # every image once, predicted by the fold model that held it out
+    held_out = pd.read_csv(folder / "predictions.csv")
+    assert sorted(held_out["input"]) == sorted(str(p) for p in data.glob("*/*.png"))
+    assert set(held_out["split"]) == {"test"}
+    assert [p.name for p in sorted((folder / "folds").iterdir())] == ["0", "1"]
+    assert all((folder / "folds" / k / "history.csv").is_file() for k in ("0", "1"))
+    assert run.metrics["cv"]["folds"] == 2 and run.folds is not None
+    assert (folder / "model.keras").is_file() and (folder / "split.csv").is_file()
+
+
+def test_the_text_job_takes_its_optimizer_from_the_table(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import tlkit.train.stages as stages
+    from tlkit.models.textcnn import SparseAdadelta, kim_optimizer
+    from tlkit.train.text import train_textcnn
+
+    built = stages.make_optimizer(Stage(optimizer="kim-adadelta", lr=0.5))
+    assert type(built) is SparseAdadelta  # the embedding's sparse update, as Kim's
+    kim = kim_optimizer(learning_rate=0.5).get_config()
+    assert {**built.get_config(), "name": kim["name"]} == kim
+
+    asked: list[str] = []
+    make = stages.make_optimizer
+    monkeypatch.setattr(stages, "make_optimizer",
+                        lambda stage, *rest: asked.append(stage.optimizer) or make(stage, *rest))
+    rows = [{"text": f"{'good' if i % 2 else 'bad'} film {i % 5}", "label": str(i % 2)}
+            for i in range(30)]
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    train_textcnn(TextCNNRecipe(data=str(tmp_path / "t.csv"), embedding_dim=8, feature_maps=4,
+                                epochs=1, batch_size=8), out=tmp_path / "runs", name="t")
+    assert asked == ["kim-adadelta"]
+
+
+def test_a_kept_failure_keeps_the_unfinished_run_as_it_is(tmp_path: Path) -> None:
+    with pytest.raises(RunKept, match="^worker 1 stopped; restart it$"), \
+            new_run_folder(tmp_path, "kept") as writer:
+        writer.write_classes(["a", "b"])
+        raise RunKept("worker 1 stopped; restart it")
+    assert (partial_path(tmp_path / "kept") / "classes.json").is_file()
+    with pytest.raises(UserError), new_run_folder(tmp_path, "gone"):
+        raise UserError("bad data")  # a new run with no epoch in it: nothing to keep
+    assert not partial_path(tmp_path / "gone").exists()
+
+
+def test_a_lost_peer_becomes_one_line_that_keeps_the_run(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    import tensorflow as tf
+
+    from tlkit.train.workers import peer_failures
+
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, '
+                                    '"task": {"type": "worker", "index": 0}}')
+    lost = tf.errors.UnavailableError(None, None, "from /job:worker/replica:0/task:1")
+    with pytest.raises(RunKept, match="^worker 1 of this multi-worker run stopped"), \
+            peer_failures(Path("runs/mw"), "tlkit finetune"):
+        raise lost
+
+
+def test_every_run_file_name_is_defined_once() -> None:
+    names = {value for key, value in vars(tlkit.runs).items()
+             if key.endswith(("_FILE", "_BEST")) and isinstance(value, str)}
+    assert {"metrics.json", "history.csv", "split.csv", "vocabulary.json", "predictions.csv",
+            "classes.json", "model.keras"} <= names
+    found = []
+    for path in sorted((ROOT / "tlkit").rglob("*.py")):
+        if path == ROOT / "tlkit" / "runs.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert found == [], "import the name from tlkit.runs instead"
