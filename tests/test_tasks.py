@@ -8,6 +8,7 @@ probabilities).
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import re
@@ -88,12 +89,16 @@ def test_every_recipe_kind_has_a_task_and_tasks_load_no_tensorflow() -> None:
 
 
 def test_a_task_names_its_head_and_a_kind_no_task_knows_is_one_line() -> None:
-    from tlkit.tasks import TASKS, get_task
+    from tlkit.recipes import ImageRecipe, TextCNNRecipe
+    from tlkit.tasks import TASKS, get_task, task_of
 
     for task in TASKS.values():
-        assert (task.activation, task.loss, task.multi_label) == (
-            "softmax", "sparse_categorical_crossentropy", False)
+        head = (("sigmoid", "binary_crossentropy") if task.multi_label
+                else ("softmax", "sparse_categorical_crossentropy"))
+        assert (task.activation, task.loss) == head
         assert task.explain_methods and task.gallery and task.explainer
+    assert task_of(ImageRecipe(labels="multi")) is get_task("image-multilabel")
+    assert task_of(TextCNNRecipe(labels="multi")) is get_task("textcnn-multilabel")
     assert_user_error(lambda: get_task("audio"), "unknown kind of run 'audio'", "image, textcnn")
 
 
@@ -192,3 +197,89 @@ def test_export_of_a_run_whose_held_out_image_no_longer_decodes_is_one_line(
     assert_user_error(lambda: export_run(run, "savedmodel", out=tmp_path / "sm"),
                       "test input(s) of the run cannot be read any more")
     assert not (tmp_path / "sm").exists()
+
+
+# Images whose colour channels each carry one label: red, green, blue above mid-grey.
+CHANNELS = ["b", "g", "r"]  # class order (sorted names)
+SETS = {"r": (220, 30, 30), "g|r": (220, 200, 30), "b": (30, 30, 220), "b|g": (30, 200, 220),
+        "": (30, 30, 30), "b|g|r": (220, 200, 220)}
+
+
+def channel_model() -> object:
+    """A sigmoid head that reads each channel's mean: p(label) = sigmoid((mean - 128) / 20)."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    means = keras.layers.GlobalAveragePooling2D()(inputs)
+    head = keras.layers.Dense(3, activation="sigmoid", name="predictions")
+    model = keras.Model(inputs, head(means))
+    rgb_to_classes = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype="float32") / 20
+    head.set_weights([rgb_to_classes, np.full(3, -128 / 20, dtype="float32")])
+    return model
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image run folder with labels: multi, its model made by hand (no training)."""
+    from tlkit.recipes import ImageRecipe
+    from tlkit.runs import new_run_folder
+
+    root = tmp_path_factory.mktemp("tasks_multilabel")
+    rows = [{"path": str(write_image(root / "img" / f"{i}-{k}.png", colour, size=32, seed=k)),
+             "label": labels, "split": "test" if k % 2 else "val"}
+            for i, (labels, colour) in enumerate(SETS.items()) for k in range(2)]
+    with new_run_folder(root / "runs", "channels", "image") as writer:
+        writer.write_recipe(ImageRecipe(backbone="tiny_cnn", input_size=32, labels="multi"))
+        writer.write_classes(CHANNELS)
+        writer.write_table("split.csv", pd.DataFrame(rows))
+        writer.write_json("metrics.json", {"val": {"thresholds": [0.5, 0.5, 0.5]}})
+        writer.save_model(channel_model())
+    pd.DataFrame(rows).to_csv(root / "labelled.csv", index=False)
+    return writer.final
+
+
+def test_multi_label_image_run_predicts_evaluates_serves_and_exports_label_sets(
+        multilabel_run: Path, tmp_path: Path) -> None:
+    from tlkit.evaluate import evaluate
+    from tlkit.export import export_run
+    from tlkit.models.saved import load_run
+    from tlkit.predict import predict
+    from tlkit.serve import Request, make_server, predict_request
+    from tlkit.tasks import task_of
+
+    assert task_of(load_run(multilabel_run, model=False)).name == "image-multilabel"
+    labelled = pd.read_csv(multilabel_run.parent.parent / "labelled.csv", keep_default_na=False)
+    table = predict(multilabel_run, labelled["path"].tolist())
+    assert table["labels"].tolist() == labelled["label"].tolist()
+    assert list(table.columns) == ["input", "labels", "prob_b", "prob_g", "prob_r", "error"]
+
+    metrics = evaluate(multilabel_run, str(multilabel_run.parent.parent / "labelled.csv"))
+    assert metrics["subset_accuracy"] == 1.0 and metrics["average_precision"]["macro"] == 1.0
+    report = Path(metrics["report"]).read_text()
+    assert "Per-label confusion" in report and "Precision-recall" in report
+
+    server = make_server(multilabel_run, port=0)
+    try:
+        image = base64.b64encode(Path(labelled["path"].iloc[2]).read_bytes()).decode()
+        answer = predict_request(server, Request([image]))
+    finally:
+        server.server_close()
+    assert answer[0]["labels"] in (["r", "g"], ["g", "r"]) and len(answer[0]["probabilities"]) == 2
+
+    result = export_run(multilabel_run, "savedmodel", out=tmp_path / "sm")
+    saved = json.loads((tmp_path / "sm" / "export.json").read_text())
+    assert saved["thresholds"] == [0.5, 0.5, 0.5] and saved["labels"] == "multi"
+    assert result["parity"] < 1e-5
+
+
+def test_multi_label_evaluation_uses_the_runs_thresholds(multilabel_run: Path) -> None:
+    from tlkit.models.saved import load_run
+    from tlkit.tasks import task_of
+
+    run = load_run(multilabel_run, model=False)
+    task = task_of(run)
+    np.testing.assert_array_equal(task.thresholds(run), [0.5, 0.5, 0.5])
+    run.metrics["val"]["thresholds"] = [0.5, 0.5, 0.999]  # r is never reached now
+    rows = task.answer_rows(np.array([[0.1, 0.9, 0.99]]), [None], CHANNELS, 1,
+                            task.thresholds(run))
+    assert rows == [{"labels": ["g"], "probabilities": [0.9]}]

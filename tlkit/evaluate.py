@@ -19,7 +19,6 @@ from typing import Any
 
 import pandas as pd
 
-from tlkit.errors import UserError
 from tlkit.files import replacing
 from tlkit.predict import PROGRESS_FROM, open_run
 from tlkit.runs import METRICS_FILE, PREDICTIONS_FILE, Run, write_json
@@ -46,29 +45,6 @@ def read_labelled(run: Run, data: str | Path | list[str], columns: dict[str, str
     return task_of(run).read_labelled(run, data, columns)
 
 
-def known_rows(table: pd.DataFrame, class_names: list[str], ignore_unknown: bool
-               ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Rows whose label the model knows, and the count of each label it never saw.
-
-    Example:
-        >>> t = pd.DataFrame({"input": ["a", "b"], "label": ["x", "new"]})
-        >>> known_rows(t, ["x", "y"], ignore_unknown=True)[1]
-        {'new': 1}
-    """
-    from tlkit.evaluation.metrics import split_unknown
-
-    mask, unknown = split_unknown(table["label"].tolist(), class_names)
-    if unknown and not ignore_unknown:
-        listed = ", ".join(f"'{name}' ({count})" for name, count in list(unknown.items())[:5])
-        raise UserError(f"the data has label(s) the model never saw: {listed}; the run knows "
-                        f"{', '.join(class_names)}. Pass --ignore-unknown to evaluate on the "
-                        "known classes only")
-    if not mask.any():
-        raise UserError("no example of the data has a label the model knows; check "
-                        "--label-column")
-    return table[mask].reset_index(drop=True), unknown
-
-
 def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | None = None,
              ignore_unknown: bool = False, kind: str | None = None, **columns: str | None
              ) -> dict[str, Any]:
@@ -85,12 +61,13 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
 
     run = open_run(run, kind, model=False)  # data mistakes are answered before TensorFlow
     task = task_of(run)
-    table, unknown = known_rows(read_labelled(run, data, columns), run.class_names,
-                                ignore_unknown)
+    table, unknown = task.known_rows(read_labelled(run, data, columns), run.class_names,
+                                     ignore_unknown)
     run = open_run(run)
     inputs = table["input"].tolist()
     scored = task.score(run.model, inputs, task.targets(table["label"], run.class_names),
-                        run.class_names, "eval", progress=len(inputs) >= PROGRESS_FROM)
+                        run.class_names, "eval", progress=len(inputs) >= PROGRESS_FROM,
+                        thresholds=task.thresholds(run))
     metrics, predictions = scored.metrics, scored.predictions
     metrics.update(data=str(data), unknown_labels=unknown, skipped_inputs=scored.skipped)
     folder = run.path / REPORTS_FOLDER / (name or report_name(data))
@@ -101,7 +78,7 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
         partial.mkdir()
         write_json(partial / METRICS_FILE, metrics)
         predictions.to_csv(partial / PREDICTIONS_FILE, index=False)
-        write_report(partial, metrics, run.class_names, kind=run.kind, predictions=predictions,
+        write_report(partial, metrics, run.class_names, kind=task.name, predictions=predictions,
                      history=run.history, unknown=unknown, title=f"{run.path.name} on {data}")
     metrics["report"] = str(folder / "report.html")
     return metrics

@@ -353,20 +353,10 @@ def _check(run: Run, result: dict[str, Any], items: list[str], labels: list[str]
     checked = {"parity": parity, "parity_split": split, "parity_examples": batch,
                "tolerance": None if quantize else TOLERANCES[fmt]}
     if quantize:
-        return {**checked, **_accuracy_change(run, labels, expected_all, got_all)}
+        return {**checked, **task.agreement(labels, expected_all, got_all, run.class_names,
+                                            task.thresholds(run))}
     if parity > TOLERANCES[fmt]:
         raise ParityError(f"{fmt} export of '{run.path}' differs from model.keras by "
                           f"{parity:.2e} (limit {TOLERANCES[fmt]:.0e}) on {batch} {split} "
                           "inputs; nothing was written")
     return checked
-
-
-def _accuracy_change(run: Run, labels: list[str], expected: np.ndarray, got: np.ndarray
-                     ) -> dict[str, Any]:
-    index = {name: i for i, name in enumerate(run.class_names)}
-    ids = np.array([index.get(label, -1) for label in labels])
-    before = float((expected.argmax(1) == ids).mean())
-    after = float((got.argmax(1) == ids).mean())
-    return {"accuracy_examples": len(ids), "accuracy_keras": before,
-            "accuracy_exported": after, "accuracy_change": after - before,
-            "label_agreement": float((expected.argmax(1) == got.argmax(1)).mean())}

@@ -23,8 +23,7 @@ from tlkit.models.saved import load_keras_file
 from tlkit.runs import MODEL_FILE, Run, read_run
 from tlkit.tasks import PREDICT_BATCH, require_task, task_of
 
-__all__ = ["PREDICT_BATCH", "gather_inputs", "open_run", "predict", "probabilities",
-           "top_k_table"]
+__all__ = ["PREDICT_BATCH", "gather_inputs", "open_run", "predict", "probabilities"]
 
 # Inputs past this many get a progress bar (when a terminal shows it).
 PROGRESS_FROM = 1000
@@ -88,35 +87,11 @@ def probabilities(run: Run, items: Sequence[str]) -> tuple[np.ndarray, list[str 
     return task_of(run).probabilities(run.model, items, progress=len(items) >= PROGRESS_FROM)
 
 
-def top_k_table(items: Sequence[str], probs: np.ndarray, errors: Sequence[str | None],
-                class_names: Sequence[str], top_k: int) -> pd.DataFrame:
-    """``input``, then ``label_1, prob_1, ..., label_k, prob_k`` and ``error`` per input.
-
-    Example:
-        >>> print(top_k_table(["x"], np.array([[0.2, 0.8]]), [None], ["a", "b"], 1).to_csv())
-        ,input,label_1,prob_1,error
-        0,x,b,0.8,
-        <BLANKLINE>
-    """
-    if not 1 <= top_k <= len(class_names):
-        raise UserError(f"--top-k {top_k}: choose between 1 and {len(class_names)} (the run's "
-                        "number of classes)")
-    table = pd.DataFrame({"input": list(items)})
-    filled = np.nan_to_num(probs, nan=-1.0)
-    order = np.argsort(-filled, axis=1, kind="stable")[:, :top_k]
-    failed = np.array([e is not None for e in errors])
-    for k in range(top_k):
-        picked = order[:, k]
-        table[f"label_{k + 1}"] = np.where(failed, "", np.array(class_names)[picked])
-        table[f"prob_{k + 1}"] = np.round(probs[np.arange(len(items)), picked], 4)
-    table["error"] = [e or "" for e in errors]
-    return table
-
-
 def predict(run: Run | str | Path, inputs: Sequence[str] = (), top_k: int = 1,
             input_file: str | Path | None = None, column: str | None = None,
             encoding: str = "utf-8", kind: str | None = None) -> pd.DataFrame:
-    """Top-k labels and probabilities of a run's model for each input (either kind).
+    """Top-k labels and probabilities of a run's model for each input (either kind); for a
+    multi-label run, each input's label set and every label's probability.
 
     ``kind`` (``image`` or ``textcnn``), if given, is the kind of run expected.
 
@@ -130,4 +105,5 @@ def predict(run: Run | str | Path, inputs: Sequence[str] = (), top_k: int = 1,
     items = gather_inputs(run, inputs, input_file, column, encoding)
     run = open_run(run)
     probs, errors = probabilities(run, items)
-    return top_k_table(items, probs, errors, run.class_names, top_k)
+    task = task_of(run)
+    return task.answer_table(items, probs, errors, run.class_names, top_k, task.thresholds(run))

@@ -358,25 +358,6 @@ def _check_count(count: int) -> None:
         raise RequestError(413, f"{count} inputs in one request; send at most {MAX_INPUTS}")
 
 
-def top_k_rows(probs: np.ndarray, errors: Sequence[str | None], class_names: Sequence[str],
-               top_k: int) -> list[dict[str, Any]]:
-    """One response row per input: its top-k labels and probabilities, or its error.
-
-    Example:
-        >>> top_k_rows(np.array([[0.25, 0.75]]), [None], ["neg", "pos"], 2)
-        [{'labels': ['pos', 'neg'], 'probabilities': [0.75, 0.25]}]
-    """
-    rows: list[dict[str, Any]] = []
-    for row, error in zip(probs, errors, strict=True):
-        if error is not None:
-            rows.append({"error": error})
-            continue
-        order = np.argsort(-row, kind="stable")[:top_k]
-        rows.append({"labels": [class_names[i] for i in order],
-                     "probabilities": [round(float(row[i]), 6) for i in order]})
-    return rows
-
-
 def predict_request(server: PredictionServer, request: Request) -> list[Any]:
     """One request's answer rows, through the server's batcher, in the request's own form.
 
@@ -396,7 +377,9 @@ def predict_request(server: PredictionServer, request: Request) -> list[Any]:
     """
     probs, errors = _predictions(server, request)
     if request.form == "inputs":
-        return top_k_rows(probs, errors, server.run.class_names, request.top_k)
+        task = task_of(server.run)
+        return task.answer_rows(probs, errors, server.run.class_names, request.top_k,
+                                task.thresholds(server.run))
     for i, error in enumerate(errors):
         if error is not None:
             word = f"instance {i}"

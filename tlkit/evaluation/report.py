@@ -4,7 +4,11 @@ and ``report.json`` with the same numbers.
 
 Sections, always in this order and always present: summary, per-class metrics, confusion
 matrix, most-confused pairs, ROC and precision-recall, calibration, training curves, top
-losses, and what is missing (anything that could not be drawn, with the reason).
+losses, and what is missing (anything that could not be drawn, with the reason). A
+multi-label run's report (its task's ``report``) has ``MULTI_LABEL_SECTIONS``: summary
+(mAP, F1s, subset accuracy, Hamming loss), per-class metrics with each class's threshold,
+a 2x2 confusion per label, precision-recall curves, training curves, top losses by
+per-example binary cross-entropy, and what is missing.
 
 Example:
     >>> build_run_report("runs/flowers-20250101-120000")  # doctest: +SKIP
@@ -27,11 +31,9 @@ import pandas as pd
 
 from tlkit.errors import UserError
 from tlkit.evaluation.metrics import (
-    classification_metrics,
     most_confused,
     prediction_arrays,
     probability_columns,
-    read_predictions,
 )
 from tlkit.files import disk_full_error, is_disk_full, remove, sibling, signals_held
 from tlkit.models.saved import load_run
@@ -48,6 +50,17 @@ SECTIONS = {
     "top-losses": "Top losses",
     "missing": "Missing",
 }
+# A multi-label run's report: its own sections, in this order, always present.
+MULTI_LABEL_SECTIONS = {
+    "summary": "Summary",
+    "per-class": "Per-class metrics",
+    "label-confusion": "Per-label confusion",
+    "pr": "Precision-recall",
+    "training": "Training curves",
+    "top-losses": "Top losses",
+    "missing": "Missing",
+}
+TITLES = {**SECTIONS, **MULTI_LABEL_SECTIONS}
 TOP_LOSSES = 12
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
@@ -94,7 +107,53 @@ class Section:
 
     @property
     def title(self) -> str:
-        return SECTIONS[self.key]
+        return TITLES[self.key]
+
+
+@dataclass
+class Given:
+    """What a report is drawn from (the arguments of ``write_report``).
+
+    Example:
+        >>> Given({"n": 2}, ["a", "b"], "image").kind
+        'image'
+    """
+
+    metrics: dict[str, Any]
+    class_names: list[str]
+    kind: str
+    predictions: pd.DataFrame | None = None
+    history: pd.DataFrame | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    probe_accuracy: float | None = None
+    unknown: dict[str, int] = field(default_factory=dict)
+    root: str | Path | None = None
+
+
+def _single_label(given: Given, missing: list[str]) -> list[Section]:
+    metrics, names = given.metrics, given.class_names
+    return [_summary(metrics, given.extra, given.probe_accuracy, given.unknown),
+            _per_class(metrics, missing),
+            _confusion(metrics, names, missing),
+            _most_confused(metrics, names, missing),
+            _curves(metrics, given.predictions, names, missing),
+            _reliability(metrics, missing),
+            _training(given.history, missing),
+            _top_losses(given.predictions, names, given.kind, given.root, missing)]
+
+
+def _multi_label(given: Given, missing: list[str]) -> list[Section]:
+    metrics, names = given.metrics, given.class_names
+    return [_multi_summary(metrics, given.extra, given.unknown),
+            _multi_per_class(metrics, missing),
+            _label_confusion(metrics, missing),
+            _multi_curves(metrics, given.predictions, names, missing),
+            _training(given.history, missing),
+            _top_losses(given.predictions, names, given.kind, given.root, missing)]
+
+
+# The sections a task's ``report`` names, in order.
+REPORTS = {"single-label": _single_label, "multi-label": _multi_label}
 
 
 def write_report(folder: str | Path, metrics: dict[str, Any], class_names: list[str], *,
@@ -115,6 +174,7 @@ def write_report(folder: str | Path, metrics: dict[str, Any], class_names: list[
     path of report.html.
 
     Example:
+        >>> from tlkit.evaluation.metrics import classification_metrics
         >>> m = classification_metrics([0, 1], [[.9, .1], [.4, .6]], ["a", "b"])
         >>> write_report("report", m, ["a", "b"])  # doctest: +SKIP
         PosixPath('report/report.html')
@@ -122,16 +182,11 @@ def write_report(folder: str | Path, metrics: dict[str, Any], class_names: list[
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     missing = list(missing or [])
-    sections = [
-        _summary(metrics, extra or {}, probe_accuracy, unknown or {}),
-        _per_class(metrics, missing),
-        _confusion(metrics, class_names, missing),
-        _most_confused(metrics, class_names, missing),
-        _curves(metrics, predictions, class_names, missing),
-        _reliability(metrics, missing),
-        _training(history, missing),
-        _top_losses(predictions, class_names, kind, root, missing),
-    ]
+    given = Given(metrics, class_names, kind, predictions, history, extra or {}, probe_accuracy,
+                  unknown or {}, root)
+    from tlkit.tasks import get_task
+
+    sections = REPORTS[get_task(kind).report](given, missing)
     sections.append(Section("missing", [f"Not drawn: {note}" for note in missing]
                             or ["Nothing is missing: every section was drawn."]))
     figures = [block for section in sections for block in section.blocks
@@ -346,9 +401,81 @@ def _sentence_gallery(predictions: pd.DataFrame, class_names: list[str], kind: s
     return _formatted(table)
 
 
-# The top-loss gallery a task's ``gallery`` names: thumbnails (a figure) or sentences (a
-# table, whose text stays selectable).
-GALLERIES = {"thumbnails": _thumbnail_gallery, "sentences": _sentence_gallery}
+def _label_sets_gallery(predictions: pd.DataFrame, class_names: list[str], kind: str,
+                        root: str | Path | None) -> pd.DataFrame:
+    worst = predictions.dropna(subset=["loss"]).nlargest(TOP_LOSSES, "loss")
+    return _formatted(pd.DataFrame({"loss": worst["loss"], "true": worst["label"],
+                                    "predicted": worst["predicted"], "input": worst["input"]}))
+
+
+# The top-loss gallery a task's ``gallery`` names: thumbnails (a figure), sentences or label
+# sets (tables, whose text stays selectable).
+GALLERIES = {"thumbnails": _thumbnail_gallery, "sentences": _sentence_gallery,
+             "label-sets": _label_sets_gallery}
+
+
+def _multi_summary(metrics: dict[str, Any], extra: dict[str, Any], unknown: dict[str, int]
+                   ) -> Section:
+    precision = metrics.get("average_precision", {})
+    cardinality = metrics.get("label_cardinality", {})
+    rows = [("examples", metrics.get("n")), ("mAP (macro average precision)",
+                                             precision.get("macro")),
+            ("micro average precision", precision.get("micro")),
+            ("micro F1", metrics.get("micro_f1")), ("macro F1", metrics.get("macro_f1")),
+            ("samples F1", metrics.get("samples_f1")),
+            ("subset accuracy (exact label set)", metrics.get("subset_accuracy")),
+            ("Hamming loss", metrics.get("hamming_loss")),
+            ("binary cross-entropy", metrics.get("loss")),
+            ("labels per example, true", cardinality.get("true")),
+            ("labels per example, predicted", cardinality.get("predicted")),
+            *extra.items()]
+    shown = [(name, _format(value)) for name, value in rows if value is not None]
+    section = Section("summary", ["F1, subset accuracy and Hamming loss are at each class's "
+                                  "threshold (chosen on val for its best F1).",
+                                  pd.DataFrame(shown, columns=["metric", "value"])])
+    if unknown:
+        names = ", ".join(f"{name} ({count})" for name, count in unknown.items())
+        section.blocks.append(f"{sum(unknown.values())} labels the model never saw are left "
+                              f"out of the label sets scored here: {names}.")
+    return section
+
+
+def _multi_per_class(metrics: dict[str, Any], missing: list[str]) -> Section:
+    if "per_class" not in metrics:
+        return _not_drawn("per-class", "per-class metrics: the metrics have none", missing)
+    precision = metrics.get("average_precision", {}).get("per_class", {})
+    table = pd.DataFrame([
+        {"class": name, "threshold": row.get("threshold"), "precision": row["precision"],
+         "recall": row["recall"], "f1": row["f1"], "support": int(row["support"]),
+         "AP": precision.get(name)}
+        for name, row in metrics["per_class"].items()])
+    return Section("per-class", ["Each class's decision threshold, and its scores there.",
+                                 _formatted(table)])
+
+
+def _label_confusion(metrics: dict[str, Any], missing: list[str]) -> Section:
+    from tlkit.evaluation.plots import label_confusion_figure
+
+    if "label_confusion" not in metrics:
+        return _not_drawn("label-confusion", "per-label confusion: the metrics have none",
+                          missing)
+    return Section("label-confusion", [
+        "One 2x2 matrix per label: rows true no / yes, columns predicted no / yes.",
+        _png("label_confusion", label_confusion_figure(metrics["label_confusion"]))])
+
+
+def _multi_curves(metrics: dict[str, Any], predictions: pd.DataFrame | None,
+                  class_names: list[str], missing: list[str]) -> Section:
+    from tlkit.evaluation.multilabel import multilabel_prediction_arrays
+    from tlkit.evaluation.plots import multilabel_pr_figure
+
+    if predictions is None:
+        return _not_drawn("pr", "precision-recall curves: they need per-example "
+                          "probabilities (predictions.csv), none were given", missing)
+    y_true, probabilities, _ = multilabel_prediction_arrays(predictions, class_names)
+    figure = multilabel_pr_figure(y_true, probabilities, class_names,
+                                  metrics.get("thresholds"))
+    return Section("pr", [_png("precision_recall", figure)])
 
 
 def _png(name: str, figure: Any) -> Png:
@@ -430,24 +557,27 @@ def build_run_report(run_folder: str | Path, out: str | Path | None = None, *,
         >>> build_run_report("runs/demo", "runs/demo/reports/new-data")  # doctest: +SKIP
         PosixPath('runs/demo/reports/new-data/report.html')
     """
+    from tlkit.tasks import task_of
+
     run = load_run(run_folder, model=False)
+    task = task_of(run)
     table_path = Path(predictions) if predictions else run.path / PREDICTIONS_FILE
     rows, unknown = None, None
     if table_path.is_file():
-        table = read_predictions(table_path)
+        table = task.read_predictions(table_path)
         split = split or _default_split(table["split"].unique().tolist())
         rows = table[table["split"] == split]
         if rows.empty:
             raise UserError(f"'{table_path}' has no rows of split '{split}'; it has: "
                             f"{', '.join(table['split'].unique())}")
-        y_true, probabilities, unknown = prediction_arrays(rows, run.class_names)
-        metrics = classification_metrics(y_true, probabilities, run.class_names)
+        y_true, probabilities, unknown = task.prediction_arrays(rows, run.class_names)
+        metrics = task.metrics(y_true, probabilities, run.class_names, task.thresholds(run))
     else:
         split = split or _default_split([key for key, value in run.metrics.items()
-                                         if isinstance(value, dict) and "accuracy" in value])
+                                         if isinstance(value, dict) and "per_class" in value])
         metrics = run.metrics.get(split, {}) if split else {}
     return write_report(
-        Path(out) if out else run.path, metrics, run.class_names, kind=run.kind,
+        Path(out) if out else run.path, metrics, run.class_names, kind=task.name,
         predictions=rows, history=run.history, extra=_extra_numbers(run.metrics, split),
         probe_accuracy=_probe_accuracy(run.metrics, split), unknown=unknown,
         title=f"{run.path.resolve().name}: {split or 'no split'}", root=run.path)

@@ -7,7 +7,7 @@ one more row here. Importing this package loads no TensorFlow.
 Example:
     >>> from tlkit.recipes import TextCNNRecipe
     >>> task_of(TextCNNRecipe()).name, sorted(TASKS)
-    ('textcnn', ['image', 'textcnn'])
+    ('textcnn', ['image', 'image-multilabel', 'textcnn', 'textcnn-multilabel'])
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from typing import Any
 from tlkit.errors import UserError
 from tlkit.tasks.base import PREDICT_BATCH, Scored, Task, _a
 from tlkit.tasks.image import ImageTask
+from tlkit.tasks.multilabel import SUFFIX, ImageMultiLabelTask, TextMultiLabelTask
 from tlkit.tasks.text import TextTask
 
-TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(), TextTask())}
+TASKS: dict[str, Task] = {task.name: task for task in (
+    ImageTask(), TextTask(), ImageMultiLabelTask(), TextMultiLabelTask())}
 
-__all__ = ["PREDICT_BATCH", "TASKS", "ImageTask", "Scored", "Task", "TextTask", "get_task",
-           "require_task", "task_of"]
+__all__ = ["PREDICT_BATCH", "TASKS", "ImageMultiLabelTask", "ImageTask", "Scored", "Task",
+           "TextMultiLabelTask", "TextTask", "get_task", "require_task", "task_of"]
 
 
 def get_task(name: str) -> Task:
@@ -31,7 +33,8 @@ def get_task(name: str) -> Task:
     Example:
         >>> get_task("audio")
         Traceback (most recent call last):
-        tlkit.errors.UserError: unknown kind of run 'audio'; tlkit knows: image, textcnn
+        ... # doctest: +ELLIPSIS
+        tlkit.errors.UserError: unknown kind of run 'audio'; tlkit knows: image, textcnn, ...
     """
     if name not in TASKS:
         raise UserError(f"unknown kind of run '{name}'; tlkit knows: {', '.join(TASKS)}")
@@ -39,22 +42,30 @@ def get_task(name: str) -> Task:
 
 
 def task_of(run_or_recipe: Any) -> Task:
-    """The task of a run (its ``kind``), a recipe (its class's kind) or a kind's name.
+    """The task of a run (its ``kind``), a recipe (its class's kind) or a task's name; a
+    recipe with ``labels: multi`` (a run of one) gets its kind's multi-label task.
 
     Example:
         >>> from pathlib import Path
+        >>> from tlkit.recipes import ImageRecipe
         >>> from tlkit.runs import Run
         >>> task_of(Run(Path("r"), "image", None, ["a", "b"], {})).name
         'image'
+        >>> task_of(ImageRecipe(labels="multi")).name
+        'image-multilabel'
     """
     if isinstance(run_or_recipe, str):
         return get_task(run_or_recipe)
     kind = getattr(run_or_recipe, "kind", None)
-    if isinstance(kind, str):
-        return get_task(kind)
-    from tlkit.recipes import kind_of
+    recipe = run_or_recipe
+    if isinstance(kind, str):  # a Run
+        recipe = getattr(run_or_recipe, "recipe", None)
+    else:
+        from tlkit.recipes import kind_of
 
-    return get_task(kind_of(run_or_recipe))
+        kind = kind_of(run_or_recipe)
+    multi = getattr(recipe, "labels", "single") == "multi"
+    return get_task(kind + SUFFIX if multi else kind)
 
 
 def require_task(run: Any, expected: str | None) -> Task:
@@ -68,9 +79,8 @@ def require_task(run: Any, expected: str | None) -> Task:
         Traceback (most recent call last):
         tlkit.errors.UserError: 'runs/shapes' is an image run, not a textcnn run; use a folder ...
     """
-    task = task_of(run)
-    if expected is not None and task is not get_task(expected):
-        raise UserError(f"'{run.path}' is {_a(task.name)} run, not {_a(expected)} run; use a "
+    if expected is not None and run.kind != get_task(expected).name:
+        raise UserError(f"'{run.path}' is {_a(run.kind)} run, not {_a(expected)} run; use a "
                         "folder from the matching training command")
-    return task
+    return task_of(run)
 

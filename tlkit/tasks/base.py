@@ -78,6 +78,7 @@ class Task(ABC):
     reference_file: str  # the run file whose held-out rows check an export
     reference_column: str  # that file's column of inputs
     plans_memory = False  # inspect --memory can plan batches for this kind's model
+    report = "single-label"  # the key of tlkit.evaluation.report.REPORTS that writes its report
 
     # ------------------------------------------------------------------ data and inputs
 
@@ -157,9 +158,11 @@ class Task(ABC):
                         for item, ok in zip(items, done, strict=True)]
 
     def score(self, model: Any, inputs: Sequence[str], targets: Sequence[Any],
-              class_names: list[str], split: str, progress: bool = False) -> Scored:
+              class_names: list[str], split: str, progress: bool = False,
+              thresholds: Any = None) -> Scored:
         """Metrics and prediction rows of ``model`` on labelled ``inputs``, through
         ``probabilities``; inputs that fail are skipped (all failing is a UserError).
+        ``thresholds`` (multi-label tasks) decide each class.
 
         Example:
             >>> import keras
@@ -180,23 +183,136 @@ class Task(ABC):
         kept = np.flatnonzero(~failed)
         inputs = [inputs[i] for i in kept]
         targets = np.asarray(targets)[kept]
-        return Scored(self.metrics(targets, probs[kept], class_names),
-                      self.predictions_table(inputs, targets, probs[kept], class_names, split),
+        return Scored(self.metrics(targets, probs[kept], class_names, thresholds),
+                      self.predictions_table(inputs, targets, probs[kept], class_names, split,
+                                             thresholds),
                       skipped)
 
-    def metrics(self, targets: np.ndarray, probs: np.ndarray, class_names: list[str]
-                ) -> dict[str, Any]:
+    def fit_thresholds(self, model: Any, val: tuple[list[str], Any] | None) -> Any:
+        """Decision thresholds learnt on the val split (None: single-label needs none)."""
+        return None
+
+    def metrics(self, targets: np.ndarray, probs: np.ndarray, class_names: list[str],
+                thresholds: Any = None) -> dict[str, Any]:
         """Every metric of ``probs`` against ``targets`` (scikit-learn)."""
         from tlkit.evaluation.metrics import classification_metrics
 
         return classification_metrics(targets, probs, class_names)
 
     def predictions_table(self, inputs: Sequence[str], targets: np.ndarray, probs: np.ndarray,
-                          class_names: list[str], split: str) -> pd.DataFrame:
+                          class_names: list[str], split: str, thresholds: Any = None
+                          ) -> pd.DataFrame:
         """One ``predictions.csv`` row per input."""
         from tlkit.evaluation.metrics import predictions_table
 
         return predictions_table(inputs, targets, probs, class_names, split)
+
+    def read_predictions(self, path: Path) -> pd.DataFrame:
+        """A ``predictions.csv`` this task wrote, checked for its columns."""
+        from tlkit.evaluation.metrics import read_predictions
+
+        return read_predictions(path)
+
+    def prediction_arrays(self, rows: pd.DataFrame, class_names: list[str]
+                          ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """Targets and probabilities of a predictions table's rows, and unknown labels."""
+        from tlkit.evaluation.metrics import prediction_arrays
+
+        return prediction_arrays(rows, class_names)
+
+    def thresholds(self, run: Any) -> np.ndarray | None:
+        """The per-class decision thresholds the run stored (None: the most probable class
+        is the answer)."""
+        return None
+
+    def known_rows(self, table: pd.DataFrame, class_names: list[str], ignore_unknown: bool
+                   ) -> tuple[pd.DataFrame, dict[str, int]]:
+        """Rows whose label the model knows, and the count of each label it never saw.
+
+        Example:
+            >>> import pandas as pd
+            >>> from tlkit.tasks import get_task
+            >>> t = pd.DataFrame({"input": ["a", "b"], "label": ["x", "new"]})
+            >>> get_task("image").known_rows(t, ["x", "y"], ignore_unknown=True)[1]
+            {'new': 1}
+        """
+        from tlkit.evaluation.metrics import split_unknown
+
+        mask, unknown = split_unknown(table["label"].tolist(), class_names)
+        _refuse_unknown(unknown, class_names, ignore_unknown)
+        if not mask.any():
+            raise UserError("no example of the data has a label the model knows; check "
+                            "--label-column")
+        return table[mask].reset_index(drop=True), unknown
+
+    # ------------------------------------------------------------------- answers
+
+    def answer_table(self, items: Sequence[str], probs: np.ndarray,
+                     errors: Sequence[str | None], class_names: Sequence[str], top_k: int,
+                     thresholds: Any = None) -> pd.DataFrame:
+        """``input``, then ``label_1, prob_1, ..., label_k, prob_k`` and ``error`` per input.
+
+        Example:
+            >>> from tlkit.tasks import get_task
+            >>> print(get_task("image").answer_table(["x"], np.array([[0.2, 0.8]]), [None],
+            ...                                      ["a", "b"], 1).to_csv())
+            ,input,label_1,prob_1,error
+            0,x,b,0.8,
+            <BLANKLINE>
+        """
+        import pandas as pd
+
+        _check_top_k(top_k, len(class_names))
+        table = pd.DataFrame({"input": list(items)})
+        filled = np.nan_to_num(probs, nan=-1.0)
+        order = np.argsort(-filled, axis=1, kind="stable")[:, :top_k]
+        failed = np.array([e is not None for e in errors])
+        for k in range(top_k):
+            picked = order[:, k]
+            table[f"label_{k + 1}"] = np.where(failed, "", np.array(class_names)[picked])
+            table[f"prob_{k + 1}"] = np.round(probs[np.arange(len(items)), picked], 4)
+        table["error"] = [e or "" for e in errors]
+        return table
+
+    def answer_rows(self, probs: np.ndarray, errors: Sequence[str | None],
+                    class_names: Sequence[str], top_k: int, thresholds: Any = None
+                    ) -> list[dict[str, Any]]:
+        """One served answer per input: its top-k labels and probabilities, or its error.
+
+        Example:
+            >>> from tlkit.tasks import get_task
+            >>> get_task("textcnn").answer_rows(np.array([[0.25, 0.75]]), [None], ["neg", "pos"], 2)
+            [{'labels': ['pos', 'neg'], 'probabilities': [0.75, 0.25]}]
+        """
+        rows: list[dict[str, Any]] = []
+        for row, error in zip(probs, errors, strict=True):
+            if error is not None:
+                rows.append({"error": error})
+                continue
+            order = np.argsort(-row, kind="stable")[:top_k]
+            rows.append({"labels": [class_names[i] for i in order],
+                         "probabilities": [round(float(row[i]), 6) for i in order]})
+        return rows
+
+    def agreement(self, labels: list[str], expected: np.ndarray, got: np.ndarray,
+                  class_names: list[str], thresholds: Any = None) -> dict[str, Any]:
+        """Accuracy of two models' probabilities on labelled inputs, and how often they agree
+        (a quantised export against the run).
+
+        Example:
+            >>> from tlkit.tasks import get_task
+            >>> p = np.array([[0.9, 0.1], [0.4, 0.6]])
+            >>> task = get_task("image")
+            >>> task.agreement(["a", "a"], p, p[:, ::-1], ["a", "b"])["label_agreement"]
+            0.0
+        """
+        index = {name: i for i, name in enumerate(class_names)}
+        ids = np.array([index.get(label, -1) for label in labels])
+        before = float((expected.argmax(1) == ids).mean())
+        after = float((got.argmax(1) == ids).mean())
+        return {"accuracy_examples": len(ids), "accuracy_keras": before,
+                "accuracy_exported": after, "accuracy_change": after - before,
+                "label_agreement": float((expected.argmax(1) == got.argmax(1)).mean())}
 
     # ------------------------------------------------------------------------- export
 
@@ -252,6 +368,20 @@ class Task(ABC):
     def request_error(self, request: Any, i: int, item: str, error: str) -> str:
         """What a served request is told about item ``i`` that the pipeline could not read."""
         return error
+
+
+def _refuse_unknown(unknown: dict[str, int], class_names: list[str], ignore: bool) -> None:
+    if unknown and not ignore:
+        listed = ", ".join(f"'{name}' ({count})" for name, count in list(unknown.items())[:5])
+        raise UserError(f"the data has label(s) the model never saw: {listed}; the run knows "
+                        f"{', '.join(class_names)}. Pass --ignore-unknown to evaluate on the "
+                        "known classes only")
+
+
+def _check_top_k(top_k: int, classes: int) -> None:
+    if not 1 <= top_k <= classes:
+        raise UserError(f"--top-k {top_k}: choose between 1 and {classes} (the run's "
+                        "number of classes)")
 
 
 def _a(name: str) -> str:

@@ -62,6 +62,7 @@ class ImageTask(Task):
         import pandas as pd
 
         from tlkit.data.images import read_image_table
+        from tlkit.data.labels import LabelFormat
 
         if isinstance(data, list):
             raise UserError(f"{len(data)} --data were given; an image run is evaluated on one "
@@ -69,7 +70,8 @@ class ImageTask(Task):
         recipe = run.recipe
         given = {key: value for key, value in columns.items() if value is not None}
         table = read_image_table(data, given.get("path_column", recipe.path_column),
-                                 given.get("label_column", recipe.label_column), min_classes=1)
+                                 given.get("label_column", recipe.label_column), min_classes=1,
+                                 labels=LabelFormat.of(recipe))
         named = table["split"].dropna()
         if len(named):
             if not (named == "test").any():

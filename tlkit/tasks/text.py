@@ -63,13 +63,14 @@ class TextTask(Task):
         """
         import pandas as pd
 
+        from tlkit.data.labels import LabelFormat
         from tlkit.data.text import read_text_table
 
         recipe = run.recipe
         given = {key: value for key, value in columns.items() if value is not None}
         table = read_text_table(_test_table(data), given.get("text_column", recipe.text_column),
                                 given.get("label_column", recipe.label_column),
-                                given.get("encoding", recipe.encoding))
+                                given.get("encoding", recipe.encoding), LabelFormat.of(recipe))
         return pd.DataFrame({"input": table["text"], "label": table["label"]})
 
     def gather_inputs(self, run: Any, inputs: Sequence[str]) -> list[str]:
