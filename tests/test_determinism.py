@@ -3,15 +3,24 @@ another seed gives other numbers (the seed is used, not fixed somewhere)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import make_image_folder
 
 from tlkit.recipes import Augment, ImageRecipe, Stage, TextCNNRecipe
+
+
+@pytest.fixture(autouse=True)
+def no_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six runs here: their HTML reports (a second each) are not what is compared."""
+    monkeypatch.setattr(importlib.import_module("tlkit.evaluate"), "report_after_training",
+                        lambda run_path: None)
 
 
 def _run_files(run: Path) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -7,6 +7,7 @@ import random
 import sys
 import warnings
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,18 @@ def run_onnx(path: str, name: str, inputs: np.ndarray) -> np.ndarray:
 RUNTIMES = {"savedmodel": run_savedmodel, "tflite": run_tflite, "onnx": run_onnx}
 
 
+@cache
+def keras_model(run: Path) -> Any:
+    """The run's model.keras, loaded once per run (each load costs about a second)."""
+    from tlkit.models.saved import load_keras_file
+
+    return load_keras_file(run / "model.keras")
+
+
+@cache
 def held_out(run: Path) -> tuple[np.ndarray, list[str]]:
-    """The run's test inputs (decoded images, or raw strings) and labels: what parity reads."""
+    """The run's test inputs (decoded images, or raw strings) and labels: what parity reads.
+    (Cached: callers must not change the array.)"""
     if (run / "split.csv").is_file():
         from tlkit.data.images import decode_image
 
@@ -136,10 +147,8 @@ def assert_runs_like_keras(result: dict[str, Any], run: Path, name: str, atol: f
     """Run the export in its own runtime on the run's test inputs; its probabilities must be
     within ``atol`` of model.keras, and the parity it reported must be the difference measured
     here. Returns (keras, exported) probabilities."""
-    from tlkit.models.saved import load_keras_file
-
     inputs, _ = held_out(run)
-    expected = load_keras_file(run / "model.keras").predict(inputs, verbose=0)
+    expected = keras_model(run).predict(inputs, verbose=0)
     given = token_ids(run, inputs) if name == "token_ids" else inputs
     got = np.asarray(RUNTIMES[result["format"]](result["path"], name, given))
     assert got.shape == expected.shape == (len(inputs), 2)
@@ -196,8 +205,6 @@ def test_text_savedmodel_takes_raw_strings(text_run: Path) -> None:
 
 def test_text_tflite_through_the_cli_takes_token_ids_with_the_vocabulary_beside(
         text_run: Path, tmp_path: Path) -> None:
-    from tlkit.models.saved import load_keras_file
-
     code, out, _ = run_cli(["export", str(text_run), "--format", "tflite",
                             "--out", str(tmp_path / "lite")])
     assert code == 0, out
@@ -215,7 +222,7 @@ def test_text_tflite_through_the_cli_takes_token_ids_with_the_vocabulary_beside(
                      dtype=object)
     ids = token_ids(tmp_path / "lite", texts)
     assert result["input_shape"] == [None, ids.shape[1]] and ids[2, 0] == 1
-    expected = load_keras_file(text_run / "model.keras").predict(texts, verbose=0)
+    expected = keras_model(text_run).predict(texts, verbose=0)
     np.testing.assert_allclose(run_tflite(result["path"], "token_ids", ids), expected,
                                atol=1e-3)
 
