@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_image_folder
@@ -102,3 +103,90 @@ def test_every_run_file_name_is_defined_once() -> None:
             if isinstance(node, ast.Constant) and node.value in names:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert found == [], "import the name from tlkit.runs instead"
+
+
+# ------------------------------------------------------------------------------ multi-label
+
+CHANNELS = ("red", "green", "blue")
+
+
+def _channel_images(tmp_path: Path, per_set: int = 4) -> Path:
+    """Images whose colour channels each carry one label: red|blue is magenta, none black."""
+    from conftest import write_image
+
+    rows = []
+    sets = [(), ("red",), ("green",), ("blue",), ("red", "green"), ("red", "blue"),
+            ("green", "blue"), ("red", "green", "blue")]
+    for k, labels in enumerate(sets):
+        colour = tuple(220 if name in labels else 30 for name in CHANNELS)
+        for i in range(per_set):
+            path = write_image(tmp_path / "img" / f"{k}-{i}.png", colour, seed=10 * k + i)
+            rows.append({"path": str(path), "label": "|".join(labels)})
+    pd.DataFrame(rows).to_csv(tmp_path / "images.csv", index=False)
+    return tmp_path / "images.csv"
+
+
+def test_a_multi_label_image_run_trains_sigmoid_bce_and_keeps_val_thresholds(
+        tmp_path: Path) -> None:
+    import keras
+
+    from tlkit.evaluation.multilabel import choose_thresholds
+    from tlkit.tasks import get_task
+    from tlkit.train.image import finetune
+
+    recipe = ImageRecipe(backbone="tiny_cnn", data=str(_channel_images(tmp_path)),
+                         labels="multi", weights="none", input_size=32, batch_size=8,
+                         augment=None, early_stopping=None, class_weight="balanced",
+                         val_fraction=0.25, test_fraction=0.25, monitor="val_loss",
+                         stages=[Stage(name="all", epochs=8, lr=0.01, train_from="all")])
+    run = finetune(recipe, out=tmp_path / "runs", name="ml")
+    assert run.model.layers[-1].get_layer("predictions").get_config()["activation"] == "sigmoid"
+    history = pd.read_csv(run.path / "history.csv")
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]  # the weighted BCE went down
+    # The thresholds are each class's best F1 on val, for the saved model's val probabilities.
+    split = pd.read_csv(run.path / "split.csv", keep_default_na=False)
+    val = split[split["split"] == "val"]
+    saved = keras.saving.load_model(run.path / "model.keras")
+    task = get_task("image-multilabel")
+    probabilities, _ = task.probabilities(saved, val["path"].tolist())
+    expected = choose_thresholds(task.targets(val["label"], run.class_names), probabilities)
+    assert run.metrics["val"]["thresholds"] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert not np.allclose(probabilities.sum(axis=1), 1.0)  # a sigmoid per class
+    assert run.metrics["test"]["micro_f1"] >= 0.6, run.metrics["test"]
+
+
+def test_balanced_weights_for_label_sets_weigh_each_side_of_each_label() -> None:
+    from tlkit.tasks import get_task
+    from tlkit.train.heads import balanced_weights, head_loss
+
+    targets = np.array([[1, 0], [0, 0], [0, 0], [0, 1]])
+    class_weight, label_weights = balanced_weights(get_task("image-multilabel"), targets, 2)
+    assert class_weight is None  # Keras's class_weight takes one id per example
+    loss = head_loss(get_task("image-multilabel"), label_weights)
+    p = np.full((1, 2), 0.5, dtype="float32")
+    rare = float(loss(np.array([[1.0, 0.0]]), p)[0])  # label 0 present (1 in 4): weight 2
+    common = float(loss(np.array([[0.0, 0.0]]), p)[0])  # both absent (3 in 4): 2/3 each
+    assert rare / common == pytest.approx((2.0 + 2 / 3) / (2 / 3 + 2 / 3))
+
+
+def test_a_multi_label_text_run_has_a_sigmoid_head_and_val_thresholds(tmp_path: Path) -> None:
+    from tlkit.train.text import train_textcnn
+
+    words = {"sun": "sun", "sea": "sea", "rain": "rain"}
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(90):
+        labels = [label for label in words if rng.random() < 0.4]
+        filler = " ".join(rng.choice(["the", "a", "day", "we", "saw"], size=3))
+        rows.append({"text": " ".join([filler, *(words[label] for label in labels)]),
+                     "label": "|".join(labels)})
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    run = train_textcnn(TextCNNRecipe(data=str(tmp_path / "t.csv"), labels="multi",
+                                      embedding_dim=8, feature_maps=8, epochs=6, batch_size=10,
+                                      test=None, dev_fraction=0.3),
+                        out=tmp_path / "runs", name="tml")
+    assert run.class_names == ["rain", "sea", "sun"]
+    probabilities = run.model.predict(np.array(["sun sea", "the day"], dtype=object), verbose=0)
+    assert probabilities.shape == (2, 3) and not np.allclose(probabilities.sum(axis=1), 1.0)
+    assert len(run.metrics["val"]["thresholds"]) == 3
+    assert {"subset_accuracy", "micro_f1", "hamming_loss"} <= set(run.metrics["val"])

@@ -64,9 +64,10 @@ def preprocessing_layers(mode: str) -> list[Any]:
     raise ValueError(f"unknown preprocessing mode '{mode}'")
 
 
-def build_head(feature_shape: tuple[int | None, ...], num_classes: int, dropout: float
-               ) -> keras.Model:
-    """Global average pooling, dropout (left out when 0) and a softmax layer, as a model.
+def build_head(feature_shape: tuple[int | None, ...], num_classes: int, dropout: float,
+               activation: str = "softmax") -> keras.Model:
+    """Global average pooling, dropout (left out when 0) and a softmax layer (a sigmoid per
+    class for label sets: ``activation``), as a model.
 
     Example:
         >>> [layer.name for layer in build_head((None, 7, 7, 512), 5, dropout=0.0).layers]
@@ -78,14 +79,15 @@ def build_head(feature_shape: tuple[int | None, ...], num_classes: int, dropout:
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions",
+    outputs = keras.layers.Dense(num_classes, activation=activation, name="predictions",
                                  dtype="float32")(x)
     return keras.Model(features, outputs, name="head")
 
 
 def build_classifier(row: Backbone, backbone: keras.Model, num_classes: int,
-                     dropout: float = 0.2) -> keras.Model:
-    """Wrap ``backbone`` (built from ``row``) with its preprocessing and a new head.
+                     dropout: float = 0.2, activation: str = "softmax") -> keras.Model:
+    """Wrap ``backbone`` (built from ``row``) with its preprocessing and a new head whose
+    output ``activation`` is the task's.
 
     Example:
         >>> from tlkit.backbones import build_backbone, get_backbone
@@ -101,5 +103,5 @@ def build_classifier(row: Backbone, backbone: keras.Model, num_classes: int,
     for layer in preprocessing_layers(row.preprocess):
         x = layer(x)
     x = backbone(x)
-    outputs = build_head(backbone.output_shape, num_classes, dropout)(x)
+    outputs = build_head(backbone.output_shape, num_classes, dropout, activation)(x)
     return keras.Model(inputs, outputs, name=f"{row.name}_classifier")

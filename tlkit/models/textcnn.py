@@ -192,7 +192,7 @@ def build_textcnn(vocab_size: int, num_classes: int, variant: str = "rand", *,
                   feature_maps: int = KIM.feature_maps, activation: str = KIM.activation,
                   dropout: float = KIM.dropout, max_norm: float | None = KIM.max_norm,
                   rand_scale: float = KIM.rand_scale, seed: int | None = None,
-                  name: str = "textcnn") -> keras.Model:
+                  name: str = "textcnn", output_activation: str = "softmax") -> keras.Model:
     """Kim's CNN on token ids ``(batch, length)`` (0 = padding) -> class probabilities.
 
     Embeddings -> convolutions of each width in ``filter_widths`` with ``feature_maps``
@@ -229,7 +229,7 @@ def build_textcnn(vocab_size: int, num_classes: int, variant: str = "rand", *,
     features = keras.layers.Dropout(dropout, seed=_offset(seed, 100), name="dropout")(features)
     constraint = None if max_norm is None else keras.constraints.MaxNorm(max_norm, axis=0)
     outputs = keras.layers.Dense(
-        num_classes, activation="softmax", kernel_constraint=constraint, name="output",
+        num_classes, activation=output_activation, kernel_constraint=constraint, name="output",
         dtype="float32",  # probabilities in float32 under a mixed-precision policy
         kernel_initializer=keras.initializers.GlorotUniform(seed=_offset(seed, 101)))(features)
     return keras.Model(ids, outputs, name=name)
@@ -416,8 +416,11 @@ def training_model(model: keras.Model) -> keras.Model:
 
 
 def compile_textcnn(model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None,
-                    steps_per_execution: int = KIM.steps_per_execution) -> None:
-    """Compile for training on ids with Kim's optimizer (``kim_optimizer()`` by default).
+                    steps_per_execution: int = KIM.steps_per_execution,
+                    loss: Any = "sparse_categorical_crossentropy",
+                    metrics: list[Any] | None = None) -> None:
+    """Compile for training on ids with Kim's optimizer (``kim_optimizer()`` by default);
+    ``loss`` and ``metrics`` (default ``["accuracy"]``) are the head's.
 
     XLA stays off: on this repository's 2-core CPU a jit-compiled training step took about
     twice as long as TensorFlow's own kernels even at one fixed length (XLA's CPU
@@ -431,7 +434,7 @@ def compile_textcnn(model: keras.Model, optimizer: keras.optimizers.Optimizer | 
         0.5
     """
     model.compile(optimizer=optimizer or kim_optimizer(),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  loss=loss, metrics=metrics or ["accuracy"],
                   jit_compile=False, steps_per_execution=steps_per_execution)
 
 

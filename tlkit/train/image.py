@@ -29,12 +29,12 @@ import pandas as pd
 from tlkit.backbones import Backbone, get_backbone
 from tlkit.data.images import (
     ImageData,
-    balanced_class_weight,
     check_images,
     make_dataset,
     read_image_table,
     read_recipe_table,
 )
+from tlkit.data.labels import LabelFormat
 from tlkit.devices import TrainingSetup
 from tlkit.errors import UserError
 from tlkit.recipes import ImageRecipe, Stage
@@ -97,20 +97,22 @@ def check_image_run(recipe: ImageRecipe, out: str | Path = "runs", name: str | N
     final = check_destination(worker_out(out), name, resume)
     with ExitStack() as on_error:
         on_error.callback(unlock_run, partial_path(final))  # a resume's check locked it
-        table = _resumed_table(final, out) if resume else read_recipe_table(recipe, data)
+        table = (_resumed_table(final, out, recipe) if resume
+                 else read_recipe_table(recipe, data))
         on_error.pop_all()
     table["path"] = [os.path.abspath(path) for path in table["path"]]
     return CheckedImageRun(recipe, row, table, name)
 
 
-def _resumed_table(final: Path, out: str | Path) -> pd.DataFrame:
+def _resumed_table(final: Path, out: str | Path, recipe: ImageRecipe) -> pd.DataFrame:
     """The images and splits of the unfinished run ``final``, from its ``split.csv``."""
     split = read_split(partial_path(final))
     if split is None:
         raise UserError(f"the unfinished run '{final.name}' stopped before it wrote its split; "
                         f"remove it with `tlkit runs {out} --remove-unfinished` and start "
                         "again")
-    return read_image_table(split, "path", "label")
+    # label sets are written joined by labels.TABLE_SEP, whatever the data's separator was
+    return read_image_table(split, "path", "label", labels=LabelFormat.of(recipe).written)
 
 
 def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = None,
@@ -146,7 +148,10 @@ class ImageJob(Job):
     kind = "image"
 
     def __init__(self, checked: CheckedImageRun, out: str | Path) -> None:
+        from tlkit.tasks import task_of
+
         self.checked, self.recipe, self.row = checked, checked.recipe, checked.row
+        self.task = task_of(checked.recipe)
         self.out, self.name = Path(out), checked.name
         self.probe: dict[str, Any] = {}
 
@@ -164,7 +169,7 @@ class ImageJob(Job):
             self.backbone = build_weighted_backbone(row.name, recipe.input_size, recipe.weights)
             _check_stages(self.backbone, row, recipe.stages)
             self.model = build_classifier(row, self.backbone, len(self.images.class_names),
-                                          recipe.dropout)
+                                          recipe.dropout, self.task.activation)
         self.clock = EpochClock(recipe.seed)
         self.datasets = _datasets(recipe, self.images, self.clock,
                                   recipe.batch_size * setup.replicas)
@@ -173,12 +178,46 @@ class ImageJob(Job):
         writer.write_split(self.images.table)  # a resume reads its images and splits back
 
     def fit(self, folder: Path, setup: TrainingSetup) -> pd.DataFrame:
-        history, self.probe = _train(self.recipe, self.row, self.backbone, self.model,
-                                     self.datasets, self.images, folder, self.clock, setup)
+        """Every stage (head-only stages on cached features), after the linear probe."""
+        from tlkit.train.heads import balanced_weights, head_loss, head_metrics
+        from tlkit.train.stages import compile_for_stage, prepare_stage
+
+        recipe, row, images, model = self.recipe, self.row, self.images, self.model
+        class_weight, label_weights = (
+            balanced_weights(self.task, images.targets(images.split("train")),
+                             len(images.class_names))
+            if recipe.class_weight == "balanced" else (None, None))
+        features = FrozenFeatures(recipe, row, model, images,
+                                  Path(recipe.cache_dir or folder / CACHE_FOLDER), self.clock,
+                                  setup.strategy)
+        self.probe = features.probe() if recipe.probe else {}
+        if self.probe.get("val") is not None:
+            print(f"linear probe on the frozen features: val {self.probe['metric']} "
+                  f"{self.probe['val']:.3f} (C={self.probe['C']:g})", flush=True)
+
+        def prepare(stage: Stage) -> StageFit | None:
+            plan = prepare_stage(self.backbone, row, stage, recipe.batchnorm_policy,
+                                 recipe.batchnorm_momentum)
+            cached = plan.backbone_frozen and recipe.feature_cache
+            with setup.strategy.scope():
+                compile_for_stage(features.head if cached else model, stage, plan,
+                                  head_loss(self.task, label_weights), head_metrics(self.task))
+            _announce(stage, plan, row, cached)
+            return features.stage_fit() if cached else None
+
+        history = fit_stages(model, recipe.stages, self.datasets, folder, prepare=prepare,
+                             monitor=recipe.monitor, early_stopping=recipe.early_stopping,
+                             class_weight=class_weight, clock=self.clock,
+                             jit_compile=recipe.jit_compile)
+        if not recipe.cache_dir:  # the run's own cache served its purpose; keep the folder small
+            shutil.rmtree(folder / CACHE_FOLDER, ignore_errors=True)
         return history
 
-    def score(self) -> tuple[dict[str, Any], pd.DataFrame]:
-        return _evaluate(self.model, self.datasets, self.images)
+    def held_out(self, split: str) -> tuple[Any, list[str], np.ndarray] | None:
+        frame = self.images.split(split)
+        if frame.empty:
+            return None
+        return self.model, frame["path"].tolist(), self.images.targets(frame)
 
     def extras(self) -> dict[str, Any]:
         return {"probe": self.probe,
@@ -201,23 +240,6 @@ class ImageJob(Job):
         table.loc[table.index[test_rows], "split"] = "test"
         table = table.iloc[np.sort(np.concatenate([train_rows, test_rows]))]
         return ImageJob(dataclasses.replace(self.checked, table=table), self.out)
-
-
-def _evaluate(model: Any, datasets: dict[str, Any], images: ImageData
-              ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics of the kept weights on val and test, and one prediction row per image, through
-    the task's pipeline (the one evaluate and predict use)."""
-    from tlkit.tasks import get_task
-
-    metrics, tables = {}, []
-    for split in ("val", "test"):
-        if split in datasets:
-            frame = images.split(split)
-            scored = get_task("image").score(model, frame["path"].tolist(),
-                                             images.label_ids(frame), images.class_names, split)
-            metrics[split] = scored.metrics
-            tables.append(scored.predictions)
-    return metrics, pd.concat(tables, ignore_index=True)
 
 
 def _check_stages(backbone: Any, row: Backbone, stages: list[Stage]) -> None:
@@ -281,8 +303,9 @@ class FrozenFeatures:
             augment=recipe.augment if views > 1 else None, views=views, seed=recipe.seed)
 
     def labels(self, split: str) -> Any:
-        """Class ids of one split, in the cache's row order."""
-        return self.images.label_ids(self.images.split(split))
+        """Targets of one split (class ids, or a label-set indicator matrix), in the cache's
+        row order."""
+        return self.images.targets(self.images.split(split))
 
     def stage_fit(self) -> StageFit:
         """The head and its cached train and val streams, for a head-only stage."""
@@ -298,53 +321,26 @@ class FrozenFeatures:
         return StageFit(self.head, train, val)
 
     def probe(self) -> dict[str, Any]:
-        """A logistic-regression probe on the train features, C chosen on val, scored on test."""
-        from tlkit.evaluation.probe import linear_probe
+        """A logistic-regression probe on the train features, C chosen on val, scored on test
+        (label sets: one-vs-rest, chosen and scored by mAP)."""
+        from tlkit.evaluation.probe import linear_probe, one_vs_rest_probe
 
         splits = [s for s in ("val", "test") if not self.images.split(s).empty]
         if "val" not in splits:
             return {}
         x = {split: self.cache(split).view(0) for split in ["train", *splits]}
-        result = linear_probe(x["train"], self.labels("train"), x["val"], self.labels("val"),
-                              x.get("test"), self.labels("test") if "test" in x else None)
-        return {"val": result["val_accuracy"], "test": result["test_accuracy"],
-                "C": result["C"], "n_features": result["n_features"],
-                "fit_seconds": result["fit_seconds"]}
-
-
-def _train(recipe: ImageRecipe, row: Backbone, backbone: Any, model: Any,
-           datasets: dict[str, Any], images: ImageData, folder: Path, clock: EpochClock,
-           setup: TrainingSetup) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Fit every stage (head-only stages on cached features) in ``folder``; return the
-    history and the linear probe."""
-    from tlkit.train.stages import compile_for_stage, prepare_stage
-
-    class_weight = (balanced_class_weight(images.label_ids(images.split("train")),
-                                          len(images.class_names))
-                    if recipe.class_weight == "balanced" else None)
-    features = FrozenFeatures(recipe, row, model, images,
-                              Path(recipe.cache_dir or folder / CACHE_FOLDER), clock,
-                              setup.strategy)
-    probe = features.probe() if recipe.probe else {}
-    if probe:
-        print(f"linear probe on the frozen features: val accuracy {probe['val']:.3f} "
-              f"(C={probe['C']:g})", flush=True)
-
-    def prepare(stage: Stage) -> StageFit | None:
-        plan = prepare_stage(backbone, row, stage, recipe.batchnorm_policy,
-                             recipe.batchnorm_momentum)
-        cached = plan.backbone_frozen and recipe.feature_cache
-        with setup.strategy.scope():
-            compile_for_stage(features.head if cached else model, stage, plan)
-        _announce(stage, plan, row, cached)
-        return features.stage_fit() if cached else None
-
-    history = fit_stages(model, recipe.stages, datasets, folder, prepare=prepare,
-                         monitor=recipe.monitor, early_stopping=recipe.early_stopping,
-                         class_weight=class_weight, clock=clock, jit_compile=recipe.jit_compile)
-    if not recipe.cache_dir:  # the run's own cache served its purpose; keep the folder small
-        shutil.rmtree(folder / CACHE_FOLDER, ignore_errors=True)
-    return history, probe
+        y = {split: self.labels(split) for split in x}
+        if self.images.label_format.multi:
+            summary = one_vs_rest_probe(x["train"], y["train"], x["val"], y["val"],
+                                        x.get("test"), y.get("test")).summary
+            return {"metric": "mAP", "val": summary["val_map"], "test": summary["test_map"],
+                    "C": summary["C"], "n_features": summary["n_features"],
+                    "fit_seconds": summary["fit_seconds"]}
+        result = linear_probe(x["train"], y["train"], x["val"], y["val"], x.get("test"),
+                              y.get("test"))
+        return {"metric": "accuracy", "val": result["val_accuracy"],
+                "test": result["test_accuracy"], "C": result["C"],
+                "n_features": result["n_features"], "fit_seconds": result["fit_seconds"]}
 
 
 def _datasets(recipe: ImageRecipe, images: ImageData, clock: EpochClock, batch_size: int
@@ -356,7 +352,7 @@ def _datasets(recipe: ImageRecipe, images: ImageData, clock: EpochClock, batch_s
             continue
         training = split == "train"
         datasets[split] = make_dataset(
-            frame["path"].tolist(), images.label_ids(frame), recipe.input_size,
+            frame["path"].tolist(), images.targets(frame), recipe.input_size,
             batch_size, training=training, augment=recipe.augment if training else None,
             cache=recipe.cache, seed=recipe.seed, clock=clock)
     return datasets

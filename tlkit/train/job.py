@@ -39,6 +39,7 @@ class Job(ABC):
 
     kind: str
     recipe: Any
+    task: Any  # the run's tlkit.tasks.Task: head, scoring, metrics
     out: Path
     name: str
 
@@ -60,8 +61,9 @@ class Job(ABC):
         """Fit the stages into ``folder`` (checkpoints, history, logs); return the history."""
 
     @abstractmethod
-    def score(self) -> tuple[dict[str, Any], pd.DataFrame]:
-        """Metrics per held-out split of the kept weights, and one prediction row per input."""
+    def held_out(self, split: str) -> tuple[Any, list[str], np.ndarray] | None:
+        """(model, raw inputs, targets) of a held-out split (``val``, ``test``) for the task to
+        score, the model as saved; None when the split is empty."""
 
     def extras(self) -> dict[str, Any]:
         """More of ``metrics.json``: what the kind has to say about its data or training."""
@@ -80,10 +82,13 @@ class Job(ABC):
         """One label per example of the data it would cross-validate, for stratified folds."""
 
     def folds(self, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(train rows, test rows) of ``k`` stratified folds of its data, from its seed."""
+        """(train rows, test rows) of ``k`` stratified folds of its data, from its seed
+        (label sets: iterative stratification)."""
+        from tlkit.data.labels import LabelFormat
         from tlkit.data.text import kfold_splits
 
-        return kfold_splits(self.labels(), k, self.recipe.seed)
+        sep = LabelFormat.of(self.recipe).table_sep
+        return kfold_splits(self.labels(), k, self.recipe.seed, sep)
 
     @abstractmethod
     def fold(self, train_rows: np.ndarray, test_rows: np.ndarray) -> Job:
@@ -177,7 +182,9 @@ def cross_validate(job: Job, folds: int, resume: bool = False) -> Run:
 def _fold_row(k: int, fold: Job, outcome: Outcome) -> dict[str, Any]:
     """Fold ``k``'s row of ``folds.csv``: its sizes, test numbers and training time."""
     test = outcome.metrics["test"]
-    return {"fold": k, **fold.sizes(), "test": test["n"], "test_accuracy": test["accuracy"],
+    # a label set is right when the whole set is (subset accuracy)
+    accuracy = test["accuracy"] if "accuracy" in test else test["subset_accuracy"]
+    return {"fold": k, **fold.sizes(), "test": test["n"], "test_accuracy": accuracy,
             "test_macro_f1": test["macro_f1"], "seconds": outcome.seconds}
 
 
@@ -190,10 +197,32 @@ def fit_and_score(job: Job, folder: Path, setup: TrainingSetup) -> Outcome:
     start = time.perf_counter()
     history = job.fit(folder, setup)
     seconds = round(time.perf_counter() - start, 1)
-    metrics, predictions = job.score()
+    metrics, predictions = score(job)
     metrics.update(job.extras())
     metrics.update(train_seconds=seconds, devices=setup.record())
     return Outcome(history, metrics, predictions, seconds)
+
+
+def score(job: Job) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics of the kept weights on val and test, and one prediction row per input, through
+    the task's pipeline (the one evaluate and predict use). A multi-label task's per-class
+    thresholds are chosen on val (each class's best F1) and decide val and test; the val
+    metrics hold them (``thresholds``), where evaluate, predict and export read them.
+
+    Example:
+        >>> metrics, predictions = score(job)  # doctest: +SKIP
+    """
+    task, class_names = job.task, job.class_names
+    parts = {split: part for split in ("val", "test")
+             if (part := job.held_out(split)) is not None}
+    model = next(iter(parts.values()))[0]
+    thresholds = task.fit_thresholds(model, parts["val"][1:] if "val" in parts else None)
+    metrics, tables = {}, []
+    for split, (model, inputs, targets) in parts.items():
+        scored = task.score(model, inputs, targets, class_names, split, thresholds=thresholds)
+        metrics[split] = scored.metrics
+        tables.append(scored.predictions)
+    return metrics, pd.concat(tables, ignore_index=True)
 
 
 @contextmanager

@@ -177,8 +177,10 @@ def make_optimizer(stage: Stage, lr_multipliers: dict[str, float] | None = None)
     return base(**kwargs)
 
 
-def compile_for_stage(model: keras.Model, stage: Stage, plan: StagePlan) -> None:
+def compile_for_stage(model: keras.Model, stage: Stage, plan: StagePlan, loss: Any = None,
+                      metrics: list[Any] | None = None) -> None:
     """Compile ``model`` for one stage; called once per stage, after ``prepare_stage``.
+    ``loss`` and ``metrics`` are the head's (``tlkit.train.heads``; default: one label).
 
     Keras reads ``trainable`` at compile time, so changing what trains without recompiling
     silently trains the old set: that is why the library, not the user, recompiles.
@@ -193,4 +195,5 @@ def compile_for_stage(model: keras.Model, stage: Stage, plan: StagePlan) -> None
     import keras
 
     model.compile(optimizer=make_optimizer(stage, plan.lr_multipliers),
-                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+                  loss=loss or keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=metrics or ["accuracy"])

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tlkit.data.labels import LabelFormat
 from tlkit.data.tables import split_tables
 from tlkit.data.text import (
     TextData,
@@ -60,8 +62,9 @@ def read_recipe_tables(recipe: TextCNNRecipe) -> dict[str, pd.DataFrame]:
     sources = {"train": recipe.data, "dev": recipe.dev, "test": recipe.test}
     if isinstance(recipe.data, (str, Path)) and Path(recipe.data).is_dir():
         sources.update(_split_folder_sources(recipe))
+    labels = LabelFormat.of(recipe)
     return {split: read_text_table(source, recipe.text_column, recipe.label_column,
-                                   recipe.encoding)
+                                   recipe.encoding, labels)
             for split, source in sources.items() if source is not None}
 
 
@@ -150,7 +153,10 @@ class TextJob(Job):
 
     def __init__(self, recipe: TextCNNRecipe, tables: dict[str, pd.DataFrame],
                  out: str | Path, name: str) -> None:
+        from tlkit.tasks import task_of
+
         self.recipe, self.tables, self.out, self.name = recipe, tables, Path(out), name
+        self.task = task_of(recipe)
 
     @property
     def class_names(self) -> list[str]:
@@ -167,14 +173,14 @@ class TextJob(Job):
         self.data = data = prepare_text_data(
             tables["train"], tables.get("test"), tables.get("dev"), tokenizer=recipe.tokenizer,
             max_length=recipe.max_length, min_count=recipe.min_count,
-            dev_fraction=recipe.dev_fraction, seed=recipe.seed)
+            dev_fraction=recipe.dev_fraction, seed=recipe.seed, labels=LabelFormat.of(recipe))
         self.clock = EpochClock(recipe.seed)
         embeddings, self.coverage = _embeddings(recipe, data)
         self.model = build_textcnn(
             len(data.vocabulary), len(data.class_names), recipe.variant, embeddings=embeddings,
             embedding_dim=recipe.embedding_dim, filter_widths=recipe.filter_widths,
             feature_maps=recipe.feature_maps, dropout=recipe.dropout, max_norm=recipe.max_norm,
-            seed=recipe.seed)
+            seed=recipe.seed, output_activation=self.task.activation)
         datasets = {split: text_dataset(data.splits[split], recipe.batch_size,
                                         shuffle=split == "train", seed=recipe.seed,
                                         clock=self.clock)
@@ -189,15 +195,15 @@ class TextJob(Job):
         stage = Stage(name="train", epochs=recipe.epochs, lr=recipe.lr, optimizer=OPTIMIZER)
         return fit_stages(
             self.model, [stage], self.datasets, folder,
-            prepare=lambda stage: _training_fit(self.model, self.datasets, stage),
+            prepare=lambda stage: _training_fit(self.model, self.datasets, stage, self.task),
             monitor=recipe.monitor, early_stopping=recipe.early_stopping, clock=self.clock,
             jit_compile=recipe.jit_compile)
 
-    def score(self) -> tuple[dict[str, Any], pd.DataFrame]:
-        from tlkit.models.textcnn import build_string_model
-
-        self.strings = build_string_model(self.model, self.data.vocabulary)
-        return _score(self.recipe, self.strings, self.data)
+    def held_out(self, split: str) -> tuple[Any, list[str], np.ndarray] | None:
+        """The string model (as saved and as `tlkit evaluate` scores) on dev (``val``) or
+        test."""
+        part = self.data.splits.get("dev" if split == "val" else split)
+        return None if part is None else (self.strings, part.texts, part.labels)
 
     def extras(self) -> dict[str, Any]:
         return {"skipped_empty_texts": self.data.skipped, "vector_coverage": self.coverage}
@@ -205,6 +211,13 @@ class TextJob(Job):
     def save(self, writer: RunWriter) -> Any:
         writer.save_model(self.strings)
         return self.strings
+
+    @functools.cached_property
+    def strings(self) -> Any:
+        """The string model around the trained id model: tokenizer and vocabulary inside."""
+        from tlkit.models.textcnn import build_string_model
+
+        return build_string_model(self.model, self.data.vocabulary)
 
     def sizes(self) -> dict[str, int]:
         splits = self.data.splits
@@ -221,31 +234,16 @@ class TextJob(Job):
                                      "test": table.iloc[test_rows]}, self.out, self.name)
 
 
-def _score(recipe: TextCNNRecipe, strings: Any, data: TextData
-           ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics on dev and test, and one prediction row per text, scored as the saved string
-    model and `tlkit evaluate` score: through the task."""
-    from tlkit.tasks import task_of
-
-    metrics, tables = {}, []
-    for split in ("dev", "test"):
-        if split in data.splits:
-            name = "val" if split == "dev" else split
-            part = data.splits[split]
-            scored = task_of(recipe).score(strings, part.texts, part.labels, data.class_names,
-                                           name)
-            metrics[name] = scored.metrics
-            tables.append(scored.predictions)
-    return metrics, pd.concat(tables, ignore_index=True)
-
-
-def _training_fit(model: Any, datasets: dict[str, Any], stage: Stage) -> StageFit:
-    """Fit ``model``'s layers on their faster training path, with the stage's optimizer."""
+def _training_fit(model: Any, datasets: dict[str, Any], stage: Stage, task: Any) -> StageFit:
+    """Fit ``model``'s layers on their faster training path, with the stage's optimizer and
+    the task's loss."""
     from tlkit.models.textcnn import compile_textcnn, training_model
+    from tlkit.train.heads import head_loss, head_metrics
     from tlkit.train.stages import make_optimizer
 
     fitted = training_model(model)
-    compile_textcnn(fitted, make_optimizer(stage))
+    compile_textcnn(fitted, make_optimizer(stage), loss=head_loss(task),
+                    metrics=head_metrics(task))
     return StageFit(fitted, datasets["train"], datasets.get("val"))
 
 
