@@ -283,3 +283,16 @@ def test_multi_label_evaluation_uses_the_runs_thresholds(multilabel_run: Path) -
     rows = task.answer_rows(np.array([[0.1, 0.9, 0.99]]), [None], CHANNELS, 1,
                             task.thresholds(run))
     assert rows == [{"labels": ["g"], "probabilities": [0.9]}]
+
+
+def test_explaining_a_multi_label_image_shows_the_sigmoid_probability(multilabel_run: Path,
+                                                                      tmp_path: Path) -> None:
+    from tlkit.explain.run import explain_run
+    from tlkit.predict import predict
+
+    path = pd.read_csv(multilabel_run / "split.csv")["path"].iloc[2]  # red and green
+    table = explain_run(multilabel_run, [path], method="saliency", class_name="g",
+                        out=tmp_path)
+    expected = predict(multilabel_run, [path])["prob_g"].iloc[0]
+    assert table["class"].tolist() == ["g"]
+    assert table["probability"].iloc[0] == pytest.approx(expected, abs=1e-4)  # not a softmax

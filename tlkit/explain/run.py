@@ -155,8 +155,8 @@ def explain_images(model: keras.Model, row: Backbone | None, paths: Sequence[str
         if not chunk:
             continue
         logits = predict_logits(scores, images)
-        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        # The model's own outputs: a softmax over the logits would misstate a sigmoid head's.
+        probabilities = np.asarray(model.predict_on_batch(images))
         classes = class_indices(logits, class_index)
         heatmaps = maps_of[method](scores, images, classes)
         for i, path in enumerate(chunk):
