@@ -296,3 +296,36 @@ def test_explaining_a_multi_label_image_shows_the_sigmoid_probability(multilabel
     expected = predict(multilabel_run, [path])["prob_g"].iloc[0]
     assert table["class"].tolist() == ["g"]
     assert table["probability"].iloc[0] == pytest.approx(expected, abs=1e-4)  # not a softmax
+
+
+def word_model() -> object:
+    """A sigmoid head on raw strings: each of the words ``rain, sea, sun`` carries its label."""
+    import keras
+
+    texts = keras.Input((), dtype="string", name="text")
+    words = keras.layers.TextVectorization(vocabulary=["rain", "sea", "sun"],
+                                           output_mode="multi_hot")(texts)
+    head = keras.layers.Dense(3, activation="sigmoid", name="output")
+    model = keras.Model(texts, head(words[:, 1:]))  # column 0 counts unknown words
+    head.set_weights([np.eye(3, dtype="float32") * 8, np.full(3, -4, dtype="float32")])
+    return model
+
+
+def test_multi_label_text_run_predicts_and_evaluates_label_sets(tmp_path: Path) -> None:
+    from tlkit.evaluate import evaluate
+    from tlkit.predict import predict
+    from tlkit.recipes import TextCNNRecipe
+    from tlkit.runs import new_run_folder
+
+    with new_run_folder(tmp_path / "runs", "weather", "textcnn") as writer:
+        writer.write_recipe(TextCNNRecipe(labels="multi"))
+        writer.write_classes(["rain", "sea", "sun"])
+        writer.write_json("metrics.json", {"val": {"thresholds": [0.5, 0.5, 0.5]}})
+        writer.save_model(word_model())
+    table = pd.DataFrame({"text": ["sun over the sea", "rain", "a grey day", "sun and rain"],
+                          "label": ["sea|sun", "rain", "", "rain|sun"]})
+    table.to_csv(tmp_path / "days.csv", index=False)
+    answers = predict(writer.final, table["text"].tolist())
+    assert answers["labels"].tolist() == table["label"].tolist()
+    metrics = evaluate(writer.final, str(tmp_path / "days.csv"))
+    assert metrics["subset_accuracy"] == 1.0 and metrics["label_cardinality"]["true"] == 1.25
