@@ -375,10 +375,11 @@ def _top_losses(predictions: pd.DataFrame | None, class_names: list[str], kind: 
     if predictions is None or predictions["loss"].notna().sum() == 0:
         return _not_drawn("top-losses", "top losses: they need per-example losses "
                           "(predictions.csv), none were given", missing)
+    gallery = get_task(kind).gallery
     intro = (f"The {TOP_LOSSES} examples the model got most wrong (highest cross-entropy); "
-             "p is the probability the model gave that label.")
-    gallery = GALLERIES[get_task(kind).gallery](predictions, class_names, kind, root)
-    return Section("top-losses", [intro, gallery])
+             f"{GALLERY_NOTES.get(gallery, GALLERY_NOTES['thumbnails'])}")
+    block = GALLERIES[gallery](predictions, class_names, kind, root)
+    return Section("top-losses", [intro, block])
 
 
 def _thumbnail_gallery(predictions: pd.DataFrame, class_names: list[str], kind: str,
@@ -412,6 +413,10 @@ def _label_sets_gallery(predictions: pd.DataFrame, class_names: list[str], kind:
 # sets (tables, whose text stays selectable).
 GALLERIES = {"thumbnails": _thumbnail_gallery, "sentences": _sentence_gallery,
              "label-sets": _label_sets_gallery}
+GALLERY_NOTES = {"thumbnails": "p is the probability the model gave that label.",
+                 "label-sets": "the loss is the binary cross-entropy averaged over the classes, "
+                               "and the sets are the true and the predicted labels (at the "
+                               "thresholds)."}
 
 
 def _multi_summary(metrics: dict[str, Any], extra: dict[str, Any], unknown: dict[str, int]
@@ -431,7 +436,7 @@ def _multi_summary(metrics: dict[str, Any], extra: dict[str, Any], unknown: dict
             *extra.items()]
     shown = [(name, _format(value)) for name, value in rows if value is not None]
     section = Section("summary", ["F1, subset accuracy and Hamming loss are at each class's "
-                                  "threshold (chosen on val for its best F1).",
+                                  "threshold (see the per-class table).",
                                   pd.DataFrame(shown, columns=["metric", "value"])])
     if unknown:
         names = ", ".join(f"{name} ({count})" for name, count in unknown.items())
