@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tlkit.errors import UserError
 from tlkit.tasks.base import Task, _refuse_unknown
 from tlkit.tasks.image import ImageTask
 from tlkit.tasks.text import TextTask
@@ -220,18 +219,18 @@ class MultiLabel(Task):
 
 
 def _limits(thresholds: Any, classes: int, default: float) -> np.ndarray:
+    """The thresholds as floats (``apply_thresholds`` refuses a wrong count), or ``default``."""
     if thresholds is None:
         return np.full(classes, default)
-    limits = np.asarray(thresholds, dtype=float).reshape(-1)
-    if limits.shape != (classes,):
-        raise UserError(f"{limits.size} thresholds for {classes} classes; give one per class")
-    return limits
+    return np.asarray(thresholds, dtype=float).reshape(-1)
 
 
 def _sets(probs: np.ndarray, class_names: Sequence[str], thresholds: Any) -> list[list[str]]:
     """Each row's predicted label set, in class order (a NaN row: the empty set)."""
-    limits = _limits(thresholds, len(class_names), 0.5)
-    chosen = np.nan_to_num(probs, nan=-1.0) >= limits
+    from tlkit.evaluation.multilabel import DEFAULT_THRESHOLD, apply_thresholds
+
+    chosen = apply_thresholds(np.nan_to_num(probs, nan=-1.0),
+                              _limits(thresholds, len(class_names), DEFAULT_THRESHOLD))
     return [[class_names[i] for i in np.flatnonzero(row)] for row in chosen]
 
 
