@@ -329,3 +329,13 @@ def test_multi_label_text_run_predicts_and_evaluates_label_sets(tmp_path: Path) 
     assert answers["labels"].tolist() == table["label"].tolist()
     metrics = evaluate(writer.final, str(tmp_path / "days.csv"))
     assert metrics["subset_accuracy"] == 1.0 and metrics["label_cardinality"]["true"] == 1.25
+
+
+def test_cli_evaluate_of_a_multi_label_run_prints_its_numbers(multilabel_run: Path) -> None:
+    from conftest import run_cli
+
+    labelled = multilabel_run.parent.parent / "labelled.csv"
+    code, out, err = run_cli(["evaluate", str(multilabel_run), "--data", str(labelled),
+                              "--name", "cli"])
+    assert code == 0, err
+    assert out.startswith("mAP 1.0000, micro F1 1.0000, subset accuracy 1.0000 on 6 examples")

@@ -116,11 +116,20 @@ def report_name(data: str | Path | list[str]) -> str:
 
 
 def metrics_summary(metrics: dict[str, Any]) -> str:
-    """One line: accuracy, macro F1 and count.
+    """One line: accuracy, macro F1 and count; for multi-label metrics (no accuracy), mAP,
+    micro F1 and subset accuracy.
 
     Example:
         >>> metrics_summary({"accuracy": 0.9125, "macro_f1": 0.9, "n": 500})
         'accuracy 0.9125, macro F1 0.9000 on 500 examples'
+        >>> metrics_summary({"average_precision": {"macro": 0.8}, "micro_f1": 0.75,
+        ...                  "subset_accuracy": 0.5, "n": 40})
+        'mAP 0.8000, micro F1 0.7500, subset accuracy 0.5000 on 40 examples'
     """
+    if "accuracy" not in metrics:
+        average_precision = metrics["average_precision"]["macro"]
+        shown = "n/a" if average_precision is None else f"{average_precision:.4f}"
+        return (f"mAP {shown}, micro F1 {metrics['micro_f1']:.4f}, subset accuracy "
+                f"{metrics['subset_accuracy']:.4f} on {metrics['n']} examples")
     return (f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
             f"on {metrics['n']} examples")
