@@ -14,6 +14,8 @@ import random
 import re
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -259,11 +261,16 @@ def test_multi_label_image_run_predicts_evaluates_serves_and_exports_label_sets(
     assert "Per-label confusion" in report and "Precision-recall" in report
 
     server = make_server(multilabel_run, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         image = base64.b64encode(Path(labelled["path"].iloc[2]).read_bytes()).decode()
         answer = predict_request(server, Request([image]))
+        with urllib.request.urlopen(f"{server.url}/health", timeout=30) as response:
+            health = json.loads(response.read())
     finally:
+        server.shutdown()
         server.server_close()
+    assert health["labels"] == "multi" and health["thresholds"] == [0.5, 0.5, 0.5]
     assert answer[0]["labels"] in (["r", "g"], ["g", "r"]) and len(answer[0]["probabilities"]) == 2
 
     result = export_run(multilabel_run, "savedmodel", out=tmp_path / "sm")

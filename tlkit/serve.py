@@ -438,7 +438,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         run, batcher = self.server.run, self.server.batcher
         # The run's name, not its path: the server's folders are no caller's business.
-        self._send(200, {"status": "ok", "run": run.path.name, "kind": run.kind,
+        task = task_of(run)
+        # A multi-label run answers label sets, decided by these thresholds.
+        labels = ({"labels": "multi", "thresholds": task.thresholds(run).tolist()}
+                  if task.multi_label else {"labels": "single"})
+        self._send(200, {"status": "ok", "run": run.path.name, "kind": run.kind, **labels,
                          "classes": run.class_names, "max_batch": batcher.max_batch,
                          "model_calls": batcher.calls, "inputs_predicted": batcher.inputs})
 
