@@ -88,12 +88,16 @@ def blended_images(folder: Path) -> pd.DataFrame:
 
 def test_predict_and_evaluate_give_the_models_own_probabilities(image_run: Path,
                                                                  tmp_path: Path) -> None:
+    """The run's test images and blends: predict's probabilities are model.keras's own, and
+    evaluate's numbers are those of these probabilities (and of training's, on the test)."""
     from sklearn.metrics import log_loss
 
     from tlkit.data.images import decode_image
     from tlkit.models.saved import load_keras_file
 
-    images = blended_images(tmp_path / "blends")
+    split = pd.read_csv(image_run / "split.csv")
+    test_rows = split.loc[split["split"] == "test", ["path", "label"]]
+    images = pd.concat([test_rows, blended_images(tmp_path / "blends")], ignore_index=True)
     classes = json.loads((image_run / "classes.json").read_text())
     model = load_keras_file(image_run / "model.keras")
     expected = model.predict(np.stack([decode_image(p, 32).numpy() for p in images["path"]]),
@@ -107,37 +111,24 @@ def test_predict_and_evaluate_give_the_models_own_probabilities(image_run: Path,
         predicted[np.arange(len(table)), columns] = table[f"prob_{k}"]
     np.testing.assert_allclose(predicted, expected, atol=6e-5)  # predict rounds to 4 decimals
 
-    images.to_csv(tmp_path / "blends.csv", index=False)
-    metrics = evaluate(image_run, tmp_path / "blends.csv", name="blends")
+    images.to_csv(tmp_path / "images.csv", index=False)
+    metrics = evaluate(image_run, tmp_path / "images.csv", name="again")
     truth = images["label"].map(classes.index).to_numpy()
     assert metrics["n"] == len(images)
     assert metrics["accuracy"] == pytest.approx(float((expected.argmax(1) == truth).mean()))
     assert metrics["loss"] == pytest.approx(log_loss(truth, expected, labels=range(3)),
                                             rel=1e-5)
-    written = pd.read_csv(image_run / "reports" / "blends" / "predictions.csv")
-    assert written["input"].tolist() == images["path"].tolist()
-    np.testing.assert_allclose(written[["p0", "p1", "p2"]], expected, atol=1e-6)
-
-
-def test_evaluate_matches_the_runs_own_test_numbers(image_run: Path) -> None:
-    split = pd.read_csv(image_run / "split.csv")
-    test_rows = split[split["split"] == "test"]
-    data = image_run.parent / "test.csv"
-    test_rows[["path", "label"]].to_csv(data, index=False)
-    metrics = evaluate(image_run, data, name="again")
-    saved = json.loads((image_run / "metrics.json").read_text())["test"]
-    assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
-    assert metrics["loss"] == pytest.approx(saved["loss"], rel=1e-4)
-    assert metrics["n"] == saved["n"] == len(test_rows)
+    report = image_run / "reports" / "again"
     for name in ("metrics.json", "predictions.csv", "report.html"):
-        assert (image_run / "reports" / "again" / name).is_file()
-    # The same test images, the same probabilities as training wrote for them.
-    trained = pd.read_csv(image_run / "predictions.csv")
-    trained = trained[trained["split"] == "test"].set_index("input")
-    again = pd.read_csv(image_run / "reports" / "again" / "predictions.csv").set_index("input")
+        assert (report / name).is_file()
+    written = pd.read_csv(report / "predictions.csv")
+    assert written["input"].tolist() == images["path"].tolist()
     probabilities = ["p0", "p1", "p2"]
-    np.testing.assert_allclose(again.loc[trained.index, probabilities], trained[probabilities],
-                               atol=1e-6)
+    np.testing.assert_allclose(written[probabilities], expected, atol=1e-6)
+    # The test images: the probabilities training wrote for them.
+    trained = pd.read_csv(image_run / "predictions.csv").set_index("input")
+    np.testing.assert_allclose(trained.loc[test_rows["path"], probabilities],
+                               expected[:len(test_rows)], atol=1e-6)
 
 
 def test_unknown_classes_are_named_or_ignored(image_run: Path, tmp_path: Path) -> None:
