@@ -294,6 +294,8 @@ def head_dataset(cache: FeatureCache, labels: np.ndarray, batch_size: int, *,
         ...                      {"views": 1, "n_images": 3}, reused=False)
         >>> [labels.numpy().tolist() for _, labels in head_dataset(cache, [0, 1, 2], 2)]
         [[0, 1], [2]]
+        >>> [y.shape.as_list() for _, y in head_dataset(cache, np.eye(3, dtype=int), 2)]
+        [[2, 3], [1, 3]]
     """
     import tensorflow as tf
 
@@ -313,7 +315,7 @@ def head_dataset(cache: FeatureCache, labels: np.ndarray, batch_size: int, *,
             yield np.asarray(cache.features[chosen]), labels[chosen % cache.n_images]
 
     spec = (tf.TensorSpec((None, *cache.features.shape[1:]), tf.float32),
-            tf.TensorSpec((None,), tf.int32))
+            tf.TensorSpec((None, *labels.shape[1:]), tf.int32))  # ids, or label-set rows
     dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
     # A known length lets Keras show progress and stops it warning that the input ran out.
     steps = -(-n_rows // batch_size)
