@@ -190,3 +190,23 @@ def test_a_multi_label_text_run_has_a_sigmoid_head_and_val_thresholds(tmp_path: 
     assert probabilities.shape == (2, 3) and not np.allclose(probabilities.sum(axis=1), 1.0)
     assert len(run.metrics["val"]["thresholds"]) == 3
     assert {"subset_accuracy", "micro_f1", "hamming_loss"} <= set(run.metrics["val"])
+
+
+def test_checking_a_destination_another_worker_makes_at_once_is_not_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The workers of a multi-worker run check `runs/` and `runs/.worker-1/` at the same time:
+    # a folder made by the other between "missing" and mkdir, and kept by it, is theirs.
+    from tlkit.runs import check_destination
+
+    out = tmp_path / "runs"
+    mkdir = Path.mkdir
+
+    def other_worker_first(self: Path, *args: object, **kwargs: object) -> None:
+        if self == out and not out.exists():
+            mkdir(out)
+            mkdir(out / ".mw.partial")  # ... and starts its run in it
+        mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", other_worker_first)
+    assert check_destination(out / ".worker-1", "mw") == out / ".worker-1" / "mw"
+    assert (out / ".mw.partial").is_dir() and not (out / ".worker-1").exists()

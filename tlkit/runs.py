@@ -47,7 +47,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,19 +289,24 @@ def _check_creatable(out: Path) -> None:
 
     Asking ``os.access`` of the nearest existing folder is not enough: it answers yes for
     root under /proc, where no folder can be made, and the run would then fail only after
-    building its model.
+    building its model. Other processes may check or use the same folders at once (the
+    workers of one multi-worker run do): one made meanwhile is theirs, and is left alone.
     """
     made: list[Path] = []
     try:
         for folder in reversed([p for p in (out, *out.absolute().parents) if not p.exists()]):
-            folder.mkdir()
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue  # another process made it a moment ago
             made.append(folder)
     except OSError as error:
         raise UserError(f"cannot write run folders under '{out}' ({error.strerror}); pass "
                         "another --out") from error
     finally:
         for folder in reversed(made):
-            folder.rmdir()
+            with suppress(OSError):  # another process has put its run in it meanwhile
+                folder.rmdir()
 
 
 class RunWriter:
