@@ -346,3 +346,33 @@ def test_cli_evaluate_of_a_multi_label_run_prints_its_numbers(multilabel_run: Pa
                               "--name", "cli"])
     assert code == 0, err
     assert out.startswith("mAP 1.0000, micro F1 1.0000, subset accuracy 1.0000 on 6 examples")
+
+
+def test_a_multi_label_image_run_trained_from_the_cli_goes_through_every_command(
+        tmp_path: Path) -> None:
+    """Trained with ``--multi-label`` (no hand-made model): the training summary, predict,
+    evaluate, explain per label and export all answer in label sets."""
+    from conftest import run_cli
+
+    rows = [{"path": str(write_image(tmp_path / "img" / f"{i}-{k}.png", colour, size=32,
+                                     seed=k)), "label": labels}
+            for i, (labels, colour) in enumerate(SETS.items()) for k in range(6)]
+    pd.DataFrame(rows).to_csv(tmp_path / "data.csv", index=False)
+    code, out, err = run_cli(["finetune", "--data", str(tmp_path / "data.csv"), "--multi-label",
+                              "--backbone", "tiny_cnn", "--weights", "none", "--epochs", "2",
+                              "--out", str(tmp_path / "runs"), "--name", "ml"])
+    assert code == 0, err
+    assert "val mAP" in out and "test mAP" in out
+    run = tmp_path / "runs" / "ml"
+    assert json.loads((run / "metrics.json").read_text())["val"]["thresholds"]
+    code, out, err = run_cli(["predict", str(run), rows[0]["path"]])
+    assert code == 0 and out.startswith("input,labels,prob_b,prob_g,prob_r,error"), err
+    code, out, err = run_cli(["evaluate", str(run), "--data", str(tmp_path / "data.csv")])
+    assert code == 0 and out.startswith("mAP "), err
+    code, out, err = run_cli(["explain", str(run), rows[0]["path"], "--class", "g",
+                              "--out", str(tmp_path / "cams")])
+    assert code == 0, err
+    code, out, err = run_cli(["export", str(run), "--format", "savedmodel",
+                              "--out", str(tmp_path / "sm")])
+    assert code == 0, err
+    assert json.loads((tmp_path / "sm" / "export.json").read_text())["labels"] == "multi"

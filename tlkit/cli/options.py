@@ -146,20 +146,23 @@ def run_recipe(kind: str, recipe_path: str | None, flags: dict[str, Any],
 
 def summary_line(run: Any) -> str:
     """``run folder: PATH (val accuracy 0.981, test accuracy 0.967)`` for any finished run."""
-    metrics = run.metrics
+    from tlkit.tasks import task_of
+
+    metrics, headline = run.metrics, task_of(run).headline  # accuracy, or a multi-label mAP
     if "cv" in metrics:
         cv = metrics["cv"]
         scores = (f"{cv['folds']}-fold accuracy {cv['accuracy_mean']:.4f} "
                   f"± {cv['accuracy_std']:.4f}")
     else:
-        scores = ", ".join(f"{split} accuracy {metrics[split]['accuracy']:.3f}"
+        scores = ", ".join("{} {} {:.3f}".format(split, *headline(metrics[split]))
                            for split in ("val", "test") if split in metrics)
     lines = [f"run folder: {run.path} ({scores})"]
     probe = metrics.get("probe") or {}
     split = "test" if probe.get("test") is not None and "test" in metrics else "val"
     if probe.get(split) is not None and split in metrics:
-        lines.append(f"linear probe on the same features: {split} accuracy {probe[split]:.3f}")
-        if metrics[split]["accuracy"] < probe[split]:
+        name, value = headline(metrics[split])
+        lines.append(f"linear probe on the same features: {split} {name} {probe[split]:.3f}")
+        if value < probe[split]:
             lines.append(f"note: this run ends below its linear probe on {split} "
-                         f"({metrics[split]['accuracy']:.3f} < {probe[split]:.3f})")
+                         f"({value:.3f} < {probe[split]:.3f})")
     return "\n".join(lines)

@@ -207,6 +207,16 @@ class Task(ABC):
 
         return predictions_table(inputs, targets, probs, class_names, split)
 
+    def headline(self, metrics: dict[str, Any]) -> tuple[str, float]:
+        """The one number a line about a split shows: its name and value.
+
+        Example:
+            >>> from tlkit.tasks import get_task
+            >>> get_task("image").headline({"accuracy": 0.75})
+            ('accuracy', 0.75)
+        """
+        return "accuracy", float(metrics["accuracy"])
+
     def read_predictions(self, path: Path) -> pd.DataFrame:
         """A ``predictions.csv`` this task wrote, checked for its columns."""
         from tlkit.evaluation.metrics import read_predictions

@@ -79,6 +79,17 @@ class MultiLabel(Task):
         _refuse_unknown(counts, class_names, ignore_unknown)
         return table.assign(label=kept).reset_index(drop=True), counts
 
+    def headline(self, metrics: dict[str, Any]) -> tuple[str, float]:
+        """mAP (macro average precision; NaN when no class has a positive example).
+
+        Example:
+            >>> from tlkit.tasks import get_task
+            >>> get_task("image-multilabel").headline({"average_precision": {"macro": 0.5}})
+            ('mAP', 0.5)
+        """
+        value = metrics.get("average_precision", {}).get("macro")
+        return "mAP", float("nan") if value is None else float(value)
+
     def read_predictions(self, path: Path) -> pd.DataFrame:
         """A multi-label ``predictions.csv`` (label sets, no confidence column)."""
         from tlkit.evaluation.metrics import read_predictions
