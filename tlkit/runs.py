@@ -50,12 +50,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import UserError
 from tlkit.files import disk_full_error, is_disk_full, remove, replacing, write_text
+
+if TYPE_CHECKING:  # pandas loads only where a table is read: file names serve --help checks
+    import pandas as pd
 
 # The files of a run folder (module docstring), each named here and nowhere else.
 MODEL_FILE = "model.keras"
@@ -552,6 +553,8 @@ def list_runs(folder: str | Path) -> pd.DataFrame:
         >>> list_runs("no/such/folder").empty
         True
     """
+    import pandas as pd
+
     rows = []
     base = Path(folder)
     for path in sorted(base.iterdir()) if base.is_dir() else []:
@@ -709,21 +712,16 @@ def read_split(folder: Path) -> pd.DataFrame | None:
         >>> print(read_split(Path(tempfile.mkdtemp())))
         None
     """
-    path = folder / SPLIT_FILE
+    return _read_csv(folder / SPLIT_FILE, dtype=str, keep_default_na=False)
+
+
+def _read_csv(path: Path, **options: Any) -> pd.DataFrame | None:
+    import pandas as pd
+
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UserError(f"'{path}' is damaged ({str(error).strip().splitlines()[0]}); restore "
-                        "it or train the run again") from error
-
-
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise UserError(f"'{path}' is damaged ({str(error).strip().splitlines()[0]}); restore "
                         "it or train the run again") from error

@@ -16,7 +16,6 @@ from tlkit.errors import UserError
 from tlkit.inspection import memory
 from tlkit.inspection.layers import Step, block_names, shapes_only, walk_model
 from tlkit.inspection.memory import training_memory
-from tlkit.runs import MODEL_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,6 +133,8 @@ def saved_model_file(path: str | Path) -> Path:
         'model.keras'
     """
     path = Path(path)
+    from tlkit.runs import MODEL_FILE  # the run folder reads pandas: not for --help
+
     file = path / MODEL_FILE if path.is_dir() else path
     if not file.is_file() or file.suffix != ".keras":
         if "/" not in str(path) and path.suffix != ".keras" and not path.exists():
