@@ -7,8 +7,9 @@ Two sets are built (seeded, deterministic) in ``--out``, never in the repository
   grid at 224x224 (each tile a 112x112 resize of a 224x224 source image) holding 1 to 3
   flowers of distinct species, in random tiles; the other tiles are neutral grey (RGB 127,
   which Lite0's scaling maps to 0). Label set = the species shown. Split by *source image*:
-  the source's test/ folder feeds test; its train/ folder is cut per species into train
-  (48 images) and val (12), so no source image is in two splits.
+  the source's test/ folder feeds test; its train/ folder, less the photos that repeat
+  another under a second name (``duplicates``), is cut per species into val (12 images) and
+  train (the rest, 30 to 48), so no source photo is in two splits.
 - **TREC messages** (``text/trec``, Li & Roth 2002): 1 to 3 questions joined with a space;
   label set = the coarse types present (ABBR, DESC, ENTY, HUM, LOC, NUM). Every source
   question goes into exactly one message: train and dev messages from TREC train (cut 90/10
@@ -56,18 +57,40 @@ HERE = Path(__file__).resolve().parent
 TILE, GRID = 112, 2
 GREY = 127
 VAL_PER_SPECIES = 12
+DUPLICATE = 1.0  # mean grey-level difference of 16x16 thumbnails below which two are one photo
 TREC_TYPES = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
 
 
 # ---------------------------------------------------------------- assembling the sets
 
 
+def duplicates(root: Path) -> set[Path]:
+    """train/ images that repeat another source image: the source has 59 pairs of the same
+    photo under two names (16x16 grey thumbnails differing by < 0.5 grey levels on average;
+    the next closest pair differs by 6), some across its train/test split. A train image that
+    repeats a test image is dropped, and of repeats within train/ the first name is kept."""
+    from PIL import Image
+
+    paths = sorted(root.glob("test/*/*.jpg")) + sorted(root.glob("train/*/*.jpg"))
+    thumbs = np.stack([np.asarray(Image.open(p).convert("L").resize((16, 16)), float).ravel()
+                       for p in paths])
+    dropped: set[Path] = set()
+    for i, path in enumerate(paths):
+        if path.parts[-3] == "train" and path not in dropped:
+            earlier = np.abs(thumbs[:i] - thumbs[i]).mean(axis=1) < DUPLICATE
+            if any(p not in dropped for p in np.asarray(paths, dtype=object)[:i][earlier]):
+                dropped.add(path)
+    return dropped
+
+
 def species_sources(root: Path, seed: int) -> dict[str, dict[str, list[Path]]]:
-    """{split: {species: source images}}: test from test/, train/ cut into train and val."""
+    """{split: {species: source images}}: test from test/, train/ (without the photos that
+    repeat another, ``duplicates``) cut into train and val."""
     rng = random.Random(seed)
+    repeated = duplicates(root)
     sources: dict[str, dict[str, list[Path]]] = {"train": {}, "val": {}, "test": {}}
     for species in sorted(p.name for p in (root / "train").iterdir() if p.is_dir()):
-        pool = sorted((root / "train" / species).glob("*.jpg"))
+        pool = [p for p in sorted((root / "train" / species).glob("*.jpg")) if p not in repeated]
         rng.shuffle(pool)
         sources["val"][species] = pool[:VAL_PER_SPECIES]
         sources["train"][species] = pool[VAL_PER_SPECIES:]
