@@ -60,6 +60,9 @@ EXPORT_FILE = "export.json"
 SAVEDMODEL_VERSION = "1"
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 OUTPUT_NAME = "probabilities"
+# A multi-label run's exports also answer its label sets: 1 where a probability reaches
+# its class's threshold (chosen on val), computed inside the exported graph.
+LABELS_NAME = "labels"
 
 
 class ParityError(UserError):
@@ -190,6 +193,7 @@ def reference_inputs(run: Run) -> tuple[list[str], list[str], str]:
 def _export(run: Run, fmt: str, quantize: str | None, folder: Path) -> dict[str, Any]:
     """Write the model file(s) and the side files; the result's format-specific part."""
     model, spec, takes = exported_model(run, fmt)
+    outputs = _named_outputs(model, task_of(run).thresholds(run))
     write_json(folder / CLASSES_FILE, run.class_names)
     result: dict[str, Any] = {"format": fmt, "quantize": quantize, "kind": run.kind,
                               "input_name": spec.name, "input_dtype": spec.dtype.name,
@@ -199,11 +203,11 @@ def _export(run: Run, fmt: str, quantize: str | None, folder: Path) -> dict[str,
     path = folder / (SAVEDMODEL_VERSION if fmt == "savedmodel" else MODEL_FILES[fmt])
     with _quiet_converters():
         if fmt == "savedmodel":
-            _write_savedmodel(model, spec, path)
+            _write_savedmodel(model, outputs, spec, path)
         elif fmt == "tflite":
-            _write_tflite(model, spec, path, quantize, folder)
+            _write_tflite(model, outputs, spec, path, quantize, folder)
         else:
-            _write_onnx(model, spec, path, quantize)
+            _write_onnx(outputs, spec, path, quantize)
     result.update(path=str(path), size_bytes=_size(path))
     return result
 
@@ -224,15 +228,45 @@ def exported_model(run: Run, fmt: str) -> tuple[Any, Any, str]:
     return task_of(run).exported_model(run, fmt)
 
 
-def _named_output(model: Any) -> Callable[[Any], dict[str, Any]]:
-    def probabilities(inputs: Any) -> dict[str, Any]:
-        return {OUTPUT_NAME: model(inputs, training=False)}
+def _named_outputs(model: Any, thresholds: np.ndarray | None
+                   ) -> Callable[[Any], dict[str, Any]]:
+    """The exported function: ``probabilities``, and with ``thresholds`` (a multi-label run)
+    ``labels``, int32 0/1 per class, ``probabilities >= thresholds`` in stock TF operators
+    (GreaterEqual, Cast) that TF Serving, TFLite's built-ins and ONNX all run."""
+    import tensorflow as tf
 
-    return probabilities
+    limits = None if thresholds is None else float32_limits(thresholds)
+
+    def outputs(inputs: Any) -> dict[str, Any]:
+        probabilities = model(inputs, training=False)
+        if limits is None:
+            return {OUTPUT_NAME: probabilities}
+        # A constant made inside the traced function: one made outside is a captured input
+        # that tf2onnx would turn into a second input of the ONNX graph.
+        reached = tf.greater_equal(tf.cast(probabilities, tf.float32), tf.constant(limits))
+        return {OUTPUT_NAME: probabilities, LABELS_NAME: tf.cast(reached, tf.int32)}
+
+    return outputs
 
 
-def _serving_archive(model: Any, spec: Any) -> Any:
-    """A Keras ExportArchive whose one endpoint (``serving_default``) names its output."""
+def float32_limits(thresholds: Any) -> np.ndarray:
+    """The thresholds as float32 that decide float32 probabilities exactly as the float64
+    thresholds do: the smallest float32 at or above each (a midpoint chosen on val is rarely
+    a float32, and rounding it down would call a probability just below it positive).
+
+    Example:
+        >>> t = float32_limits([0.3, 0.5])
+        >>> t.dtype.name, bool(np.float32(0.3) >= 0.3) == bool(np.float32(0.3) >= t[0])
+        ('float32', True)
+    """
+    wanted = np.asarray(thresholds, dtype="float64").reshape(-1)
+    limits = wanted.astype("float32")
+    below = limits.astype("float64") < wanted
+    return np.where(below, np.nextafter(limits, np.float32(np.inf)), limits).astype("float32")
+
+
+def _serving_archive(model: Any, outputs: Callable[[Any], dict[str, Any]], spec: Any) -> Any:
+    """A Keras ExportArchive whose one endpoint (``serving_default``) names its outputs."""
     import keras
 
     archive = keras.export.ExportArchive()
@@ -242,21 +276,22 @@ def _serving_archive(model: Any, spec: Any) -> Any:
     for layer in model.layers:
         if not layer.weights:
             archive.track(layer)
-    archive.add_endpoint(name="serve", fn=_named_output(model), input_signature=[spec])
+    archive.add_endpoint(name="serve", fn=outputs, input_signature=[spec])
     return archive
 
 
-def _write_savedmodel(model: Any, spec: Any, path: Path) -> None:
-    _serving_archive(model, spec).write_out(str(path), verbose=False)
+def _write_savedmodel(model: Any, outputs: Callable[[Any], dict[str, Any]], spec: Any,
+                      path: Path) -> None:
+    _serving_archive(model, outputs, spec).write_out(str(path), verbose=False)
 
 
-def _write_tflite(model: Any, spec: Any, path: Path, quantize: str | None,
-                  workdir: Path) -> None:
+def _write_tflite(model: Any, outputs: Callable[[Any], dict[str, Any]], spec: Any, path: Path,
+                  quantize: str | None, workdir: Path) -> None:
     """Convert through a SavedModel: TFLite's converter reads that most reliably."""
     import tensorflow as tf
 
     staging = workdir / "savedmodel.tmp"
-    _write_savedmodel(model, spec, staging)
+    _write_savedmodel(model, outputs, spec, staging)
     converter = tf.lite.TFLiteConverter.from_saved_model(str(staging))
     if quantize == "dynamic":
         # No representative dataset: weights become int8, activations stay float.
@@ -265,13 +300,14 @@ def _write_tflite(model: Any, spec: Any, path: Path, quantize: str | None,
     shutil.rmtree(staging)
 
 
-def _write_onnx(model: Any, spec: Any, path: Path, quantize: str | None) -> None:
+def _write_onnx(outputs: Callable[[Any], dict[str, Any]], spec: Any, path: Path,
+                quantize: str | None) -> None:
     """tf2onnx on a traced function (Keras's own ONNX export calls it too, but names the
     output ``Identity:0``); onnxruntime's dynamic quantisation for int8 weights."""
     import tensorflow as tf
     import tf2onnx
 
-    function = tf.function(_named_output(model), input_signature=[spec])
+    function = tf.function(outputs, input_signature=[spec])
     float_path = path.with_suffix(".float.onnx") if quantize else path
     tf2onnx.convert.from_function(function, input_signature=[spec], opset=ONNX_OPSET,
                                   output_path=str(float_path))
@@ -303,9 +339,10 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def load_exported(fmt: str, path: str | Path, input_name: str) -> Callable[[np.ndarray],
-                                                                            np.ndarray]:
-    """A function ``inputs -> probabilities`` running an exported model in its own runtime.
+def load_exported(fmt: str, path: str | Path, input_name: str
+                  ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """A function ``inputs -> {output name: array}`` (``probabilities``, and ``labels`` for a
+    multi-label run) running an exported model in its own runtime.
 
     Example:
         >>> run_export = load_exported("onnx", "runs/trec/exports/onnx/model.onnx",
@@ -315,7 +352,8 @@ def load_exported(fmt: str, path: str | Path, input_name: str) -> Callable[[np.n
         import tensorflow as tf
 
         signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return lambda x: signature(**{input_name: tf.constant(x)})[OUTPUT_NAME].numpy()
+        return lambda x: {name: value.numpy() for name, value in
+                          signature(**{input_name: tf.constant(x)}).items()}
     if fmt == "tflite":
         import tensorflow as tf
 
@@ -324,11 +362,12 @@ def load_exported(fmt: str, path: str | Path, input_name: str) -> Callable[[np.n
             warnings.simplefilter("ignore")
             interpreter = tf.lite.Interpreter(model_path=str(path))
         runner = interpreter.get_signature_runner()
-        return lambda x: runner(**{input_name: x})[OUTPUT_NAME]
+        return lambda x: dict(runner(**{input_name: x}))
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: session.run([OUTPUT_NAME], {input_name: x})[0]
+    names = [output.name for output in session.get_outputs()]
+    return lambda x: dict(zip(names, session.run(names, {input_name: x}), strict=True))
 
 
 def _check(run: Run, result: dict[str, Any], items: list[str], labels: list[str], split: str
@@ -338,12 +377,16 @@ def _check(run: Run, result: dict[str, Any], items: list[str], labels: list[str]
     exported = load_exported(fmt, result["path"], result["input_name"])
     shown = items if quantize else items[:PARITY_BATCH]
     task = task_of(run)
+    thresholds = task.thresholds(run)
     # model.keras's side goes through the task's one pipeline, as predict and evaluate do;
     # the export gets the same inputs in the form it takes.
     expected_all, errors = task.probabilities(run.model, shown)
     got_all = np.full_like(expected_all, np.nan)
+    got_labels = np.zeros(expected_all.shape, dtype=int)
     for rows, inputs in task.export_batches(run, shown, result["inputs"]):
-        got_all[rows] = np.asarray(exported(inputs))
+        answer = exported(inputs)
+        got_all[rows] = np.asarray(answer[OUTPUT_NAME])
+        got_labels[rows] = np.asarray(answer.get(LABELS_NAME, 0))
     failed = [item for item, error in zip(shown, errors, strict=True) if error]
     if failed:
         raise UserError(f"{len(failed)} {split} input(s) of the run cannot be read any more "
@@ -352,11 +395,31 @@ def _check(run: Run, result: dict[str, Any], items: list[str], labels: list[str]
     parity = float(np.abs(expected_all[:batch] - got_all[:batch]).max())
     checked = {"parity": parity, "parity_split": split, "parity_examples": batch,
                "tolerance": None if quantize else TOLERANCES[fmt]}
+    if thresholds is not None:
+        checked.update(_check_labels(run, fmt, (expected_all, got_all, got_labels), thresholds,
+                                     split))
     if quantize:
         return {**checked, **task.agreement(labels, expected_all, got_all, run.class_names,
-                                            task.thresholds(run))}
+                                            thresholds)}
     if parity > TOLERANCES[fmt]:
         raise ParityError(f"{fmt} export of '{run.path}' differs from model.keras by "
                           f"{parity:.2e} (limit {TOLERANCES[fmt]:.0e}) on {batch} {split} "
                           "inputs; nothing was written")
     return checked
+
+
+def _check_labels(run: Run, fmt: str, outputs: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  thresholds: np.ndarray, split: str) -> dict[str, Any]:
+    """The export's ``labels`` must be its own probabilities at the run's thresholds (the
+    ``>=`` of ``apply_thresholds``) on every input checked. Also counted: label sets that
+    differ from model.keras's (a probability within the tolerance of a threshold may)."""
+    from tlkit.evaluation.multilabel import apply_thresholds
+
+    expected, got, labels = outputs
+    wrong = int((labels != apply_thresholds(got, thresholds)).any(axis=1).sum())
+    if wrong:
+        raise ParityError(f"{fmt} export of '{run.path}' answers label sets that are not its "
+                          f"probabilities at the run's thresholds on {wrong} of {len(labels)} "
+                          f"{split} inputs; nothing was written")
+    differ = int((labels != apply_thresholds(expected, thresholds)).any(axis=1).sum())
+    return {"labels_output": LABELS_NAME, "label_sets_differ": differ}

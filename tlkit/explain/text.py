@@ -38,8 +38,8 @@ class KimParts:
     """A string-in Kim CNN taken apart: tokenizer layers, a probe model and the Dense layer.
 
     ``probe`` maps token ids to (embedded sentence, each convolution's activations, pooled
-    features); ``convolutions`` holds (name, width, left padding) in the order their pooled
-    features are concatenated.
+    features, the model's own outputs); ``convolutions`` holds (name, width, left padding)
+    in the order their pooled features are concatenated.
 
     Example:
         >>> from tlkit.data.text import build_vocabulary
@@ -87,8 +87,10 @@ def kim_parts(run_or_model: Any, class_names: Sequence[str] | None = None) -> Ki
             if isinstance(layer, keras.layers.ZeroPadding1D)}
     first = pads.get(id(convolutions[0].input), convolutions[0])
     dense = ids_model.layers[-1]
-    probe = keras.Model(ids_model.inputs[0],
-                        [first.input, *[conv.output for conv in convolutions], dense.input])
+    # The model's own outputs too: its probabilities are whatever its head computes (softmax
+    # over classes, or a sigmoid per label for a multi-label run), never recomputed here.
+    probe = keras.Model(ids_model.inputs[0], [first.input, *[conv.output for conv in convolutions],
+                                              dense.input, ids_model.outputs[0]])
     kernel, bias = (np.asarray(w, "float64") for w in dense.get_weights())
     return KimParts(
         standardize=layers[TextStandardization], vectorize=layers[keras.layers.TextVectorization],
@@ -125,12 +127,8 @@ class _Batch:
     embedded: np.ndarray
     activations: list[np.ndarray]
     logits: np.ndarray
+    probabilities: np.ndarray  # the model's own outputs
     classes: np.ndarray
-
-    @property
-    def probabilities(self) -> np.ndarray:
-        shifted = np.exp(self.logits - self.logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _run_batch(parts: KimParts, texts: Sequence[str],
@@ -138,14 +136,16 @@ def _run_batch(parts: KimParts, texts: Sequence[str],
     import tensorflow as tf
 
     ids = parts.vectorize(parts.standardize(tf.constant(list(texts), dtype=tf.string))).numpy()
-    embedded, *activations, features = (np.asarray(a) for a in parts.probe(ids, training=False))
+    embedded, *activations, features, outputs = (np.asarray(a) for a in
+                                                  parts.probe(ids, training=False))
     pooled = np.concatenate([a.max(axis=1) for a in activations], axis=1)
     if not np.allclose(pooled, features, atol=1e-5):
         raise UserError("the text model's pooled features are not its convolutions' maxima "
                         "in order; it is not a Kim CNN as tlkit builds it")
     logits = features.astype("float64") @ parts.kernel + parts.bias
     tokens = [[parts.vocabulary[i] for i in row if i != 0] for row in ids]
-    return _Batch(tokens, ids, embedded, activations, logits, class_indices(logits, class_index))
+    return _Batch(tokens, ids, embedded, activations, logits, outputs,
+                  class_indices(logits, class_index))
 
 
 def _batches(parts: KimParts, texts: Sequence[str], class_index: int | Sequence[int] | None
@@ -325,7 +325,7 @@ def _embedding_gradients(parts: KimParts, batch: _Batch) -> np.ndarray:
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        embedded, *_, features = parts.probe(batch.ids, training=False)
+        embedded, *_, features, _ = parts.probe(batch.ids, training=False)
         logits = tf.matmul(tf.cast(features, "float64"), parts.kernel) + parts.bias
         chosen = tf.gather(logits, tf.constant(batch.classes, "int32"), axis=1, batch_dims=1)
     return tape.gradient(chosen, embedded).numpy()

@@ -1,0 +1,201 @@
+"""A multi-label run's exports carry its thresholds, and text explain shows its sigmoids.
+
+Every export of a multi-label run has a second output, ``labels`` (int 0/1 per class,
+``probabilities >= thresholds`` with the run's thresholds chosen on val), computed inside
+the exported graph: each format is run here in its own runtime, without tlkit. Explaining
+a multi-label text run shows the model's own sigmoid output for the label explained, not a
+softmax over its logits.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import assert_user_error, write_image
+from test_tasks import CHANNELS, SETS, channel_model
+
+# Not 0.5 each, so an export that ignored the run's thresholds would answer other sets:
+# green (mean 200: p 0.97) stays below 0.98, blue is called from 0.0074 (mean 30) upwards.
+THRESHOLDS = [0.005, 0.98, 0.5]
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime"))
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """test_tasks' hand-made channel run (sigmoid per colour channel), other thresholds."""
+    from tlkit.recipes import ImageRecipe
+    from tlkit.runs import new_run_folder
+
+    root = tmp_path_factory.mktemp("multilabel_export")
+    rows = [{"path": str(write_image(root / "img" / f"{i}-{k}.png", colour, size=32, seed=k)),
+             "label": labels, "split": "test" if k % 2 else "val"}
+            for i, (labels, colour) in enumerate(SETS.items()) for k in range(2)]
+    with new_run_folder(root / "runs", "channels", "image") as writer:
+        writer.write_recipe(ImageRecipe(backbone="tiny_cnn", input_size=32, labels="multi"))
+        writer.write_classes(CHANNELS)
+        writer.write_table("split.csv", pd.DataFrame(rows))
+        writer.write_json("metrics.json", {"val": {"thresholds": THRESHOLDS}})
+        writer.save_model(channel_model())
+    return writer.final
+
+
+def held_out_images(run: Path) -> np.ndarray:
+    from tlkit.data.images import decode_image
+
+    split = pd.read_csv(run / "split.csv")
+    paths = split[split["split"] == "test"]["path"]
+    return np.stack([decode_image(p, 32).numpy() for p in paths])
+
+
+def run_savedmodel(path: str, images: np.ndarray) -> dict[str, np.ndarray]:
+    """TF Serving's call: the ``serving_default`` signature."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    return {name: value.numpy() for name, value in signature(image=tf.constant(images)).items()}
+
+
+def run_tflite(path: str, images: np.ndarray) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TF 2.21 points to LiteRT, tf.lite still runs
+        interpreter = tf.lite.Interpreter(model_path=path)
+    return dict(interpreter.get_signature_runner("serving_default")(image=images))
+
+
+def run_onnx(path: str, images: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"image": images}), strict=True))
+
+
+RUNTIMES = {"savedmodel": run_savedmodel, "tflite": run_tflite, "onnx": run_onnx}
+
+
+@pytest.mark.parametrize("fmt", [
+    "savedmodel", "tflite",
+    pytest.param("onnx", marks=pytest.mark.skipif(
+        not HAS_ONNX, reason="tf2onnx/onnxruntime missing: pip install -e '.[onnx]'"))])
+def test_every_export_answers_the_label_sets_of_the_runs_thresholds(
+        multilabel_run: Path, tmp_path: Path, fmt: str) -> None:
+    from tlkit.evaluation.multilabel import apply_thresholds
+    from tlkit.export import export_run
+
+    result = export_run(multilabel_run, fmt, out=tmp_path / fmt)
+    assert result["labels_output"] == "labels" and result["label_sets_differ"] == 0
+    images = held_out_images(multilabel_run)
+    answer = RUNTIMES[fmt](result["path"], images)
+    assert sorted(answer) == ["labels", "probabilities"]
+    probabilities, labels = answer["probabilities"], answer["labels"]
+    assert labels.dtype == np.int32 and labels.shape == (len(images), 3)
+    np.testing.assert_array_equal(labels, apply_thresholds(probabilities, THRESHOLDS))
+    # The run's thresholds, not 0.5 each: green and blue are decided otherwise here.
+    assert (labels != apply_thresholds(probabilities, [0.5] * 3)).any(axis=0).tolist() == \
+        [True, True, False]
+    saved = json.loads((tmp_path / fmt / "export.json").read_text())
+    assert saved["thresholds"] == THRESHOLDS and saved["labels_output"] == "labels"
+
+
+def test_thresholds_in_float32_decide_as_the_float64_ones() -> None:
+    from tlkit.evaluation.multilabel import apply_thresholds
+    from tlkit.export import float32_limits
+
+    wanted = np.array([0.1, 0.3, 1 / 3, 0.7])  # none is a float32
+    limits = float32_limits(wanted)
+    probabilities = np.stack([np.nextafter(limits, np.float32(0)), limits]).astype("float32")
+    np.testing.assert_array_equal(apply_thresholds(probabilities, wanted),
+                                  (probabilities >= limits).astype(int))
+    assert apply_thresholds(probabilities, wanted).tolist() == [[0] * 4, [1] * 4]
+
+
+def test_an_export_whose_labels_are_not_its_probabilities_at_the_thresholds_is_refused(
+        multilabel_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tlkit.export
+
+    monkeypatch.setattr(tlkit.export, "float32_limits",
+                        lambda thresholds: np.zeros(len(thresholds), "float32"))
+    assert_user_error(lambda: tlkit.export.export_run(multilabel_run, "savedmodel",
+                                                      out=tmp_path / "sm"),
+                      "answers label sets that are not its probabilities at the run's "
+                      "thresholds")
+    assert not (tmp_path / "sm").exists()
+
+
+WEATHER = ["rain", "sea", "sun"]
+DAYS = pd.DataFrame({"input": ["sun over the sea", "rain all day", "a grey day", "sun and rain"],
+                     "label": ["sea|sun", "rain", "", "rain|sun"], "split": "test"})
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A multi-label Kim CNN run made by hand (sigmoid head, untrained weights: its outputs
+    sit near 0.5 each, far from a softmax over three labels)."""
+    from tlkit.data.text import build_vocabulary, tokenize
+    from tlkit.models.textcnn import build_string_model, build_textcnn
+    from tlkit.recipes import TextCNNRecipe
+    from tlkit.runs import new_run_folder
+
+    vocabulary = build_vocabulary(tokenize(DAYS["input"].tolist(), "kim"), "kim")
+    model = build_string_model(build_textcnn(len(vocabulary), 3, embedding_dim=8,
+                                             filter_widths=(2, 3), feature_maps=4, seed=0,
+                                             output_activation="sigmoid"), vocabulary)
+    root = tmp_path_factory.mktemp("multilabel_text")
+    with new_run_folder(root / "runs", "weather", "textcnn") as writer:
+        writer.write_recipe(TextCNNRecipe(labels="multi"))
+        writer.write_classes(WEATHER)
+        writer.write_vocabulary(vocabulary)
+        writer.write_table("predictions.csv", DAYS)
+        writer.write_json("metrics.json", {"val": {"thresholds": [0.5, 0.5, 0.5]}})
+        writer.save_model(model)
+    return writer.final
+
+
+def own_outputs(run: Path, texts: list[str]) -> np.ndarray:
+    from tlkit.models.saved import load_keras_file
+
+    return np.asarray(load_keras_file(run / "model.keras")([np.array(texts, dtype=object)]))
+
+
+@pytest.mark.parametrize("method", ["ngrams", "saliency"])
+def test_text_explain_of_a_label_shows_the_models_own_sigmoid(text_run: Path,
+                                                              method: str) -> None:
+    from tlkit.explain.run import explain_run
+
+    texts = DAYS["input"].tolist()[:2]
+    expected = own_outputs(text_run, texts)
+    for label in WEATHER:  # --class picks the label
+        table = explain_run(text_run, texts, method=method, class_name=label)
+        assert set(table["class"]) == {label}
+        shown = table.groupby("sentence")["probability"].first().to_numpy()
+        np.testing.assert_allclose(shown, expected[:, WEATHER.index(label)], atol=1e-5)
+    # Untrained sigmoids sit near 0.5 each: a softmax over three labels would be near 1/3.
+    assert (np.abs(expected - 0.5) < 0.1).all()
+
+
+def test_text_export_answers_label_sets_for_token_ids(text_run: Path, tmp_path: Path) -> None:
+    from tlkit.data.text import Vocabulary, tokenize
+    from tlkit.evaluation.multilabel import apply_thresholds
+    from tlkit.export import export_run
+
+    result = export_run(text_run, "tflite", out=tmp_path / "lite")
+    vocabulary = Vocabulary.load(tmp_path / "lite" / "vocabulary.json")
+    ids = vocabulary.encode(tokenize(DAYS["input"].tolist(), vocabulary.tokenizer))
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=result["path"])
+    answer = interpreter.get_signature_runner("serving_default")(token_ids=ids)
+    np.testing.assert_allclose(answer["probabilities"], own_outputs(text_run, DAYS["input"]
+                                                                    .tolist()), atol=1e-3)
+    np.testing.assert_array_equal(answer["labels"],
+                                  apply_thresholds(answer["probabilities"], [0.5] * 3))
