@@ -142,3 +142,42 @@ def test_an_old_run_rebuilds_its_report(old_runs: Path, run: str,
     assert all(name in html for name in json.loads((folder / "classes.json").read_text()))
     assert json.loads((folder / "report.json").read_text())
     assert (folder / "confusion_matrix.png").exists()
+
+
+@pytest.mark.parametrize("run", ["image", "text"])
+def test_an_old_run_serves_its_own_probabilities(old_runs: Path, run: str) -> None:
+    import threading
+    import urllib.request
+
+    from tlkit.serve import make_server
+
+    classes = json.loads((old_runs / "trained" / run / "classes.json").read_text())
+    old = _old_test_predictions(run)
+    allowed = {"image": old_runs / "data" / "images", "text": None}[run]
+    inputs = [str(old_runs / item) if allowed else item for item in old["input"]]
+    server = make_server(f"trained/{run}", port=0, allow_paths=allowed)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        body = json.dumps({"inputs": inputs, "top_k": len(classes)}).encode()
+        request = urllib.request.Request(f"{server.url}/predict", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answers = json.loads(response.read())["predictions"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(60)
+    assert len(answers) == len(old)
+    for i, answer in enumerate(answers):
+        then = [old.loc[i, f"p{classes.index(label)}"] for label in answer["labels"]]
+        assert answer["probabilities"] == pytest.approx(then, abs=1e-6)
+
+
+def test_old_runs_are_listed_as_finished(old_runs: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    code, out, err = run_cli(["runs", "trained"], capsys)
+    assert code == 0, err
+    rows = [line.split() for line in out.strip().splitlines()[1:]]
+    assert [row[:3] for row in rows] == [["image", "finished", "image"],
+                                         ["text", "finished", "textcnn"]]
