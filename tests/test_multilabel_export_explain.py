@@ -13,6 +13,7 @@ import importlib.util
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -199,3 +200,30 @@ def test_text_export_answers_label_sets_for_token_ids(text_run: Path, tmp_path: 
                                                                     .tolist()), atol=1e-3)
     np.testing.assert_array_equal(answer["labels"],
                                   apply_thresholds(answer["probabilities"], [0.5] * 3))
+
+
+def confident_label_model() -> Any:
+    """A sigmoid head sure of label 0 where red is bright: p = sigmoid(10 * mean(relu(r -
+    128))), 1.0 exactly in float32 for a half-red image, so its gradient is 0."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    red = keras.layers.Conv2D(1, 1, activation="relu")
+    head = keras.layers.Dense(2, activation="sigmoid")
+    model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(red(inputs))))
+    red.set_weights([np.array([1, 0, 0], "float32").reshape(1, 1, 3, 1), np.array([-128.0],
+                                                                                   "float32")])
+    head.set_weights([np.array([[10.0, -10.0]], "float32"), np.zeros(2, "float32")])
+    return model
+
+
+@pytest.mark.parametrize("method", ["saliency", "smoothgrad"])
+def test_image_maps_of_a_sure_sigmoid_label_score_its_logit(method: str) -> None:
+    from tlkit.explain import saliency as maps
+
+    image = np.zeros((1, 32, 32, 3), "float32")
+    image[:, :, :16, 0] = 255.0  # the left half is bright red: only it moves the logit
+    model = confident_label_model()
+    assert float(model(image)[0, 0]) == 1.0  # saturated: the sigmoid's gradient is 0
+    heatmap = getattr(maps, method)(model, image, 0)
+    assert heatmap[0, :, :16].sum() > 0.9  # was uniform (0.5 on each half)

@@ -1,10 +1,11 @@
 """Gradient saliency and SmoothGrad for image classifiers, nested sub-models included.
 
-Scores are class logits, not probabilities: the gradient of a softmax output vanishes as
-its probability nears 1, so a confident prediction would otherwise explain nothing. The
-logits come from ``score_model``, which rebuilds the classifier's forward pass from its input
-through nested models (input -> preprocessing -> backbone -> head, as tlkit builds it), taps
-an inner layer when asked, and swaps the final softmax for a linear copy of the same layer.
+Scores are class logits, not probabilities: the gradient of a softmax (or of a multi-label
+run's sigmoid) output vanishes as its probability nears 1, so a confident prediction would
+otherwise explain nothing. The logits come from ``score_model``, which rebuilds the
+classifier's forward pass from its input through nested models (input -> preprocessing ->
+backbone -> head, as tlkit builds it), taps an inner layer when asked, and swaps the final
+softmax or sigmoid for a linear copy of the same layer.
 
 Every map returned is float32 ``(n, height, width)`` at the model's input resolution,
 non-negative and summing to 1 per image, so maps of different methods and models compare.
@@ -84,12 +85,12 @@ def score_model(model: keras.Model, layer: str | None = None) -> keras.Model:
                         "convolutional layers (tlkit inspect lists them)")
     inputs = keras.Input(shape=model.input_shape[1:], name="explained_input")
     try:
-        activation, logits, softmax = _trace(model, inputs, layer, final=True)
+        activation, logits, squash = _trace(model, inputs, layer, final=True)
         scores = keras.Model(inputs, [logits] if layer is None else [activation, logits],
                              name=f"{model.name}_scores")
     except (ValueError, TypeError) as error:  # a layer called on what it cannot take
         raise UserError(_cannot_follow(model)) from error
-    _check_same_outputs(model, scores, softmax)
+    _check_same_outputs(model, scores, squash)
     return scores
 
 
@@ -106,10 +107,11 @@ def _contains(model: Any, name: str) -> bool:
                for layer in model.layers)
 
 
-def _trace(model: Any, x: Any, layer: str | None, final: bool) -> tuple[Any, Any, bool]:
-    """Apply ``model`` to ``x``: (``layer``'s output or None, output, whether softmax was cut).
+def _trace(model: Any, x: Any, layer: str | None, final: bool) -> tuple[Any, Any, str | None]:
+    """Apply ``model`` to ``x``: (``layer``'s output or None, output, the final activation
+    cut off: ``softmax``, ``sigmoid`` or None).
 
-    For the final model the softmax is cut off so the output is logits. A nested model
+    For the final model the softmax or sigmoid is cut off so the output is logits. A nested model
     holding ``layer``, or a final layer that is itself a model (the head), is walked layer
     by layer; anything else is one call of a sub-model, which follows any graph.
     """
@@ -120,7 +122,7 @@ def _trace(model: Any, x: Any, layer: str | None, final: bool) -> tuple[Any, Any
     if (layer is not None and layer not in top and _contains(model, layer)) or (
             final and isinstance(last, keras.Model)):
         return _walk_chain(model, x, layer, final)
-    cut = final and _ends_in_softmax(last)
+    cut = _squash(last) if final else None
     outputs = [last.input if cut else model.outputs[0]]
     if layer in top:
         outputs.insert(0, top[layer].output)
@@ -132,35 +134,43 @@ def _trace(model: Any, x: Any, layer: str | None, final: bool) -> tuple[Any, Any
     return (results[0] if layer in top else None), output, cut
 
 
-def _walk_chain(model: Any, x: Any, layer: str | None, final: bool) -> tuple[Any, Any, bool]:
+def _walk_chain(model: Any, x: Any, layer: str | None, final: bool
+                ) -> tuple[Any, Any, str | None]:
     import keras
 
     body = [sub for sub in model.layers if not isinstance(sub, keras.layers.InputLayer)]
-    activation, cut = None, False
+    activation, cut = None, None
     for position, sub in enumerate(body):
         is_last = final and position == len(body) - 1
         holds_layer = layer is not None and isinstance(sub, keras.Model) and _contains(sub, layer)
         if holds_layer or (is_last and isinstance(sub, keras.Model)):
             found, x, cut = _trace(sub, x, layer if holds_layer else None, is_last)
             activation = found if found is not None else activation
-        elif is_last and _ends_in_softmax(sub):
-            cut = True
+        elif is_last and _squash(sub):
+            cut = _squash(sub)
             x = _linear_copy(sub)(x) if isinstance(sub, keras.layers.Dense) else x
         else:
             x = sub(x)
     return activation, x, cut
 
 
-def _ends_in_softmax(layer: Any) -> bool:
+# The final activations cut off for logits: a single-label head's softmax, a multi-label
+# head's sigmoid (each turns logits into the probabilities the model outputs).
+SQUASHES = ("softmax", "sigmoid")
+
+
+def _squash(layer: Any) -> str | None:
+    """The softmax or sigmoid a Dense or Activation layer ends in, else None."""
     import keras
 
-    activation = getattr(layer, "activation", None)
-    return isinstance(layer, keras.layers.Dense | keras.layers.Activation) and \
-        getattr(activation, "__name__", "") == "softmax"
+    name = getattr(getattr(layer, "activation", None), "__name__", "")
+    if isinstance(layer, keras.layers.Dense | keras.layers.Activation) and name in SQUASHES:
+        return name
+    return None
 
 
 def _linear_copy(dense: Any) -> Any:
-    """The same Dense layer and weights without its softmax: it outputs logits."""
+    """The same Dense layer and weights without its softmax or sigmoid: it outputs logits."""
     import keras
 
     config = {**dense.get_config(), "activation": "linear", "name": f"{dense.name}_logits"}
@@ -170,7 +180,7 @@ def _linear_copy(dense: Any) -> Any:
     return linear
 
 
-def _check_same_outputs(model: Any, scores: Any, softmax: bool) -> None:
+def _check_same_outputs(model: Any, scores: Any, squash: str | None) -> None:
     """Fail closed: the rebuilt logits must reproduce the model's own outputs."""
     import keras
 
@@ -180,7 +190,7 @@ def _check_same_outputs(model: Any, scores: Any, softmax: bool) -> None:
     direct = keras.Model(model.inputs[0], model.outputs[0])
     expected = keras.ops.convert_to_numpy(direct(probe, training=False))
     logits = predict_logits(scores, probe)
-    got = keras.ops.convert_to_numpy(keras.ops.softmax(logits)) if softmax else logits
+    got = keras.ops.convert_to_numpy(getattr(keras.ops, squash)(logits)) if squash else logits
     if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-4, rtol=1e-3):
         raise UserError(_cannot_follow(model))
 
