@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +83,20 @@ def assert_user_error(call: Any, *words: str, ignore_case: bool = False) -> str:
         found = word.lower() in message.lower() if ignore_case else word in message
         assert found, f"{word!r} not in: {message}"
     return message
+
+
+@contextmanager
+def mounted_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``1m``, ``16m``) at ``folder``: a disk that fills up for real.
+
+    Mounting needs root (CI runs as root); elsewhere the test is skipped with the reason.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill here (needs root): {made.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

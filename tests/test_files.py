@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import mounted_tmpfs
 
 from tlkit.errors import UserError
 from tlkit.files import is_disk_full, replacing, write_bytes, write_text
@@ -21,16 +21,8 @@ def sha256(path: Path) -> str:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MB tmpfs: writes past it fail with ENOSPC, as on a full disk."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+    with mounted_tmpfs(tmp_path / "disk", "1m") as disk:
+        yield disk
 
 
 def test_a_full_disk_keeps_the_previous_file_and_names_the_path(small_disk: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_image_folder, run_cli
+from conftest import make_image_folder, mounted_tmpfs, run_cli
 
 import tlkit.train.fit as fit_module
 import tlkit.train.image as image_module
@@ -144,17 +144,8 @@ def test_a_new_run_stopped_by_a_full_disk_after_an_epoch_is_kept(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MB tmpfs: a disk that fills up at once (mounting needs root)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill ({mounted.stderr.strip()}); "
-                    "run as root")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "2m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def _fill(disk: Path, leave: int) -> None:

@@ -25,7 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_user_error, make_image_folder, run_cli, write_image
+from conftest import (
+    assert_user_error,
+    make_image_folder,
+    mounted_tmpfs,
+    run_cli,
+    write_image,
+)
 from test_report import make_run
 
 # Files a run folder needs to predict, evaluate, explain, report and export.
@@ -52,16 +58,8 @@ def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MB tmpfs: once ``fill`` ran, every write there fails with ENOSPC."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                          capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "16m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def fill(disk: Path) -> None:
