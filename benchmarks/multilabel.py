@@ -66,7 +66,7 @@ TREC_TYPES = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
 
 def duplicates(root: Path) -> set[Path]:
     """train/ images that repeat another source image: the source has 59 pairs of the same
-    photo under two names (16x16 grey thumbnails differing by < 0.5 grey levels on average;
+    photo under two names (16x16 grey thumbnails differing by < 1 grey level on average;
     the next closest pair differs by 6), some across its train/test split. A train image that
     repeats a test image is dropped, and of repeats within train/ the first name is kept."""
     from PIL import Image
