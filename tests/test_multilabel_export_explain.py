@@ -132,6 +132,8 @@ def test_an_export_whose_labels_are_not_its_probabilities_at_the_thresholds_is_r
 
 
 WEATHER = ["rain", "sea", "sun"]
+# The untrained model's sigmoids sit at 0.48-0.51: at 0.49 the four days get 3, 1, 1, 1 labels.
+TEXT_THRESHOLDS = [0.49, 0.49, 0.49]
 DAYS = pd.DataFrame({"input": ["sun over the sea", "rain all day", "a grey day", "sun and rain"],
                      "label": ["sea|sun", "rain", "", "rain|sun"], "split": "test"})
 
@@ -155,7 +157,7 @@ def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         writer.write_classes(WEATHER)
         writer.write_vocabulary(vocabulary)
         writer.write_table("predictions.csv", DAYS)
-        writer.write_json("metrics.json", {"val": {"thresholds": [0.5, 0.5, 0.5]}})
+        writer.write_json("metrics.json", {"val": {"thresholds": TEXT_THRESHOLDS}})
         writer.save_model(model)
     return writer.final
 
@@ -199,7 +201,7 @@ def test_text_export_answers_label_sets_for_token_ids(text_run: Path, tmp_path: 
     np.testing.assert_allclose(answer["probabilities"], own_outputs(text_run, DAYS["input"]
                                                                     .tolist()), atol=1e-3)
     np.testing.assert_array_equal(answer["labels"],
-                                  apply_thresholds(answer["probabilities"], [0.5] * 3))
+                                  apply_thresholds(answer["probabilities"], TEXT_THRESHOLDS))
 
 
 def confident_label_model() -> Any:
@@ -227,3 +229,31 @@ def test_image_maps_of_a_sure_sigmoid_label_score_its_logit(method: str) -> None
     assert float(model(image)[0, 0]) == 1.0  # saturated: the sigmoid's gradient is 0
     heatmap = getattr(maps, method)(model, image, 0)
     assert heatmap[0, :, :16].sum() > 0.9  # was uniform (0.5 on each half)
+
+
+def test_top_ngrams_of_a_multi_label_run_count_each_text_toward_every_label_of_its_set(
+        text_run: Path) -> None:
+    """With ``--data``, a text counts toward each label the model gives it (at the run's
+    thresholds) with that label's contributions, as if explained once per label."""
+    from tlkit.explain.run import explain_run
+    from tlkit.explain.text import explain_sentences
+
+    texts = DAYS["input"].tolist()
+    sets = own_outputs(text_run, texts) >= TEXT_THRESHOLDS  # the run's thresholds
+    assert (sets.sum(axis=1) >= 2).any()  # some text has two labels: one class each was wrong
+    data = text_run.parent / "days.csv"
+    DAYS.rename(columns={"input": "text"}).to_csv(data, index=False)
+    table = explain_run(text_run, [], data=data, top=100)
+    for i, label in enumerate(WEATHER):
+        chosen = [text for text, kept in zip(texts, sets[:, i], strict=True) if kept]
+        got = table[table["class"] == label].set_index("ngram")
+        if not chosen:
+            assert got.empty
+            continue
+        each = explain_sentences(text_run, chosen, top=100, class_index=i)
+        expected = each.groupby("ngram").agg(contribution=("contribution", "sum"),
+                                             texts=("sentence", "size"))
+        assert sorted(got.index) == sorted(expected.index), label
+        np.testing.assert_allclose(got.loc[expected.index, "contribution"],
+                                   expected["contribution"], atol=1e-6)
+        assert got.loc[expected.index, "texts"].tolist() == expected["texts"].tolist()

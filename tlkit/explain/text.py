@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -248,12 +248,16 @@ def explain_sentences(run_or_model: Any, texts: Sequence[str], top: int = 5,
 
 
 def top_ngrams(run_or_model: Any, texts: Sequence[str], top: int = 10,
-               class_names: Sequence[str] | None = None) -> pd.DataFrame:
+               class_names: Sequence[str] | None = None, thresholds: Any = None
+               ) -> pd.DataFrame:
     """Over a dataset, the ``top`` n-grams per predicted class by summed contribution.
 
-    Each text counts toward the class the model predicts for it. Columns: ``class``,
-    ``rank``, ``ngram``, ``contribution`` (summed over texts and filters), ``texts`` (how
-    many texts it won a filter in) and ``mean`` (contribution per such text).
+    Each text counts toward the class the model predicts for it; with ``thresholds`` (one
+    per class; a multi-label run's own, read from the run when not given) toward every label
+    of its predicted set (``probabilities >= thresholds``), with its contributions to that
+    label's logit. Columns: ``class``, ``rank``, ``ngram``, ``contribution`` (summed over
+    texts and filters), ``texts`` (how many texts it won a filter in) and ``mean``
+    (contribution per such text).
 
     Example:
         >>> from tlkit.data.text import build_vocabulary
@@ -264,12 +268,12 @@ def top_ngrams(run_or_model: Any, texts: Sequence[str], top: int = 10,
         >>> list(top_ngrams(model, ["a fine film", "a dull film"], top=1).columns)
         ['class', 'rank', 'ngram', 'contribution', 'texts', 'mean']
     """
+    limits = _run_thresholds(run_or_model) if thresholds is None else thresholds
     parts = kim_parts(run_or_model, class_names)
     per_text = []
     for offset, batch in _batches(parts, texts, None):
-        won = _winners(parts, batch, offset)
+        won = _counted_winners(parts, batch, offset, limits)
         won = won[won["ngram"] != ""]
-        won.insert(1, "class", batch.classes[won["sentence"] - offset])
         per_text.append(won.groupby(["class", "ngram", "sentence"], as_index=False)
                         ["contribution"].sum())
     table = (pd.concat(per_text).groupby(["class", "ngram"], as_index=False)
@@ -280,6 +284,42 @@ def top_ngrams(run_or_model: Any, texts: Sequence[str], top: int = 10,
     table.insert(1, "rank", table.groupby("class").cumcount() + 1)
     table["class"] = [parts.class_names[c] for c in table["class"]]
     return table
+
+
+def _run_thresholds(run_or_model: Any) -> np.ndarray | None:
+    """A multi-label run's thresholds (None for a single-label run or a bare model)."""
+    from pathlib import Path
+
+    if isinstance(run_or_model, str | Path):
+        from tlkit.runs import read_run
+
+        run_or_model = read_run(run_or_model)
+    if not hasattr(run_or_model, "kind") or not hasattr(run_or_model, "metrics"):
+        return None
+    from tlkit.tasks import task_of
+
+    return task_of(run_or_model).thresholds(run_or_model)
+
+
+def _counted_winners(parts: KimParts, batch: _Batch, offset: int, limits: Any
+                     ) -> pd.DataFrame:
+    """``_winners`` with a ``class`` column: each text's predicted class, or with ``limits``
+    one block per label for the texts whose predicted set holds it."""
+    if limits is None:
+        won = _winners(parts, batch, offset)
+        won.insert(1, "class", batch.classes[won["sentence"] - offset])
+        return won
+    from tlkit.evaluation.multilabel import apply_thresholds
+
+    chosen = apply_thresholds(batch.probabilities, limits)
+    frames = []
+    for label in range(chosen.shape[1]):
+        labelled = replace(batch, classes=np.full(len(batch.ids), label))
+        won = _winners(parts, labelled, offset)
+        won = won[chosen[won["sentence"] - offset, label] == 1]
+        won.insert(1, "class", label)
+        frames.append(won)
+    return pd.concat(frames, ignore_index=True)
 
 
 def token_saliency(run_or_model: Any, texts: Sequence[str],
