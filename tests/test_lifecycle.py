@@ -155,6 +155,25 @@ def test_a_multi_label_image_run_trains_sigmoid_bce_and_keeps_val_thresholds(
     assert run.metrics["test"]["micro_f1"] >= 0.6, run.metrics["test"]
 
 
+def test_a_multi_label_head_trains_on_cached_features_with_its_probe(tmp_path: Path) -> None:
+    """The default recipe's path: a frozen backbone, the head on cached features, a probe.
+
+    Label sets must keep their width through the feature cache's stream (they were cut to
+    one id, a rank error) and the probe is one-vs-rest, scored by mAP.
+    """
+    from tlkit.train.image import finetune
+
+    recipe = ImageRecipe(backbone="tiny_cnn", data=str(_channel_images(tmp_path)),
+                         labels="multi", weights="none", input_size=32, batch_size=8,
+                         augment=None, early_stopping=None, val_fraction=0.25,
+                         test_fraction=0.25, stages=[Stage(name="head", epochs=3, lr=0.01)])
+    assert recipe.feature_cache and recipe.stages[0].train_from is None
+    run = finetune(recipe, out=tmp_path / "runs", name="cached")
+    assert len(run.metrics["val"]["thresholds"]) == len(CHANNELS)
+    assert 0.0 <= run.metrics["test"]["average_precision"]["macro"] <= 1.0
+    assert run.metrics["probe"]["metric"] == "mAP"  # the probe is one-vs-rest
+
+
 def test_balanced_weights_for_label_sets_weigh_each_side_of_each_label() -> None:
     from tlkit.tasks import get_task
     from tlkit.train.heads import balanced_weights, head_loss
