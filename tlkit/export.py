@@ -9,7 +9,9 @@ text runs exported to those formats take token ids (``int32``, ``(batch, max_len
 them. Every export then runs the run's test split (else its validation split) through both
 models: the largest probability difference on a batch must stay within ``TOLERANCES``, or
 nothing is written. Dynamic-range quantisation (int8 weights) reports instead how test
-accuracy changes over the whole split.
+accuracy changes over the whole split. A multi-label run's exports have a second output,
+``labels`` (int32 0/1 per class: ``probabilities >=`` the run's thresholds, inside the graph),
+which must be exactly that on every input checked.
 
 An export folder (default ``RUN/exports/FORMAT``, ``FORMAT-dynamic`` when quantised) holds::
 
