@@ -652,3 +652,12 @@ def test_every_catalogue_message_is_one_that_tlkit_raises() -> None:
     """Each row's message fits a user error raised somewhere in tlkit/ (read, not run)."""
     unmatched = checker.unmatched_rows(checker.catalogue_rows(), checker.user_error_sites())
     assert not unmatched, [row["message"] for row in unmatched]
+
+
+def test_the_header_counts_the_rows() -> None:
+    """The count the page states is the count of its rows (it fell 68 behind once)."""
+    import re
+
+    stated = re.search(r"This page lists them: (\d+) rows", CATALOGUE.read_text())
+    assert stated is not None
+    assert int(stated.group(1)) == len(checker.catalogue_rows())
