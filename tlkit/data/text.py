@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 PAD_TOKEN = ""
 OOV_TOKEN = "[UNK]"
 DEV_FRACTION = 0.1
+# What messages call each split when the caller names no files.
+SPLIT_WORDS = {"train": "training data", "dev": "dev data", "test": "test data"}
 DEV_FIX = "pass a dev file or add training texts"  # what a dev split too small for needs
 # The default cap on tokens per text. Kim's sentence datasets stay far below it (the longest
 # text is 37 to 120 tokens); one runaway line (a whole file on one line) would otherwise set
@@ -367,6 +369,24 @@ class TextData:
     label_format: LabelFormat = field(default_factory=LabelFormat)
 
 
+def check_text_tables(train: pd.DataFrame, test: pd.DataFrame | None = None,
+                      dev: pd.DataFrame | None = None, *, dev_fraction: float = DEV_FRACTION,
+                      labels: LabelFormat | None = None) -> None:
+    """The checks of ``prepare_text_data`` that need no tokens, so a job makes them first.
+
+    Blank texts, too few classes, test labels never trained on, a dev split that cannot be
+    held out: answered before TensorFlow loads (tokenising needs it).
+
+    Example:
+        >>> one = pd.DataFrame({"text": ["a", "b"], "label": ["x", "x"]})
+        >>> check_text_tables(one)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: ...
+    """
+    _check_before_tokenizing({"train": train, "dev": dev, "test": test}, dict(SPLIT_WORDS),
+                             dev_fraction, labels or LabelFormat())
+
+
 def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
                       dev: pd.DataFrame | None = None, *, tokenizer: str = "kim",
                       max_length: int | None = None, min_count: int = 1,
@@ -396,7 +416,7 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         >>> sorted(data.splits), len(data.splits["dev"].labels)
         (['dev', 'test', 'train'], 2)
     """
-    names = {"train": "training data", "dev": "dev data", "test": "test data", **(names or {})}
+    names = {**SPLIT_WORDS, **(names or {})}
     labels = labels or LabelFormat()
     tables = {"train": train, "dev": dev, "test": test}
     _check_before_tokenizing(tables, names, dev_fraction, labels)

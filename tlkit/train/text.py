@@ -25,6 +25,7 @@ from tlkit.data.labels import LabelFormat
 from tlkit.data.tables import split_tables
 from tlkit.data.text import (
     TextData,
+    check_text_tables,
     prepare_text_data,
     read_text_table,
     text_dataset,
@@ -115,6 +116,11 @@ def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | 
             raise UserError(f"--cv {recipe.cv} tests each fold on its own held-out part, so "
                             f"the {' and '.join(unused)} data would go unused; drop --cv, or "
                             "pass --data the one table to cross-validate")
+        # label and blank-text mistakes before TensorFlow (tokenising loads it); a fold's
+        # dev hold-out is checked when the fold is made
+        check_text_tables(tables["train"], tables.get("test"), tables.get("dev"),
+                          dev_fraction=0 if recipe.cv else recipe.dev_fraction,
+                          labels=LabelFormat.of(recipe))
         on_error.pop_all()
     return tables, name
 
