@@ -30,6 +30,7 @@ from tlkit.train.checkpoints import (
     restore,
     save_weights,
 )
+from tlkit.train.stages import schedule_rate
 
 
 def monitored(monitor: str, has_val: bool) -> tuple[str, str]:
@@ -64,12 +65,39 @@ def _callbacks(best_file: Path, folder: Path, stage: Stage, index: int, monitor:
     import keras
 
     callbacks: list[Any] = [epoch_seeds(clock)] if clock is not None else []
+    callbacks.append(_rate_log())  # before the writers, so history.csv gets its ``lr``
     callbacks.append(keras.callbacks.TensorBoard(folder / LOGS_FOLDER))
     if early_stopping:
         earlier = log.loc[log["epoch"] >= first_epoch, monitor].tolist() if len(log) else []
         callbacks.append(_early_stopping(monitor, mode, early_stopping, earlier))
     best = _best(log, monitor, mode)
     return callbacks + epoch_callbacks(best_file, folder, stage.name, index, monitor, mode, best)
+
+
+def _rate_log() -> Any:
+    """A callback adding ``lr`` to each epoch's logs: the optimizer's rate at the epoch's end
+    (its schedule at the steps done so far)."""
+    import keras
+
+    class RateLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if logs is not None:
+                logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    return RateLog()
+
+
+def steps_per_epoch(train: Any) -> int:
+    """Batches in one epoch of the ``train`` dataset: its cardinality, else counted.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> steps_per_epoch(tf.data.Dataset.range(10).batch(4)), steps_per_epoch(
+        ...     tf.data.Dataset.range(10).filter(lambda x: x < 5).batch(2))
+        (3, 3)
+    """
+    known = int(train.cardinality())
+    return known if known >= 0 else sum(1 for _ in train)
 
 
 def _early_stopping(monitor: str, mode: str, patience: int, earlier: list[float]) -> Any:
@@ -124,9 +152,9 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
     ``trainable`` at compile time. It returns what the stage fits, or None for ``model`` on
     ``datasets["train"]`` and ``datasets["val"]``. Each stage starts from the best weights
     so far. Writes ``checkpoints/best.weights.h5`` (the best epoch's weights),
-    ``history.csv`` (one row per epoch, with its ``stage``) and TensorBoard ``logs/`` into
-    ``folder``. A folder left by a killed run continues where it stopped
-    (``tlkit.train.checkpoints``): finished stages are skipped, and the current one
+    ``history.csv`` (one row per epoch, with its ``stage`` and the rate ``lr`` at its end)
+    and TensorBoard ``logs/`` into ``folder``. A folder left by a killed run continues where
+    it stopped (``tlkit.train.checkpoints``): finished stages are skipped, and the current one
     restarts from its last epoch's weights and optimizer state.
 
     Example:
@@ -136,7 +164,7 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         >>> log = fit_stages(model, [Stage(epochs=2)], {"train": train}, Path(tempfile.mkdtemp()),
         ...                  prepare=lambda stage: model.compile("sgd", "mse"), verbose=0)
         >>> list(log.columns), log["epoch"].tolist()  # no val split: loss is watched
-        (['epoch', 'stage', 'loss'], [0, 1])
+        (['epoch', 'stage', 'loss', 'lr'], [0, 1])
     """
     monitor, mode = monitored(monitor, "val" in datasets)
     (folder / CHECKPOINTS_FOLDER).mkdir(exist_ok=True)
@@ -146,6 +174,8 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         _stage_start(model, folder, index)
         fitting = prepare(stage) or StageFit(model, datasets["train"], datasets.get("val"))
         fitting.model.jit_compile = jit_compile  # XLA, per the recipe
+        if stage.schedule != "constant" or stage.warmup:  # the schedule needs the steps
+            schedule_rate(fitting.model.optimizer, stage, steps_per_epoch(fitting.train))
         if point.backup is not None and index == point.stages_done:
             restore(fitting.model, point.backup)
         stage_best = folder / CHECKPOINTS_FOLDER / (BEST_FILE if fitting.model is model

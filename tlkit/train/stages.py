@@ -177,6 +177,27 @@ def make_optimizer(stage: Stage, lr_multipliers: dict[str, float] | None = None)
     return base(**kwargs)
 
 
+def schedule_rate(optimizer: Any, stage: Stage, steps_per_epoch: int) -> None:
+    """Give a compiled, not yet built ``optimizer`` the stage's schedule over its steps.
+
+    The schedule reads the optimizer's iteration count, saved and restored with its state,
+    so a resumed stage continues it; per-block factors (``lr_decay``) scale its value in
+    ``update_step``. A constant stage without warmup keeps its float rate untouched.
+
+    Example:
+        >>> import keras
+        >>> optimizer = keras.optimizers.SGD(0.1)
+        >>> schedule_rate(optimizer, Stage(epochs=2, lr=0.1, schedule="step"), 10)
+        >>> round(float(optimizer.learning_rate), 6)  # step 0 of 20
+        0.1
+    """
+    from tlkit.schedules import learning_rate
+
+    rate = learning_rate(stage.schedule, stage.lr, stage.epochs * steps_per_epoch, stage.warmup)
+    if not isinstance(rate, float):
+        optimizer.learning_rate = rate  # Keras untracks the float rate's variable
+
+
 def compile_for_stage(model: keras.Model, stage: Stage, plan: StagePlan, loss: Any = None,
                       metrics: list[Any] | None = None) -> None:
     """Compile ``model`` for one stage; called once per stage, after ``prepare_stage``.
