@@ -40,6 +40,7 @@ from tlkit.files import disk_full_error, is_disk_full
 # One row per top-level command: name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
     "finetune": "tlkit.cli.finetune:finetune",
+    "lr-find": "tlkit.cli.lr_find:lr_find",
     "textcnn": "tlkit.cli.textcnn:textcnn",
     "evaluate": "tlkit.cli.evaluate:evaluate",
     "predict": "tlkit.cli.predict:predict",
