@@ -73,6 +73,13 @@ TOKENIZERS: dict[str, Tokenizer] = {
 }
 
 # `tlkit export --format` and `--quantize`.
+# `--tta` of evaluate and predict (image runs): the views whose probabilities are averaged
+# (tlkit.tasks.image.tta_views makes them).
+TTA_LEVELS = {
+    "flip": "the image and its horizontal flip (2 views)",
+    "flip-crops": ("the image, its horizontal flip, and 5 crops of 90% of its side (the 4 "
+                   "corners and the centre) resized back to the input size (7 views)"),
+}
 EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
 EXPORT_QUANTIZATIONS = ("dynamic",)
 

@@ -46,30 +46,37 @@ def read_labelled(run: Run, data: str | Path | list[str], columns: dict[str, str
 
 
 def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | None = None,
-             ignore_unknown: bool = False, kind: str | None = None, **columns: str | None
-             ) -> dict[str, Any]:
+             ignore_unknown: bool = False, kind: str | None = None, tta: str | None = None,
+             **columns: str | None) -> dict[str, Any]:
     """Metrics of a run on labelled ``data``; writes ``RUN/reports/<name>/`` with the report.
 
-    ``kind`` (``image`` or ``textcnn``), if given, is the kind of run expected; ``columns``
-    override the recipe's ``path_column``, ``text_column``, ``label_column``, ``encoding``.
+    ``kind`` (``image`` or ``textcnn``), if given, is the kind of run expected; ``tta`` (image
+    runs: ``flip`` or ``flip-crops``, see ``tlkit.choices.TTA_LEVELS``) averages each image's
+    probabilities over those views, and metrics.json and the report's summary say so;
+    ``columns`` override the recipe's ``path_column``, ``text_column``, ``label_column``,
+    ``encoding``.
 
     Example:
         >>> evaluate("runs/shapes", "more_shapes/", name="more")["n"]  # doctest: +SKIP
         42
     """
+    from tlkit.choices import TTA_LEVELS
     from tlkit.evaluation.report import write_report
 
     run = open_run(run, kind, model=False)  # data mistakes are answered before TensorFlow
     task = task_of(run)
+    task.check_tta(tta)
     table, unknown = task.known_rows(read_labelled(run, data, columns), run.class_names,
                                      ignore_unknown)
     run = open_run(run)
     inputs = table["input"].tolist()
     scored = task.score(run.model, inputs, task.targets(table["label"], run.class_names),
                         run.class_names, "eval", progress=len(inputs) >= PROGRESS_FROM,
-                        thresholds=task.thresholds(run))
+                        thresholds=task.thresholds(run), tta=tta)
     metrics, predictions = scored.metrics, scored.predictions
-    metrics.update(data=str(data), unknown_labels=unknown, skipped_inputs=scored.skipped)
+    metrics.update(data=str(data), unknown_labels=unknown, skipped_inputs=scored.skipped,
+                   tta=tta)
+    shown = {"test-time augmentation": f"{tta}: {TTA_LEVELS[tta]}"} if tta else None
     folder = run.path / REPORTS_FOLDER / (name or report_name(data))
     folder.parent.mkdir(parents=True, exist_ok=True)
     # The report is written whole beside its name, then renamed into place: Ctrl-C or a full
@@ -79,7 +86,8 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
         write_json(partial / METRICS_FILE, metrics)
         predictions.to_csv(partial / PREDICTIONS_FILE, index=False)
         write_report(partial, metrics, run.class_names, kind=task.name, predictions=predictions,
-                     history=run.history, unknown=unknown, title=f"{run.path.name} on {data}")
+                     history=run.history, unknown=unknown, title=f"{run.path.name} on {data}",
+                     extra=shown)
     metrics["report"] = str(folder / "report.html")
     return metrics
 

@@ -69,9 +69,10 @@ def gather_inputs(run: Run, inputs: Sequence[str], input_file: str | Path | None
     return items
 
 
-def probabilities(run: Run, items: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
+def probabilities(run: Run, items: Sequence[str], tta: str | None = None
+                  ) -> tuple[np.ndarray, list[str | None]]:
     """Class probabilities of each input, and an error (or None) for each, through the run's
-    task (``Task.probabilities``, the one inference pipeline).
+    task (``Task.probabilities``, the one inference pipeline; ``tta``: test-time augmentation).
 
     Rows with an error hold NaN; long inputs get a progress bar on stderr.
 
@@ -84,26 +85,31 @@ def probabilities(run: Run, items: Sequence[str]) -> tuple[np.ndarray, list[str 
         >>> np.isnan(probs).any(axis=1).tolist(), errors
         ([False, True], [None, 'empty text: nothing to classify'])
     """
-    return task_of(run).probabilities(run.model, items, progress=len(items) >= PROGRESS_FROM)
+    return task_of(run).probabilities(run.model, items, progress=len(items) >= PROGRESS_FROM,
+                                      tta=tta)
 
 
 def predict(run: Run | str | Path, inputs: Sequence[str] = (), top_k: int = 1,
             input_file: str | Path | None = None, column: str | None = None,
-            encoding: str = "utf-8", kind: str | None = None) -> pd.DataFrame:
+            encoding: str = "utf-8", kind: str | None = None, tta: str | None = None
+            ) -> pd.DataFrame:
     """Top-k labels and probabilities of a run's model for each input (either kind); for a
     multi-label run, each input's label set and every label's probability.
 
-    ``kind`` (``image`` or ``textcnn``), if given, is the kind of run expected.
+    ``kind`` (``image`` or ``textcnn``), if given, is the kind of run expected; ``tta`` (image
+    runs: ``flip`` or ``flip-crops``, see ``tlkit.choices.TTA_LEVELS``) averages each image's
+    probabilities over those views.
 
     Example:
         >>> predict("runs/shapes", ["datasets/shapes/circle"], top_k=2)  # doctest: +SKIP
     """
     run = open_run(run, kind, model=False)  # every mistake is answered before TensorFlow
+    task_of(run).check_tta(tta)
     if not 1 <= top_k <= len(run.class_names):
         raise UserError(f"--top-k {top_k}: choose between 1 and {len(run.class_names)} (the "
                         "run's number of classes)")
     items = gather_inputs(run, inputs, input_file, column, encoding)
     run = open_run(run)
-    probs, errors = probabilities(run, items)
+    probs, errors = probabilities(run, items, tta)
     task = task_of(run)
     return task.answer_table(items, probs, errors, run.class_names, top_k, task.thresholds(run))

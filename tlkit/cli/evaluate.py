@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from tlkit.cli.options import tta_option
+
 
 def evaluate_options(function: click.decorators.FC) -> click.decorators.FC:
     """The options of ``tlkit evaluate`` and ``tlkit textcnn evaluate`` (one vocabulary)."""
@@ -16,6 +18,7 @@ def evaluate_options(function: click.decorators.FC) -> click.decorators.FC:
                                     "data's file name)."),
         click.option("--ignore-unknown", is_flag=True,
                      help="Evaluate on the known classes only, reporting unknown labels."),
+        tta_option(),
         click.option("--path-column", help="CSV column of image paths (default: the run's)."),
         click.option("--text-column", help="Text column (default: the run's)."),
         click.option("--label-column", help="Label column (default: the run's)."),
@@ -39,10 +42,12 @@ def evaluate(**options: object) -> None:
 
 
 def run_evaluate(run: str, data: tuple[str, ...], name: str | None, ignore_unknown: bool,
-                 kind: str | None = None, **columns: str | None) -> None:
+                 kind: str | None = None, tta: str | None = None, **columns: str | None
+                 ) -> None:
     """Evaluate and print one line (shared by both evaluate commands)."""
     from tlkit.evaluate import evaluate, metrics_summary
 
     source = data[0] if len(data) == 1 else list(data)
-    metrics = evaluate(run, source, name, ignore_unknown, kind, **columns)
-    click.echo(f"{metrics_summary(metrics)}; report: {metrics['report']}")
+    metrics = evaluate(run, source, name, ignore_unknown, kind, tta, **columns)
+    augmented = f" with --tta {tta}" if tta else ""
+    click.echo(f"{metrics_summary(metrics)}{augmented}; report: {metrics['report']}")

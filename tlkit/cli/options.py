@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from tlkit.choices import TTA_LEVELS
 from tlkit.recipes import RECIPE_KINDS
 
 F = Callable[..., Any]
@@ -66,6 +67,15 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None
     if value is None:
         return None
     return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def tta_option() -> Callable[[F], F]:
+    """``--tta LEVEL`` of evaluate and predict: average each image's probabilities over a
+    fixed set of views (off by default)."""
+    levels = "; ".join(f"{name}: {views}" for name, views in TTA_LEVELS.items())
+    return click.option("--tta", type=click.Choice(list(TTA_LEVELS)), default=None,
+                        help=f"Test-time augmentation for image runs: average the "
+                             f"probabilities of {levels}. Default: off.")
 
 
 def label_options(kind: str) -> Callable[[F], F]:

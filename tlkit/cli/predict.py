@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from tlkit.cli.options import tta_option
+
 
 def predict_options(function: click.decorators.FC) -> click.decorators.FC:
     """The options of ``tlkit predict`` and ``tlkit textcnn predict`` (one vocabulary)."""
@@ -19,6 +21,7 @@ def predict_options(function: click.decorators.FC) -> click.decorators.FC:
                      help="Encoding of --input."),
         click.option("--top-k", default=1, show_default=True, type=int,
                      help="Labels per input, most probable first."),
+        tta_option(),
         click.option("--output", type=click.Path(dir_okay=False),
                      help="Write the predictions CSV here (default: print it)."),
     ]
@@ -28,7 +31,8 @@ def predict_options(function: click.decorators.FC) -> click.decorators.FC:
 
 
 def run_predict(run: str, inputs: tuple[str, ...], input_file: str | None, column: str | None,
-                encoding: str, top_k: int, output: str | None, kind: str | None = None) -> None:
+                encoding: str, top_k: int, output: str | None, kind: str | None = None,
+                tta: str | None = None) -> None:
     """Predict and print or write the table (shared by both predict commands)."""
     from pathlib import Path
 
@@ -41,7 +45,7 @@ def run_predict(run: str, inputs: tuple[str, ...], input_file: str | None, colum
                             "folder")
     from tlkit.predict import predict as run_model
 
-    table = run_model(run, inputs, top_k, input_file, column, encoding, kind)
+    table = run_model(run, inputs, top_k, input_file, column, encoding, kind, tta)
     failed = int((table["error"] != "").sum())
     if failed:
         click.echo(f"warning: {failed} input(s) could not be predicted; see the error column",

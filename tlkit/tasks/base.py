@@ -79,6 +79,7 @@ class Task(ABC):
     reference_column: str  # that file's column of inputs
     plans_memory = False  # inspect --memory can plan batches for this kind's model
     report = "single-label"  # the key of tlkit.evaluation.report.REPORTS that writes its report
+    tta_levels: tuple[str, ...] = ()  # the --tta levels this kind's views() makes
 
     # ------------------------------------------------------------------ data and inputs
 
@@ -118,13 +119,39 @@ class Task(ABC):
     def failure(self, item: str) -> str:
         """Why an item never came out of ``batches`` (one line)."""
 
-    def probabilities(self, model: Any, items: Sequence[str], progress: bool = False
-                      ) -> tuple[np.ndarray, list[str | None]]:
+    def check_tta(self, tta: str | None) -> None:
+        """Refuse a test-time augmentation level this kind has no views for (before any model
+        loads).
+
+        Example:
+            >>> from tlkit.tasks import get_task
+            >>> get_task("textcnn").check_tta("flip")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            tlkit.errors.UserError: --tta flip: test-time augmentation is for image runs; ...
+        """
+        if tta is None:
+            return
+        if not self.tta_levels:
+            raise UserError(f"--tta {tta}: test-time augmentation is for image runs; this is "
+                            f"{_a(self.name)} run, so leave --tta out")
+        if tta not in self.tta_levels:
+            raise UserError(f"--tta {tta}: unknown level; choose one of: "
+                            f"{', '.join(self.tta_levels)}")
+
+    def views(self, batch: Any, tta: str) -> Iterator[Any]:
+        """The model inputs whose probabilities are averaged for ``batch`` under test-time
+        augmentation ``tta`` (a kind without ``tta_levels`` has one: the batch itself)."""
+        yield batch
+
+    def probabilities(self, model: Any, items: Sequence[str], progress: bool = False,
+                      tta: str | None = None) -> tuple[np.ndarray, list[str | None]]:
         """Each item's class probabilities (NaN where it failed) and its error or None.
 
         The one path from raw inputs to probabilities: training-time scoring, evaluate,
         predict, serve, explain and the export check all come here. ``progress`` shows
-        Keras's progress bar (on stderr: stdout may carry predictions).
+        Keras's progress bar (on stderr: stdout may carry predictions). ``tta`` (one of
+        ``tta_levels``) averages the probabilities of each batch's ``views``, made from the
+        batch as decoded once; the model sees one view at a time, so memory stays one batch's.
 
         Example:
             >>> import keras
@@ -139,6 +166,7 @@ class Task(ABC):
 
         from tlkit.devices import progress_verbosity
 
+        self.check_tta(tta)
         items = list(items)
         result = np.full((len(items), model.output_shape[-1]), np.nan, dtype="float32")
         done = np.zeros(len(items), dtype=bool)
@@ -148,7 +176,9 @@ class Task(ABC):
             for rows, batch in self.batches(model, items):
                 # A plain call, not predict_on_batch: a model trained under a multi-worker
                 # strategy would gather every worker's copy of the batch.
-                result[rows] = np.asarray(model(batch, training=False))
+                views = self.views(batch, tta) if tta else [batch]
+                outputs = [np.asarray(model(view, training=False)) for view in views]
+                result[rows] = np.mean(outputs, axis=0)
                 done[rows] = True
                 bar.add(len(rows))
             if not done.all():  # rows that failed count as done too (all done: already said)
@@ -159,10 +189,10 @@ class Task(ABC):
 
     def score(self, model: Any, inputs: Sequence[str], targets: Sequence[Any],
               class_names: list[str], split: str, progress: bool = False,
-              thresholds: Any = None) -> Scored:
+              thresholds: Any = None, tta: str | None = None) -> Scored:
         """Metrics and prediction rows of ``model`` on labelled ``inputs``, through
-        ``probabilities``; inputs that fail are skipped (all failing is a UserError).
-        ``thresholds`` (multi-label tasks) decide each class.
+        ``probabilities`` (with test-time augmentation ``tta``); inputs that fail are skipped
+        (all failing is a UserError). ``thresholds`` (multi-label tasks) decide each class.
 
         Example:
             >>> import keras
@@ -174,7 +204,7 @@ class Task(ABC):
             >>> scored.metrics["n"], len(scored.predictions), scored.skipped[0]["input"]
             (2, 2, ' ')
         """
-        probs, errors = self.probabilities(model, inputs, progress)
+        probs, errors = self.probabilities(model, inputs, progress, tta)
         failed = np.array([error is not None for error in errors], dtype=bool)
         if failed.all():
             raise UserError(f"none of the {len(errors)} inputs could be read; check the data")

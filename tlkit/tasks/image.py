@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tlkit.choices import TTA_LEVELS
 from tlkit.errors import UserError
 from tlkit.runs import SPLIT_FILE
 from tlkit.tasks.base import PREDICT_BATCH, Task
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 MAX_PATH = 4096  # longer strings are never paths (PATH_MAX), only base64 data
+# The side of a test-time augmentation crop, as a fraction of the image's: small enough that
+# the five crops differ, large enough that each still holds most of the object.
+CROP_FRACTION = 0.9
 
 
 class ImageTask(Task):
@@ -46,6 +50,7 @@ class ImageTask(Task):
     reference_file = SPLIT_FILE
     reference_column = "path"
     plans_memory = True
+    tta_levels = tuple(TTA_LEVELS)
 
     def read_labelled(self, run: Any, data: Any, columns: dict[str, str | None]
                       ) -> pd.DataFrame:
@@ -108,6 +113,10 @@ class ImageTask(Task):
         from tlkit.data.images import decode_once
 
         yield from decode_once(list(items), input_side(model), PREDICT_BATCH)
+
+    def views(self, batch: Any, tta: str) -> Iterator[Any]:
+        """The views of the decoded batch that ``tta`` names (``tta_views``)."""
+        return tta_views(batch, tta)
 
     def failure(self, item: str) -> str:
         """Why ``item`` did not decode (the file is read again only to say this)."""
@@ -192,6 +201,36 @@ class ImageTask(Task):
         """The input named by its position: the path the model read is the server's own."""
         reason = error.replace(f" '{item}'", "").replace(item, "the file")
         return f"{request.word} {i} is not a decodable image ({reason})"
+
+
+def tta_views(images: Any, level: str) -> Iterator[Any]:
+    """The test-time augmentation views of a batch of square images, one at a time, in a
+    fixed order: the batch, its horizontal flip, then for ``flip-crops`` the crops of
+    ``CROP_FRACTION`` of the side at the top-left, top-right, bottom-left and bottom-right
+    corners and the centre, each resized (bilinear) back to the batch's side.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> row = tf.reshape(tf.range(4, dtype=tf.float32), (1, 1, 4, 1))
+        >>> images = tf.tile(row, (1, 4, 1, 3))  # one 4x4 image, columns 0 1 2 3
+        >>> [view[0, 0, :, 0].numpy().tolist() for view in tta_views(images, "flip")]
+        [[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0]]
+        >>> len(list(tta_views(images, "flip-crops")))
+        7
+    """
+    import tensorflow as tf
+
+    yield images
+    yield tf.reverse(images, axis=[2])  # NHWC: axis 2 runs left to right
+    if level != "flip-crops":
+        return
+    side = int(images.shape[1])
+    crop = max(1, round(side * CROP_FRACTION))
+    margin = side - crop
+    for top, left in ((0, 0), (0, margin), (margin, 0), (margin, margin),
+                      (margin // 2, margin // 2)):
+        window = images[:, top:top + crop, left:left + crop, :]
+        yield tf.image.resize(window, (side, side))
 
 
 def input_side(model: Any) -> int:
