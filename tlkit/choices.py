@@ -72,7 +72,6 @@ TOKENIZERS: dict[str, Tokenizer] = {
     )
 }
 
-# `tlkit export --format` and `--quantize`.
 # `--tta` of evaluate and predict (image runs): the views whose probabilities are averaged
 # (tlkit.tasks.image.tta_views makes them).
 TTA_LEVELS = {
@@ -80,6 +79,7 @@ TTA_LEVELS = {
     "flip-crops": ("the image, its horizontal flip, and 5 crops of 90% of its side (the 4 "
                    "corners and the centre) resized back to the input size (7 views)"),
 }
+# `tlkit export --format` and `--quantize`.
 EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
 EXPORT_QUANTIZATIONS = ("dynamic",)
 
