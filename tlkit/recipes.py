@@ -27,6 +27,7 @@ import yaml
 
 from tlkit.errors import UserError
 from tlkit.optimizers import OPTIMIZERS
+from tlkit.schedules import LR_SCHEDULES
 
 BATCHNORM_POLICIES = ("auto", "frozen", "trainable")
 MONITORS = ("val_loss", "val_accuracy")
@@ -97,9 +98,12 @@ class Stage(Checked):
     lr_decay: float = 1.0
     optimizer: str = "adam"
     weight_decay: float = 0.0
+    schedule: str = "constant"  # the rate within the stage: a row of tlkit.schedules
+    warmup: float | None = None  # fraction of the stage's steps; None: the schedule's default
 
     def validate(self) -> None:
-        """Epochs, rate and decay in range; an optimizer from ``tlkit.optimizers``."""
+        """Epochs, rate and decay in range; an optimizer from ``tlkit.optimizers``, a
+        schedule from ``tlkit.schedules``."""
         where = f"stage '{self.name}'"
         _check(self.optimizer in OPTIMIZERS, f"{where}: optimizer '{self.optimizer}' is not "
                f"one of {', '.join(OPTIMIZERS)}")
@@ -108,6 +112,12 @@ class Stage(Checked):
         _check(0 < self.lr_decay <= 1, f"{where}: lr_decay must be in (0, 1], got "
                f"{self.lr_decay}")
         _check(self.weight_decay >= 0, f"{where}: weight_decay must be >= 0")
+        _check(self.schedule in LR_SCHEDULES, f"{where}: schedule '{self.schedule}' is not one "
+               f"of {', '.join(LR_SCHEDULES)}")
+        _check(self.warmup is None or 0 <= self.warmup < 1, f"{where}: warmup is a fraction "
+               f"of the stage's steps in [0, 1), got {self.warmup}")
+        _check(not self.warmup or LR_SCHEDULES[self.schedule].takes_warmup, f"{where}: "
+               f"schedule '{self.schedule}' has no warmup; set warmup to 0 or use cosine")
 
 
 @dataclass

@@ -52,7 +52,6 @@ def _step(lr: float, total: int, warmup: int) -> Any:
 
     # PiecewiseConstantDecay keeps values[i] while step <= boundaries[i]: drop after s - 1.
     boundaries = [max(round(fraction * total) - 1, 0) for fraction, _ in STEP_DROPS]
-    boundaries = [b + i for i, b in enumerate(boundaries)]  # strictly increasing on tiny T
     return keras.optimizers.schedules.PiecewiseConstantDecay(
         boundaries, [lr] + [lr * factor for _, factor in STEP_DROPS])
 
