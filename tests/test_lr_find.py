@@ -124,3 +124,20 @@ def test_sweep_mistakes_are_one_line_before_tensorflow(args: list[str], message:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: {message}"), done.stderr
     assert not (tmp_path / "lr").exists()
+
+
+def test_lr_auto_sweeps_the_stage_before_it_trains_and_records_the_rate(tmp_path: Path) -> None:
+    import tlkit
+    from tlkit.recipes import ImageRecipe, Stage
+
+    data = make_image_folder(tmp_path / "images", per_class=6)
+    recipe = ImageRecipe(backbone="tiny_cnn", weights="none", data=str(data), probe=False,
+                         stages=[Stage(name="head", epochs=1, lr="auto")])
+    run = tlkit.finetune(recipe, out=tmp_path / "runs", name="auto")
+    metrics = json.loads((tmp_path / "runs" / "auto" / "metrics.json").read_text())
+    (found,) = metrics["lr_found"]
+    assert found["stage"] == "head" and found["rule"] == "minimum of the smoothed loss / 10"
+    assert 1e-8 < found["lr"] <= 1.0 and found["steps"] <= 200
+    assert run.recipe.stages[0].lr == found["lr"]  # the stage trained at the rate it chose
+    assert "lr: auto" in (tmp_path / "runs" / "auto" / "recipe.yaml").read_text()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["auto"]

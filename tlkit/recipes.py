@@ -93,7 +93,7 @@ class Stage(Checked):
 
     name: str = "head"
     epochs: int = 5
-    lr: float = 1e-3
+    lr: float | str = 1e-3  # or "auto": the lr finder chooses it before the stage trains
     train_from: str | int | None = None
     lr_decay: float = 1.0
     optimizer: str = "adam"
@@ -108,7 +108,10 @@ class Stage(Checked):
         _check(self.optimizer in OPTIMIZERS, f"{where}: optimizer '{self.optimizer}' is not "
                f"one of {', '.join(OPTIMIZERS)}")
         _check(self.epochs >= 1, f"{where}: epochs must be at least 1, got {self.epochs}")
-        _check(self.lr > 0, f"{where}: lr must be above 0, got {self.lr}")
+        if isinstance(self.lr, str) and self.lr != "auto":  # YAML 1.1 reads 1e-4 as text
+            _check(_is_float(self.lr), f"{where}: lr must be a number or auto, got {self.lr!r}")
+            object.__setattr__(self, "lr", float(self.lr))
+        _check(self.lr == "auto" or self.lr > 0, f"{where}: lr must be above 0, got {self.lr}")
         _check(0 < self.lr_decay <= 1, f"{where}: lr_decay must be in (0, 1], got "
                f"{self.lr_decay}")
         _check(self.weight_decay >= 0, f"{where}: weight_decay must be >= 0")

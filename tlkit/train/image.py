@@ -154,6 +154,7 @@ class ImageJob(Job):
         self.task = task_of(checked.recipe)
         self.out, self.name = Path(out), checked.name
         self.probe: dict[str, Any] = {}
+        self.lr_found: list[dict[str, Any]] = []  # stages with lr: auto, what the finder chose
 
     @property
     def class_names(self) -> list[str]:
@@ -196,6 +197,11 @@ class ImageJob(Job):
                   f"{self.probe['val']:.3f} (C={self.probe['C']:g})", flush=True)
 
         def prepare(stage: Stage) -> StageFit | None:
+            if stage.lr == "auto":
+                from tlkit.train.lr_find import find_stage_rate
+
+                self.lr_found.append(find_stage_rate(
+                    self, setup, stage, Path(recipe.cache_dir or folder / CACHE_FOLDER)))
             plan = prepare_stage(self.backbone, row, stage, recipe.batchnorm_policy,
                                  recipe.batchnorm_momentum)
             cached = plan.backbone_frozen and recipe.feature_cache
@@ -220,7 +226,7 @@ class ImageJob(Job):
         return self.model, frame["path"].tolist(), self.images.targets(frame)
 
     def extras(self) -> dict[str, Any]:
-        return {"probe": self.probe,
+        return {"probe": self.probe, **({"lr_found": self.lr_found} if self.lr_found else {}),
                 "skipped_images": [{"path": p, "reason": r} for p, r in self.images.skipped]}
 
     def save(self, writer: RunWriter) -> Any:

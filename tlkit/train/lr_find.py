@@ -43,6 +43,7 @@ BETA = 0.98  # fastai's smoothing of the per-step loss
 DIVERGED = 4.0  # the sweep stops once the smoothed loss exceeds this times its minimum
 CSV_FILE, FIGURE_FILE = "lr_find.csv", "lr_find.png"
 SUGGESTION_RULE = "minimum of the smoothed loss / 10"
+DEFAULT_SWEEP = (1e-7, 10.0, 200)  # start, end, steps: fastai's range, Smith's few hundred steps
 
 
 def check_sweep(recipe: ImageRecipe, stage: int, start: float, end: float, steps: int) -> None:
@@ -189,8 +190,9 @@ def _rate_sweep(rates: np.ndarray) -> Any:
     return RateSweep()
 
 
-def lr_find(recipe: ImageRecipe, stage: int = 0, start: float = 1e-7, end: float = 10.0,
-            steps: int = 200, out: str | Path = ".", data: Any = None) -> Sweep:
+def lr_find(recipe: ImageRecipe, stage: int = 0, start: float = DEFAULT_SWEEP[0],
+            end: float = DEFAULT_SWEEP[1], steps: int = DEFAULT_SWEEP[2],
+            out: str | Path = ".", data: Any = None) -> Sweep:
     """Sweep stage ``stage`` of ``recipe`` and write ``lr_find.csv`` and ``lr_find.png`` into
     ``out``; return the sweep (``.suggestion``, ``.line()``).
 
@@ -211,23 +213,48 @@ def lr_find(recipe: ImageRecipe, stage: int = 0, start: float = 1e-7, end: float
         job = ImageJob(check_image_run(recipe, scratch, "lr-find", data), scratch)
         with training_setup(job.recipe) as setup:
             job.build(setup)
-            model, train, class_weight = _stage_model(job, setup, stage, start, Path(scratch))
+            sweep_stage = dataclasses.replace(job.recipe.stages[stage], lr=start)
+            model, train, class_weight = _stage_model(job, setup, sweep_stage,
+                                                      Path(recipe.cache_dir or scratch))
             sweep = sweep_model(model, train, sweep_rates(start, end, steps), class_weight)
     write_sweep(sweep, Path(out))
     return sweep
 
 
-def _stage_model(job: Any, setup: Any, index: int, start: float, scratch: Path
+def find_stage_rate(job: Any, setup: Any, stage: Stage, cache_dir: Path) -> dict[str, Any]:
+    """``lr: auto``: sweep ``stage`` from the model's weights now (the stage's starting
+    point), put them back, and set the stage's rate to the suggestion; what it chose, for
+    ``metrics.json``.
+
+    The job's recipe is the one its run folder holds (written with ``auto``), so a resumed
+    run sweeps again from the same starting weights rather than reading a stale rate.
+
+    Example:
+        >>> find_stage_rate(job, setup, Stage(lr="auto"), folder / "cache")  # doctest: +SKIP
+        {'stage': 'head', 'lr': 0.0031, 'rule': 'minimum of the smoothed loss / 10', ...}
+    """
+    weights = job.model.get_weights()
+    start, end, steps = DEFAULT_SWEEP
+    model, train, class_weight = _stage_model(job, setup, dataclasses.replace(stage, lr=start),
+                                              cache_dir)
+    sweep = sweep_model(model, train, sweep_rates(start, end, steps), class_weight)
+    job.model.set_weights(weights)  # the sweep's training is thrown away
+    stage.lr = sweep.suggestion
+    print(f"stage '{stage.name}': lr auto, {sweep.line()}", flush=True)
+    return {"stage": stage.name, "lr": sweep.suggestion, "rule": SUGGESTION_RULE,
+            "steps": len(sweep.rates), "swept": [start, float(sweep.rates[-1])]}
+
+
+def _stage_model(job: Any, setup: Any, stage: Stage, cache_dir: Path
                  ) -> tuple[Any, Any, dict[int, float] | None]:
-    """(compiled model, train stream, class weights) of stage ``index``, as the image job
-    fits it: what trains, its optimizer at a constant rate, the head's loss; a head-only
-    stage fits the head on cached features."""
+    """(compiled model, train stream, class weights) of ``stage``, as the image job fits
+    it: what trains, its optimizer at the stage's (constant) rate, the head's loss; a
+    head-only stage fits the head on the cached features in ``cache_dir``."""
     from tlkit.train.heads import balanced_weights, head_loss, head_metrics
     from tlkit.train.image import FrozenFeatures
     from tlkit.train.stages import compile_for_stage, prepare_stage
 
     recipe, images = job.recipe, job.images
-    stage: Stage = dataclasses.replace(recipe.stages[index], lr=start)
     class_weight, label_weights = (
         balanced_weights(job.task, images.targets(images.split("train")),
                          len(images.class_names))
@@ -235,8 +262,7 @@ def _stage_model(job: Any, setup: Any, index: int, start: float, scratch: Path
     plan = prepare_stage(job.backbone, job.row, stage, recipe.batchnorm_policy,
                          recipe.batchnorm_momentum)
     cached = plan.backbone_frozen and recipe.feature_cache
-    features = (FrozenFeatures(recipe, job.row, job.model, images,
-                               Path(recipe.cache_dir or scratch / "cache"), job.clock,
+    features = (FrozenFeatures(recipe, job.row, job.model, images, cache_dir, job.clock,
                                setup.strategy) if cached else None)
     model = features.head if features else job.model
     with setup.strategy.scope():
