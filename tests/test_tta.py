@@ -181,7 +181,8 @@ def text_run(folder: Path) -> Path:
 
 @pytest.mark.parametrize("command", [["evaluate", "RUN", "--data", "DATA"],
                                      ["predict", "RUN", "a fine film"],
-                                     ["textcnn", "predict", "RUN", "a fine film"]])
+                                     ["textcnn", "predict", "RUN", "a fine film"]],
+                         ids=["evaluate", "predict", "textcnn predict"])
 def test_tta_on_a_text_run_is_one_line(tmp_path: Path, command: list[str]) -> None:
     run = text_run(tmp_path / "text")
     data = tmp_path / "test.csv"
