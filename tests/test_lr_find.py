@@ -107,6 +107,8 @@ ERRORS = [
     (["--start", "1", "--end", "0.1"], "--end 0.1 must be above --start 1"),
     (["--steps", "3"], "--steps 3 is too few"),
     (["--stage", "1"], "--stage 1 is out of range: the recipe has 1 stage; pass --stage 0"),
+    (["--set", "stages.0.lr=fast"], "stage 'head': lr must be a number or auto, got 'fast'"),
+    (["--out", "{file}"], "--out '"),
 ]
 
 
@@ -114,6 +116,8 @@ ERRORS = [
 def test_sweep_mistakes_are_one_line_before_tensorflow(args: list[str], message: str,
                                                         tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "images", per_class=2)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    args = [arg.replace("{file}", str(tmp_path / "notes.txt")) for arg in args]
     argv = ["lr-find", "--data", str(data), "--out", str(tmp_path / "lr"), *args]
     script = ("import sys\nfrom tlkit.cli import main\ntry:\n"
               f"    main({json.dumps(argv)})\nexcept SystemExit as exit_:\n"
