@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import make_image_folder, run_cli
 
-from tlkit.train.lr_find import DIVERGED, smooth, suggest, sweep_rates
+from tlkit.train.lr_find import DIVERGED, Sweep, smooth, suggest, sweep_rates
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +63,14 @@ def test_suggested_rate_is_below_where_gradient_descent_diverges(seed: int) -> N
     # the suggestion is a rate that trains: below divergence, not a vanishing one
     assert 1e-5 < sweep.suggestion < diverges_above
     assert sweep.suggestion > diverges_above / 30
+    assert sweep.turned and "never turned up" not in sweep.line()
+
+
+def test_a_sweep_whose_loss_still_falls_at_the_end_says_its_rate_is_a_bound() -> None:
+    rates = sweep_rates(1e-6, 1.0, 100)
+    falling = Sweep(rates, np.linspace(2, 1, 100), smooth(np.linspace(2, 1, 100)))
+    assert not falling.turned and "never turned up" in falling.line()
+    assert falling.suggestion == pytest.approx(0.1)
 
 
 def test_each_step_records_its_own_loss_not_the_running_mean() -> None:

@@ -112,8 +112,8 @@ class Sweep:
 
     Example:
         >>> sweep = Sweep(np.array([0.1, 1.0]), np.array([1.0, 0.5]), np.array([1.0, 0.7]))
-        >>> sweep.suggestion, sweep.line()
-        (0.1, 'suggested lr: 0.1 (minimum of the smoothed loss / 10; 2 steps, 0.1 to 1)')
+        >>> sweep.suggestion, sweep.turned
+        (0.1, False)
     """
 
     rates: np.ndarray
@@ -124,10 +124,24 @@ class Sweep:
     def suggestion(self) -> float:
         return suggest(self.rates, self.smoothed)
 
+    @property
+    def turned(self) -> bool:
+        """Whether the smoothed loss rose again after its minimum (it ends above 1.2 times
+        it, or not finite); else it still fell, or lay flat, at the end: the suggestion is
+        only a bound."""
+        last = float(self.smoothed[-1])
+        return not math.isfinite(last) or last > 1.2 * float(np.nanmin(self.smoothed))
+
     def line(self) -> str:
-        """The one line the command prints."""
+        """The one line the command prints.
+
+        Example:
+            >>> Sweep(np.array([0.1, 1.0]), np.ones(2), np.array([1.0, 0.5])).line()[-30:]
+            ': a bound, try a larger --end)'
+        """
+        note = "" if self.turned else "; the loss never turned up: a bound, try a larger --end"
         return (f"suggested lr: {self.suggestion:.3g} ({SUGGESTION_RULE}; {len(self.rates)} "
-                f"steps, {self.rates[0]:.3g} to {self.rates[-1]:.3g})")
+                f"steps, {self.rates[0]:.3g} to {self.rates[-1]:.3g}{note})")
 
     def table(self) -> pd.DataFrame:
         """One row per step: ``lr``, ``loss``, ``smoothed_loss``."""
@@ -305,7 +319,8 @@ def sweep_figure(sweep: Sweep) -> Any:
                  label=f"suggested {sweep.suggestion:.3g}")
     finite = sweep.smoothed[np.isfinite(sweep.smoothed)]
     if len(finite):  # the last steps blow up: keep the part that matters in view
-        low, first = float(finite.min()), float(finite[0])
+        low = float(np.nanmin(np.concatenate([finite, sweep.losses[np.isfinite(sweep.losses)]])))
+        first = float(finite[0])
         axes.set_ylim(low - 0.1 * abs(first - low), max(first, low) * 1.5 + 1e-12)
     axes.set(xscale="log", xlabel="learning rate", ylabel="training loss",
              title=f"Learning-rate sweep: {SUGGESTION_RULE}")
