@@ -176,3 +176,24 @@ def test_a_tiny_image_run_with_a_cosine_stage_logs_a_falling_rate(image_folder: 
     rates = history["lr"].tolist()
     assert len(rates) == 3 and rates[0] > rates[1] > rates[2] == pytest.approx(0, abs=1e-9)
     assert rates[0] < 0.01
+
+
+def test_a_scheduled_stage_training_the_backbone_logs_its_closed_form(image_folder: Path,
+                                                                      tmp_path: Path) -> None:
+    """A whole-backbone stage with per-block rates (not on cached features) follows its
+    schedule over epochs x batches; a head stage before it keeps its constant rate."""
+    from tlkit.train.image import finetune
+
+    recipe = ImageRecipe(
+        backbone="tiny_cnn", data=str(image_folder), weights="none", input_size=32,
+        batch_size=4, val_fraction=0.25, test_fraction=0.25, early_stopping=None,
+        stages=[Stage(name="head", epochs=1, lr=0.01),
+                Stage(name="ft", epochs=3, lr=1e-3, train_from="all", lr_decay=0.5,
+                      schedule="one-cycle")])
+    run = finetune(recipe, out=tmp_path / "runs", name="oc")
+    split = pd.read_csv(run.path / "split.csv")
+    steps = math.ceil((split["split"] == "train").sum() / 4)
+    rate = learning_rate("one-cycle", 1e-3, 3 * steps)
+    history = pd.read_csv(run.path / "history.csv")
+    assert history["lr"].tolist() == pytest.approx(
+        [0.01] + [float(rate(steps * k)) for k in (1, 2, 3)], rel=1e-5)
