@@ -115,6 +115,8 @@ ERRORS = [
     (["--start", "1", "--end", "0.1"], "--end 0.1 must be above --start 1"),
     (["--steps", "3"], "--steps 3 is too few"),
     (["--stage", "1"], "--stage 1 is out of range: the recipe has 1 stage; pass --stage 0"),
+    (["--schedule", "two-stage", "--stage", "2"],
+     "--stage 2 is out of range: the recipe has 2 stages; pass --stage 0 to 1"),
     (["--set", "stages.0.lr=fast"], "stage 'head': lr must be a number or auto, got 'fast'"),
     (["--out", "{file}"], "--out '"),
 ]
