@@ -248,3 +248,33 @@ def test_text_recipe_paths_are_stored_absolute(tmp_path: Path,
     stored = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
     assert (stored["data"], stored["test"], stored["dev"]) == (
         str(tmp_path / "train.csv"), str(tmp_path / "test.csv"), None)
+
+
+def test_an_interrupt_just_after_the_backup_is_named_keeps_what_latest_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM that lands right after ``latest`` is renamed must not remove its backup.
+
+    tests/test_resume.py met it: ``latest`` said epoch-4 and ``epoch-4/`` was gone.
+    """
+    import keras
+
+    import tlkit.train.checkpoints as checkpoints
+
+    real_write_text = checkpoints.write_text
+
+    def write_then_interrupt(path: Path, text: str) -> None:
+        real_write_text(path, text)
+        raise KeyboardInterrupt("signal 15")
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    model.optimizer.build(model.trainable_variables)
+    *_, backup = checkpoints.epoch_callbacks(tmp_path / "best.weights.h5", tmp_path, "head", 0,
+                                            "val_loss", "min", None)
+    backup.set_model(model)
+    monkeypatch.setattr(checkpoints, "write_text", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        backup.on_epoch_end(3, {"val_loss": 0.5})
+    latest = tmp_path / "backup" / (tmp_path / "backup" / "latest").read_text().strip()
+    assert latest.name == "epoch-4"
+    assert (latest / "state.json").is_file() and (latest / "state.weights.h5").is_file()

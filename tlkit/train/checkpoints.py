@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tlkit.files import replacing, write_text
+from tlkit.files import replacing, signals_held, write_text
 from tlkit.runs import (  # noqa: F401 - BEST_FILE for the doctests
     BACKUP_FOLDER,
     BEST_FILE,
@@ -228,10 +228,13 @@ def epoch_callbacks(best_file: Path, folder: Path, stage: str, stage_index: int,
                 self.model.save_weights(state / "state.weights.h5")
                 write_json(state / "state.json",
                            {"epoch": epoch + 1, "stage": stage, "stage_index": stage_index})
-                write_text(backups / LATEST_FILE, state.name)
             except BaseException:
                 shutil.rmtree(state, ignore_errors=True)  # latest still names the last one
                 raise
+            # Once renamed, latest names this state: a Ctrl-C or SIGTERM landing just after
+            # the rename must not reach the clean-up above and remove what latest names.
+            with signals_held():
+                write_text(backups / LATEST_FILE, state.name)
             for old in backups.glob("epoch-*"):
                 if old != state:
                     shutil.rmtree(old, ignore_errors=True)
