@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import click
 
-from tlkit.cli.options import label_options, recipe_option
-from tlkit.recipes import SCHEDULES
+from tlkit.cli.options import image_data_options, recipe_option
 
 
 @click.command("lr-find")
-@click.option("--data", help="Folder of class subfolders (or train/val/test), or a CSV.")
-@recipe_option("image", "backbone", help="Backbone name (see `tlkit backbones`).")
-@recipe_option("image", "weights", help="imagenet, none, or a path to a no-top weights file.")
-@click.option("--schedule", type=click.Choice(list(SCHEDULES)),
-              help="A named stage schedule instead of the recipe's stages.",
-              show_default="recipe: feature-extraction")
-@recipe_option("image", "input_size", type=int,
-               help="Square input side in pixels (none: the backbone's default).")
-@recipe_option("image", "path_column", help="CSV column with image paths.")
-@recipe_option("image", "label_column", help="CSV column with labels.")
-@label_options("image")
-@recipe_option("image", "encoding", help="Encoding of a CSV given as --data.")
+@image_data_options
 @recipe_option("image", "cache_dir", type=click.Path(file_okay=False),
                help="Reuse (or keep) frozen-backbone features here.")
-@click.option("--strict", is_flag=True, default=None,
-              help="Stop on unreadable images instead of skipping them.")
 @recipe_option("image", "batch_size", type=int, help="Examples per training step.")
 @recipe_option("image", "seed", type=int, help="Seed of splits, initialisation, shuffling.")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),

@@ -78,6 +78,34 @@ def tta_option() -> Callable[[F], F]:
                              f"probabilities of {levels}. Default: off.")
 
 
+def image_data_options(function: F) -> F:
+    """What an image job trains on and with: ``--data``, ``--backbone``, ``--weights``,
+    ``--schedule``, ``--input-size``, the CSV's columns and labels, ``--encoding`` and
+    ``--strict``; one set for ``finetune`` and ``lr-find``."""
+    from tlkit.recipes import SCHEDULES
+
+    decorators = [
+        click.option("--data", help="Folder of class subfolders (or train/val/test), or a CSV."),
+        recipe_option("image", "backbone", help="Backbone name (see `tlkit backbones`)."),
+        recipe_option("image", "weights",
+                      help="imagenet, none, or a path to a no-top weights file."),
+        click.option("--schedule", type=click.Choice(list(SCHEDULES)),
+                     help="A named stage schedule instead of the recipe's stages.",
+                     show_default="recipe: feature-extraction"),
+        recipe_option("image", "input_size", type=int,
+                      help="Square input side in pixels (none: the backbone's default)."),
+        recipe_option("image", "path_column", help="CSV column with image paths."),
+        recipe_option("image", "label_column", help="CSV column with labels."),
+        label_options("image"),
+        recipe_option("image", "encoding", help="Encoding of a CSV given as --data."),
+        click.option("--strict", is_flag=True, default=None,
+                     help="Stop on unreadable images instead of skipping them."),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
 def label_options(kind: str) -> Callable[[F], F]:
     """``--multi-label``, ``--label-sep`` and ``--label-columns``: how the data labels each
     example, the same for images and text (recipe fields ``labels``, ``label_sep``,
