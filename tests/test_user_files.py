@@ -370,3 +370,15 @@ def test_inspect_output_into_a_missing_folder_is_one_line(tmp_path: Path) -> Non
     line = one_line(*run_cli(["inspect", "tiny_cnn", "--output", str(target)]))
     assert line == (f"Error: cannot write --output '{target}': '{target.parent}' is not a "
                     "writable folder")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden"])
+def test_a_report_name_that_leaves_the_reports_folder_is_one_line(image_run: Path,
+                                                                   name: str) -> None:
+    before = sorted(p.relative_to(image_run.parent) for p in image_run.parent.rglob("*"))
+    code, _, stderr = run_cli(["evaluate", str(image_run), "--data",
+                               str(image_run.parent.parent / "img"), "--name", name])
+    assert code == 2, stderr
+    assert stderr.startswith(f"Error: report name '{name}' must be one folder"), stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert sorted(p.relative_to(image_run.parent) for p in image_run.parent.rglob("*")) == before

@@ -21,7 +21,7 @@ import pandas as pd
 
 from tlkit.files import replacing
 from tlkit.predict import PROGRESS_FROM, open_run
-from tlkit.runs import METRICS_FILE, PREDICTIONS_FILE, Run, write_json
+from tlkit.runs import METRICS_FILE, PREDICTIONS_FILE, Run, check_run_name, write_json
 from tlkit.tasks import task_of
 
 REPORTS_FOLDER = "reports"
@@ -63,6 +63,8 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
     from tlkit.choices import TTA_LEVELS
     from tlkit.evaluation.report import write_report
 
+    if name is not None:  # the report folder stays inside RUN/reports
+        check_run_name(name, "report")
     run = open_run(run, kind, model=False)  # data mistakes are answered before TensorFlow
     task = task_of(run)
     task.check_tta(tta)

@@ -140,8 +140,8 @@ def partial_path(final: Path) -> Path:
     return final.parent / f".{final.name}{PARTIAL_SUFFIX}"
 
 
-def check_run_name(name: str) -> str:
-    """``name`` if it can name one run folder, else a UserError.
+def check_run_name(name: str, what: str = "run") -> str:
+    """``name`` if it can name one run (or report) folder, else a UserError.
 
     Example:
         >>> check_run_name("shapes-v2")
@@ -149,7 +149,7 @@ def check_run_name(name: str) -> str:
     """
     if (not name or "/" in name or "\\" in name or name in (".", "..")
             or name.startswith(".")):
-        raise UserError(f"run name '{name}' must be one folder name (no '/', not '.' or '..', "
+        raise UserError(f"{what} name '{name}' must be one folder name (no '/', not '.' or '..', "
                         "not starting with '.'); choose another --name")
     return name
 
