@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_user_error, write_image
-from test_tasks import CHANNELS, SETS, channel_model
+from conftest import assert_user_error
+from test_tasks import write_channel_run
 
 # Not 0.5 each, so an export that ignored the run's thresholds would answer other sets:
 # green (mean 200: p 0.97) stays below 0.98, blue is called from 0.0074 (mean 30) upwards.
@@ -30,20 +30,7 @@ HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime"))
 @pytest.fixture(scope="module")
 def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """test_tasks' hand-made channel run (sigmoid per colour channel), other thresholds."""
-    from tlkit.recipes import ImageRecipe
-    from tlkit.runs import new_run_folder
-
-    root = tmp_path_factory.mktemp("multilabel_export")
-    rows = [{"path": str(write_image(root / "img" / f"{i}-{k}.png", colour, size=32, seed=k)),
-             "label": labels, "split": "test" if k % 2 else "val"}
-            for i, (labels, colour) in enumerate(SETS.items()) for k in range(2)]
-    with new_run_folder(root / "runs", "channels", "image") as writer:
-        writer.write_recipe(ImageRecipe(backbone="tiny_cnn", input_size=32, labels="multi"))
-        writer.write_classes(CHANNELS)
-        writer.write_table("split.csv", pd.DataFrame(rows))
-        writer.write_json("metrics.json", {"val": {"thresholds": THRESHOLDS}})
-        writer.save_model(channel_model())
-    return writer.final
+    return write_channel_run(tmp_path_factory.mktemp("multilabel_export"), THRESHOLDS)
 
 
 def held_out_images(run: Path) -> np.ndarray:

@@ -220,13 +220,12 @@ def channel_model() -> object:
     return model
 
 
-@pytest.fixture(scope="module")
-def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An image run folder with labels: multi, its model made by hand (no training)."""
+def write_channel_run(root: Path, thresholds: list[float]) -> Path:
+    """An image run folder with labels: multi, the channel model and ``thresholds``; its
+    images (two per label set, val and test) are also listed in ``root/labelled.csv``."""
     from tlkit.recipes import ImageRecipe
     from tlkit.runs import new_run_folder
 
-    root = tmp_path_factory.mktemp("tasks_multilabel")
     rows = [{"path": str(write_image(root / "img" / f"{i}-{k}.png", colour, size=32, seed=k)),
              "label": labels, "split": "test" if k % 2 else "val"}
             for i, (labels, colour) in enumerate(SETS.items()) for k in range(2)]
@@ -234,10 +233,16 @@ def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         writer.write_recipe(ImageRecipe(backbone="tiny_cnn", input_size=32, labels="multi"))
         writer.write_classes(CHANNELS)
         writer.write_table("split.csv", pd.DataFrame(rows))
-        writer.write_json("metrics.json", {"val": {"thresholds": [0.5, 0.5, 0.5]}})
+        writer.write_json("metrics.json", {"val": {"thresholds": thresholds}})
         writer.save_model(channel_model())
     pd.DataFrame(rows).to_csv(root / "labelled.csv", index=False)
     return writer.final
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image run folder with labels: multi, its model made by hand (no training)."""
+    return write_channel_run(tmp_path_factory.mktemp("tasks_multilabel"), [0.5, 0.5, 0.5])
 
 
 def test_multi_label_image_run_predicts_evaluates_serves_and_exports_label_sets(

@@ -250,11 +250,9 @@ def lock_run(partial: Path, name: str) -> None:
         raise UserError(f"run '{name}' is being trained by {holder}; wait for it to finish, "
                         "or stop it and --resume")
     _HELD[key] = handle
-    try:
+    with suppress(OSError):  # a full disk: the lock holds all the same, without the PID in it
         os.ftruncate(handle, 0)
         os.write(handle, f"{os.getpid()}\n".encode())
-    except OSError:  # a full disk: the lock holds all the same, without the PID in it
-        pass
 
 
 @contextmanager
