@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tlkit.backbones import Backbone
+from tlkit.models.calibration import output_layers
 
 if TYPE_CHECKING:
     import keras
@@ -66,12 +67,12 @@ def preprocessing_layers(mode: str) -> list[Any]:
 
 def build_head(feature_shape: tuple[int | None, ...], num_classes: int, dropout: float,
                activation: str = "softmax") -> keras.Model:
-    """Global average pooling, dropout (left out when 0) and a softmax layer (a sigmoid per
-    class for label sets: ``activation``), as a model.
+    """Global average pooling, dropout (left out when 0), the logits, their temperature and
+    a softmax (a sigmoid per class for label sets: ``activation``), as a model.
 
     Example:
         >>> [layer.name for layer in build_head((None, 7, 7, 512), 5, dropout=0.0).layers]
-        ['features', 'avg_pool', 'predictions']
+        ['features', 'avg_pool', 'predictions', 'temperature', 'probabilities']
     """
     import keras
 
@@ -79,8 +80,7 @@ def build_head(feature_shape: tuple[int | None, ...], num_classes: int, dropout:
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation=activation, name="predictions",
-                                 dtype="float32")(x)
+    outputs = output_layers(x, num_classes, activation, name="predictions")
     return keras.Model(features, outputs, name="head")
 
 

@@ -30,6 +30,7 @@ from keras import ops
 from tlkit.data.text import Vocabulary, get_tokenizer, standardize
 from tlkit.errors import UserError
 from tlkit.keras_internals import adadelta_accumulators, optimizer_variable_index
+from tlkit.models.calibration import PROBABILITIES_LAYER, TEMPERATURE_LAYER, output_layers
 
 VARIANTS = ("rand", "static", "non-static", "multichannel")
 
@@ -196,8 +197,9 @@ def build_textcnn(vocab_size: int, num_classes: int, variant: str = "rand", *,
     """Kim's CNN on token ids ``(batch, length)`` (0 = padding) -> class probabilities.
 
     Embeddings -> convolutions of each width in ``filter_widths`` with ``feature_maps``
-    maps and ReLU -> max over time -> concatenation -> dropout -> softmax Dense whose
-    per-class weight vectors are kept within l2 norm ``max_norm``. ``variant``: ``rand``
+    maps and ReLU -> max over time -> concatenation -> dropout -> Dense logits whose
+    per-class weight vectors are kept within l2 norm ``max_norm`` -> temperature ->
+    ``output_activation`` (``tlkit.models.calibration.output_layers``). ``variant``: ``rand``
     (random embeddings, trained), ``static`` (``embeddings`` frozen), ``non-static``
     (``embeddings`` fine-tuned) or ``multichannel`` (one frozen and one fine-tuned copy).
 
@@ -228,10 +230,9 @@ def build_textcnn(vocab_size: int, num_classes: int, variant: str = "rand", *,
     features = _max_pooled_features(embedded, filter_widths, feature_maps, activation, seed)
     features = keras.layers.Dropout(dropout, seed=_offset(seed, 100), name="dropout")(features)
     constraint = None if max_norm is None else keras.constraints.MaxNorm(max_norm, axis=0)
-    outputs = keras.layers.Dense(
-        num_classes, activation=output_activation, kernel_constraint=constraint, name="output",
-        dtype="float32",  # probabilities in float32 under a mixed-precision policy
-        kernel_initializer=keras.initializers.GlorotUniform(seed=_offset(seed, 101)))(features)
+    outputs = output_layers(
+        features, num_classes, output_activation, name="output", kernel_constraint=constraint,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=_offset(seed, 101)))
     return keras.Model(ids, outputs, name=name)
 
 
@@ -412,6 +413,8 @@ def training_model(model: keras.Model) -> keras.Model:
         embedded = model.get_layer("embedding")(ids)
     features = PooledConvolutions(convolutions, name="pooled_convolutions")(embedded)
     outputs = model.get_layer("output")(model.get_layer("dropout")(features))
+    if names >= {TEMPERATURE_LAYER, PROBABILITIES_LAYER}:  # older models end in the Dense
+        outputs = model.get_layer(PROBABILITIES_LAYER)(model.get_layer(TEMPERATURE_LAYER)(outputs))
     return keras.Model(ids, outputs, name=f"{model.name}_training")
 
 
