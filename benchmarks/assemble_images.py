@@ -12,12 +12,20 @@ its wheel, so the set is the same on every machine with that package version.
   the defaults are meant for. Far from ImageNet's photos: a test of whether fine-tuning
   helps where frozen features fit badly.
 
+- ``downscale``: a copy of an image folder (``--from``, e.g. ``oxford_flowers12``, any layout
+  of class folders, train/test kept) with every image shrunk to ``--size`` pixels on its
+  longer side (Pillow's LANCZOS) and written as PNG. The loader scales it back up to 224, so
+  the backbone sees a blurred photo: frozen ImageNet features fit it less well than the
+  original, a set where fine-tuning should matter.
+
 Images are written at their native size as 8-bit PNG; tlkit's loader resizes them to the
 backbone's input (224 for EfficientNet-Lite0) like any other small image. A SOURCE.txt in
 ``--out`` says where the set came from and how it was made.
 
     python benchmarks/assemble_images.py lfw --out /tmp/tlkit-sets/lfw
     python benchmarks/assemble_images.py digits --out /tmp/tlkit-sets/digits --per-class 60
+    python benchmarks/assemble_images.py downscale --size 64 --out /tmp/tlkit-sets/flowers12-64 \
+        --from /work/shared/data/images/oxford_flowers12
 """
 
 from __future__ import annotations
@@ -102,13 +110,39 @@ def write_class_folders(images: np.ndarray, labels: list[str], out: Path, note: 
     return len(images)
 
 
+def downscaled_copy(source: Path, out: Path, size: int) -> int:
+    """Every image under ``source`` shrunk to ``size`` px on its longer side, as PNG under
+    ``out`` at the same relative path; returns the count written."""
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty; pass a new --out folder")
+    paths = sorted(p for p in source.rglob("*")
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    for path in paths:
+        target = (out / path.relative_to(source)).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+            image.save(target)
+    (out / "SOURCE.txt").write_text(
+        f"{len(paths)} images of {source}, each shrunk to {size} px on its longer side (Pillow "
+        f"{version('pillow')}, LANCZOS) by benchmarks/assemble_images.py downscale.\n")
+    return len(paths)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", choices=sorted(SOURCES))
+    parser.add_argument("source", choices=[*sorted(SOURCES), "downscale"])
+    parser.add_argument("--from", dest="origin", help="downscale: the image folder to copy")
+    parser.add_argument("--size", type=int, default=64, help="downscale: longer side in px")
     parser.add_argument("--out", required=True, help="a new folder (keep it outside the repo)")
     parser.add_argument("--per-class", type=int, default=None,
                         help="keep the first N images of each class (digits default: 60)")
     args = parser.parse_args()
+    if args.source == "downscale":
+        n = downscaled_copy(Path(args.origin), Path(args.out), args.size)
+        print(f"wrote {n} images shrunk to {args.size} px to {args.out}")
+        return
     make = SOURCES[args.source]
     images, labels, note = make(args.per_class) if args.per_class else make()
     n = write_class_folders(images, labels, Path(args.out), note)

@@ -25,7 +25,14 @@ from typing import Any
 import pandas as pd
 
 from tlkit.data.images import check_images, read_recipe_table
-from tlkit.recipes import ImageRecipe, Stage, apply_overrides, feature_extraction, two_stage
+from tlkit.recipes import (
+    ImageRecipe,
+    Stage,
+    apply_overrides,
+    feature_extraction,
+    lp_ft,
+    two_stage,
+)
 from tlkit.train.image import finetune
 
 TUNING_RESULTS = "benchmarks/results/defaults_tuning.csv"
@@ -59,6 +66,17 @@ CANDIDATES: dict[str, Callable[[], dict[str, Any]]] = {
                                  "early_stopping": 10, "monitor": "val_loss"},
     "head-ft-1": lambda: {"stages": _head_then_finetune(-1, 1e-4), "early_stopping": 10,
                           "monitor": "val_loss"},
+    # LP-FT: the probe starts the head, the head converges on cached features, then the
+    # whole backbone trains with warmup and cosine decay (BatchNorm frozen, augmentation on).
+    "lpft-all-1e-4": lambda: {"stages": lp_ft(), "early_stopping": 10, "monitor": "val_loss"},
+    "lpft-all-3e-4-decay0.5": lambda: {"stages": lp_ft(finetune_lr=3e-4, lr_decay=0.5),
+                                       "early_stopping": 10, "monitor": "val_loss"},
+    "lpft-all-3e-5": lambda: {"stages": lp_ft(finetune_lr=3e-5), "early_stopping": 10,
+                              "monitor": "val_loss"},
+    "head-lpinit": lambda: {"stages": feature_extraction(), "early_stopping": 10,
+                            "monitor": "val_loss", "head_init": "probe"},
+    "head-randinit": lambda: {"stages": feature_extraction(), "early_stopping": 10,
+                              "monitor": "val_loss", "head_init": "random"},
 }
 # Chosen on flowers12's train and val splits (docs/defaults.md): the head to convergence.
 CANDIDATES["default"] = lambda: {"stages": feature_extraction(epochs=100, lr=3e-3),
@@ -109,7 +127,8 @@ def check_candidate(name: str, recipe: ImageRecipe, out: Path, tune: bool) -> di
            "stages": " + ".join(_describe_stage(s) for s in recipe.stages),
            "monitor": recipe.monitor, "patience": recipe.early_stopping,
            "n_train": _count(run, "train"), "n_val": _count(run, "val"),
-           "run_val": run.metrics["val"]["accuracy"], "probe_val": probe["val"],
+           "run_val": run.metrics["val"]["accuracy"], "run_val_loss": kept[recipe.monitor],
+           "probe_val": probe["val"], "head_init": run.metrics.get("head_init"),
            "probe_C": probe["C"], "kept_stage": kept["stage"], "kept_epoch": int(kept["epoch"]),
            "epochs_run": len(run.history),
            "epochs_by_stage": " ".join(str(n) for n in

@@ -48,3 +48,58 @@ def test_an_empty_grid_is_refused() -> None:
     x, y = _blobs(12, 0)
     with pytest.raises(ValueError, match="Cs is empty"):
         linear_probe(x, y, x, y, Cs=())
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_the_probe_weights_give_its_probabilities_as_a_softmax_head(classes: int) -> None:
+    """A Dense softmax layer with kernel coef.T and bias intercept is the probe (LP-FT's
+    starting head); a class no training example has gets no probability."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tlkit.evaluation.probe import fit_linear_probe
+
+    x, y = _blobs(90, 0)
+    keep = y < classes
+    x, y = x[keep], y[keep]
+    probe = fit_linear_probe(x, y, x, y, Cs=(1.0,), n_classes=classes + 1)
+    logits = x @ probe.coef.T + probe.intercept
+    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
+    expected = reference.fit(x, y).predict_proba(x)
+    np.testing.assert_allclose(softmax[:, :classes], expected, atol=1e-6)
+    assert softmax[:, classes].max() < 1e-6
+
+
+def test_the_head_starts_from_the_probe(tmp_path) -> None:
+    """``head_init: probe`` (the default): before any head epoch, the classifier's head
+    answers the probe's probabilities on the cached features; ``random`` does not."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tlkit.backbones import build_backbone, get_backbone
+    from tlkit.data.images import ImageData
+    from tlkit.evaluation.probe import fit_linear_probe
+    from tlkit.models.image import build_classifier
+    from tlkit.recipes import ImageRecipe
+    from tlkit.seeds import EpochClock
+    from tlkit.train.image import FrozenFeatures
+
+    row = get_backbone("tiny_cnn")
+    model = build_classifier(row, build_backbone("tiny_cnn", 32), 3, dropout=0.0)
+    images = ImageData(pd.DataFrame({"path": ["a.png"], "label": ["a"], "split": "train"}),
+                       ["a", "b", "c"], [])
+    frozen = FrozenFeatures(ImageRecipe(backbone="tiny_cnn"), row, model, images,
+                            Path(tmp_path), EpochClock(0), model.distribute_strategy)
+    x, y = _blobs(60, 1, noise_features=30)  # 32 features: tiny_cnn's pooled width
+    probe = fit_linear_probe(x, y, x, y, Cs=(1.0,), n_classes=3)
+    before = frozen.head.predict(x, verbose=0)
+    frozen.start_head_from(probe)
+    after = frozen.head.predict(x, verbose=0)
+    logits = x @ probe.coef.T + probe.intercept
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(after, expected, atol=1e-5)
+    assert np.abs(before - expected).max() > 0.1

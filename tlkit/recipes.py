@@ -184,6 +184,8 @@ class ImageRecipe(Checked):
     augment_views: int = 1  # 1: features of the original images; K > 1: K augmented views
     cache_dir: str | None = None
     probe: bool = True  # a logistic-regression probe on the same features: the run's floor
+    # probe: the head starts from the probe's weights when the run fits one (LP-FT); random
+    head_init: str = "probe"
     strict: bool = False
     # Patience in epochs (None: off). The head trains to convergence: 100 epochs is a bound
     # that early stopping on val_loss ends (docs/defaults.md: chosen on flowers12 train/val).
@@ -282,8 +284,28 @@ def full_finetuning(epochs: int = 10, lr: float = 1e-4) -> list[Stage]:
     return [Stage(name="full", epochs=epochs, lr=lr, train_from="all")]
 
 
+def lp_ft(head_epochs: int = 100, finetune_epochs: int = 10, lr: float = 3e-3,
+          finetune_lr: float = 1e-4, train_from: str | int = "all", lr_decay: float = 1.0,
+          warmup: float = 0.1) -> list[Stage]:
+    """Linear probing, then fine-tuning (LP-FT, Kumar et al. 2022): the head (started from
+    the probe's weights, ``head_init: probe``) trains on cached features to convergence, then
+    the backbone trains from ``train_from`` at a small rate with warmup and cosine decay.
+
+    The kept epoch is the best over both stages, so a fine-tuning stage that does not
+    lower validation loss leaves the head's checkpoint in place.
+
+    Example:
+        >>> [(s.train_from, s.schedule) for s in lp_ft()]
+        [(None, 'constant'), ('all', 'cosine')]
+    """
+    return [Stage(name="head", epochs=head_epochs, lr=lr),
+            Stage(name="fine-tune", epochs=finetune_epochs, lr=finetune_lr,
+                  train_from=train_from, lr_decay=lr_decay, schedule="cosine", warmup=warmup)]
+
+
 # One row per named schedule; `--schedule NAME` picks one.
 SCHEDULES: dict[str, Any] = {
+    "lp-ft": lp_ft,
     "feature-extraction": feature_extraction,
     "two-stage": two_stage,
     "gradual-unfreezing": gradual_unfreezing,
@@ -322,6 +344,8 @@ def validate_image_recipe(recipe: ImageRecipe) -> None:
     _check(bool(recipe.stages), "a recipe needs at least one stage; stages is empty: leave it "
            "out for the default schedule, or pass --schedule (e.g. two-stage)")
     _check(0 <= recipe.dropout < 1, f"dropout must be in [0, 1), got {recipe.dropout}")
+    _check(recipe.head_init in HEAD_INITS, f"head_init '{recipe.head_init}' is not one of "
+           f"{', '.join(HEAD_INITS)}")
     _check(recipe.augment_views >= 1, f"augment_views must be at least 1, got "
            f"{recipe.augment_views}")
     _check(recipe.augment_views == 1 or recipe.augment is not None,
@@ -794,6 +818,7 @@ class TextCNNRecipe(Checked):
         _check_common(self)
 
 
+HEAD_INITS = ("probe", "random")
 TEXTCNN_VARIANTS = ("rand", "static", "non-static", "multichannel")
 
 # One row per recipe kind, and the command that trains it.

@@ -40,11 +40,44 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
     validation accuracy go to the smaller C, the stronger regularisation. The returned dict
     is JSON-safe: ``C``, ``val_accuracy``, ``test_accuracy`` (None without a test split),
     ``fit_seconds`` (the whole grid), ``val_by_C``, ``Cs``, ``n_train``, ``n_features``.
+    ``fit_linear_probe`` gives the same summary with the probe's weights.
 
     Example:
         >>> x, y = np.array([[0.0], [1.0], [0.1], [0.9]]), np.array([0, 1, 0, 1])
         >>> linear_probe(x, y, x, y, Cs=(1.0,))["val_accuracy"]
         1.0
+    """
+    return fit_linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, Cs=Cs,
+                            max_iter=max_iter).summary
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """A fitted probe: ``summary`` (JSON-safe, as ``linear_probe`` returns it) and per class
+    the weights ``coef`` (classes x features) and ``intercept`` (classes,) on the raw,
+    unstandardised features, so a Dense head starts from the probe with ``kernel = coef.T``,
+    ``bias = intercept``: softmax of ``x @ coef.T + intercept`` is the probe's probability
+    of each class (sigmoid of it per label for a one-vs-rest probe)."""
+
+    summary: dict[str, Any]
+    coef: np.ndarray
+    intercept: np.ndarray
+
+
+def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
+                     val_y: np.ndarray, test_x: np.ndarray | None = None,
+                     test_y: np.ndarray | None = None, Cs: tuple[float, ...] = DEFAULT_CS,
+                     max_iter: int = 5000, n_classes: int | None = None) -> LinearProbe:
+    """``linear_probe`` and the weights of a softmax head over ``n_classes`` (default: one
+    more than the largest class id seen) that computes the probe's probabilities.
+
+    A class missing from train gets zero weights and a bias of ``-CONSTANT_LOGIT``.
+
+    Example:
+        >>> x, y = np.array([[0.0], [1.0], [0.1], [0.9]]), np.array([0, 1, 0, 1])
+        >>> probe = fit_linear_probe(x, y, x, y, Cs=(1.0,), n_classes=3)
+        >>> probe.coef.shape, float(probe.intercept[2])
+        ((3, 1), -16.1)
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -58,10 +91,31 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
     test_accuracy = None
     if test_x is not None and test_y is not None:
         test_accuracy = float(grid.model.score(_rows(test_x), test_y))
-    return {"C": grid.C, "val_accuracy": grid.score, "test_accuracy": test_accuracy,
-            "fit_seconds": grid.seconds, "val_by_C": grid.val_by_C,
-            "Cs": [float(c) for c in sorted(Cs)], "n_train": int(len(train_x)),
-            "n_features": int(train_x.shape[1])}
+    summary = {"C": grid.C, "val_accuracy": grid.score, "test_accuracy": test_accuracy,
+               "fit_seconds": grid.seconds, "val_by_C": grid.val_by_C,
+               "Cs": [float(c) for c in sorted(Cs)], "n_train": int(len(train_x)),
+               "n_features": int(train_x.shape[1])}
+    classes = n_classes or int(np.max(train_y)) + 1
+    return LinearProbe(summary, *_softmax_weights(grid.model, classes))
+
+
+def _softmax_weights(pipeline: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax-head weights of a fitted scaler + logistic regression, the scaler folded in.
+
+    A binary regression has one row w for class 1; logits (0, w.x + b) give the same
+    softmax, since softmax depends only on the difference of the two logits.
+    """
+    scaler, regression = pipeline[0], pipeline[-1]
+    fitted_coef = regression.coef_ / scaler.scale_
+    fitted_intercept = regression.intercept_ - fitted_coef @ scaler.mean_
+    if len(regression.classes_) == 2:
+        fitted_coef = np.vstack([np.zeros_like(fitted_coef), fitted_coef])
+        fitted_intercept = np.concatenate([[0.0], fitted_intercept])
+    coef = np.zeros((n_classes, len(scaler.mean_)))
+    intercept = np.full(n_classes, -CONSTANT_LOGIT)
+    rows = np.asarray(regression.classes_, dtype=int)
+    coef[rows], intercept[rows] = fitted_coef, fitted_intercept
+    return coef, intercept
 
 
 @dataclass(frozen=True)
@@ -92,22 +146,10 @@ def _grid(make: Callable[[float], Any], score: Callable[[Any, Any, Any], float |
     return _Grid(model, float(c), value, val_by_c, round(time.perf_counter() - start, 3))
 
 
-@dataclass(frozen=True)
-class OneVsRestProbe:
-    """A one-vs-rest probe: ``summary`` (JSON-safe), and per class the weights ``coef``
-    (classes x features) and ``intercept`` (classes,) on the raw, unstandardised features,
-    so ``sigmoid(x @ coef.T + intercept)`` is the probe's probability of each class and a
-    Dense sigmoid head starts from it with ``kernel = coef.T``, ``bias = intercept``."""
-
-    summary: dict[str, Any]
-    coef: np.ndarray
-    intercept: np.ndarray
-
-
 def one_vs_rest_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
                       val_y: np.ndarray, test_x: np.ndarray | None = None,
                       test_y: np.ndarray | None = None, Cs: tuple[float, ...] = DEFAULT_CS,
-                      max_iter: int = 5000) -> OneVsRestProbe:
+                      max_iter: int = 5000) -> LinearProbe:
     """The multi-label probe: standardised one-vs-rest logistic regression for each C, the
     best macro mAP on val kept (ties to the smaller C), test scored with it.
 
@@ -140,7 +182,7 @@ def one_vs_rest_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarra
                "fit_seconds": grid.seconds, "val_by_C": grid.val_by_C,
                "Cs": [float(c) for c in sorted(Cs)], "n_train": int(len(train_x)),
                "n_features": int(train_x.shape[1]), "n_classes": int(train_y.shape[1])}
-    return OneVsRestProbe(summary, coef, intercept)
+    return LinearProbe(summary, coef, intercept)
 
 
 def _map(model: Any, x: np.ndarray, y: Any) -> float | None:
