@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -593,7 +594,25 @@ def write_results(table: pd.DataFrame, info: dict[str, Any], path: Path) -> None
         markdown(table), "", "## Machine and versions", "", markdown(machine_rows), "",
         "## Settings", "", "```", json.dumps(info["settings"], indent=1), "```", "",
     ]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + appended_sections(path))
+
+
+def appended_sections(path: Path) -> str:
+    """The sections other benchmarks appended to ``path`` (multi-label, Kim's 5 seeds): kept
+    when this script writes the file anew.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "RESULTS.md"
+        >>> _ = path.write_text("# t\\n\\n## Settings\\n\\nx\\n\\n## Kim\\n\\nrows\\n")
+        >>> appended_sections(path)
+        '## Kim\\n\\nrows\\n'
+    """
+    if not path.is_file():
+        return ""
+    own = ("## Machine and versions\n", "## Settings\n")
+    parts = re.split(r"(?m)^(?=## )", path.read_text())
+    return "".join(part for part in parts[1:] if not part.startswith(own))
 
 
 SECTIONS = ("head", "finetune", "predict", "textcnn", "cli", "memory")
