@@ -79,6 +79,9 @@ TTA_LEVELS = {
     "flip-crops": ("the image, its horizontal flip, and 5 crops of 90% of its side (the 4 "
                    "corners and the centre) resized back to the input size (7 views)"),
 }
+# `--conformal-score` of predict and serve: the split-conformal score of prediction sets,
+# the default first (tlkit.evaluation.calibration; docs/calibration.md).
+CONFORMAL_SCORES = ("aps", "lac")
 # `tlkit export --format` and `--quantize`.
 EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
 EXPORT_QUANTIZATIONS = ("dynamic",)

@@ -76,6 +76,9 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
                         run.class_names, "eval", progress=len(inputs) >= PROGRESS_FROM,
                         thresholds=task.thresholds(run), tta=tta)
     metrics, predictions = scored.metrics, scored.predictions
+    calibration = task.calibration_rows(run)
+    if calibration is not None:  # the run's prediction sets, on this data
+        metrics["conformal"] = task.coverage(calibration, predictions, run.class_names)
     metrics.update(data=str(data), unknown_labels=unknown, skipped_inputs=scored.skipped,
                    tta=tta)
     shown = {"test-time augmentation": f"{tta}: {TTA_LEVELS[tta]}"} if tta else None

@@ -22,6 +22,7 @@ from tlkit.errors import UserError
 from tlkit.models.saved import load_keras_file
 from tlkit.runs import MODEL_FILE, Run, read_run
 from tlkit.tasks import PREDICT_BATCH, require_task, task_of
+from tlkit.tasks.base import check_uncertainty
 
 __all__ = ["PREDICT_BATCH", "gather_inputs", "open_run", "predict", "probabilities"]
 
@@ -91,20 +92,26 @@ def probabilities(run: Run, items: Sequence[str], tta: str | None = None
 
 def predict(run: Run | str | Path, inputs: Sequence[str] = (), top_k: int = 1,
             input_file: str | Path | None = None, column: str | None = None,
-            encoding: str = "utf-8", kind: str | None = None, tta: str | None = None
-            ) -> pd.DataFrame:
+            encoding: str = "utf-8", kind: str | None = None, tta: str | None = None,
+            coverage: float | None = None, conformal_score: str | None = None,
+            abstain_below: float | None = None) -> pd.DataFrame:
     """Top-k labels and probabilities of a run's model for each input (either kind); for a
     multi-label run, each input's label set and every label's probability.
 
     ``kind`` (``image`` or ``textcnn``), if given, is the kind of run expected; ``tta`` (image
     runs: ``flip`` or ``flip-crops``, see ``tlkit.choices.TTA_LEVELS``) averages each image's
-    probabilities over those views.
+    probabilities over those views. ``coverage`` (the run's split-conformal prediction set
+    at that coverage, by ``conformal_score`` aps or lac) and ``abstain_below`` (a top
+    probability under it) add ``answer`` (the label, or ``unsure``) and ``candidates`` (the
+    classes in doubt, joined by ``|``) columns (docs/calibration.md).
 
     Example:
         >>> predict("runs/shapes", ["datasets/shapes/circle"], top_k=2)  # doctest: +SKIP
     """
     run = open_run(run, kind, model=False)  # every mistake is answered before TensorFlow
     task_of(run).check_tta(tta)
+    uncertainty = task_of(run).uncertainty(
+        run, check_uncertainty(coverage, abstain_below, conformal_score))
     if not 1 <= top_k <= len(run.class_names):
         raise UserError(f"--top-k {top_k}: choose between 1 and {len(run.class_names)} (the "
                         "run's number of classes)")
@@ -112,4 +119,12 @@ def predict(run: Run | str | Path, inputs: Sequence[str] = (), top_k: int = 1,
     run = open_run(run)
     probs, errors = probabilities(run, items, tta)
     task = task_of(run)
-    return task.answer_table(items, probs, errors, run.class_names, top_k, task.thresholds(run))
+    table = task.answer_table(items, probs, errors, run.class_names, top_k,
+                              task.thresholds(run))
+    if uncertainty is None:
+        return table
+    answers = task.answers(probs, errors, run.class_names, uncertainty)
+    table.insert(table.columns.get_loc("error"), "answer", [answer for answer, _ in answers])
+    table.insert(table.columns.get_loc("error"), "candidates",
+                 ["|".join(names) for _, names in answers])
+    return table

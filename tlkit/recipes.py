@@ -166,6 +166,9 @@ class ImageRecipe(Checked):
     batch_size: int = 32
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    # Of the training images, held out for conformal prediction sets only (docs/calibration.md)
+    calibration_fraction: float = 0.1
+    calibrate: bool = True  # fit a temperature on val after training (docs/calibration.md)
     path_column: str = "path"
     label_column: str = "label"
     labels: str = "single"  # or multi: each image has a set of labels (a CSV, not folders)
@@ -314,6 +317,18 @@ SCHEDULES: dict[str, Any] = {
 }
 
 
+def check_calibration_fraction(fraction: float) -> None:
+    """The share of training examples held out for conformal sets: in [0, 0.5].
+
+    Example:
+        >>> check_calibration_fraction(0.9)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: calibration_fraction must be in [0, 0.5] (0: no prediction ...
+    """
+    _check(0 <= fraction <= 0.5, f"calibration_fraction must be in [0, 0.5] (0: no prediction "
+           f"sets), got {fraction}")
+
+
 def validate_image_recipe(recipe: ImageRecipe) -> None:
     """Check the values a type check cannot (choices and ranges); raise a UserError.
 
@@ -341,6 +356,7 @@ def validate_image_recipe(recipe: ImageRecipe) -> None:
            "val_fraction and test_fraction must be in [0, 1)")
     _check(recipe.val_fraction + recipe.test_fraction < 1,
            "val_fraction + test_fraction must leave images to train on")
+    check_calibration_fraction(recipe.calibration_fraction)
     _check(bool(recipe.stages), "a recipe needs at least one stage; stages is empty: leave it "
            "out for the default schedule, or pass --schedule (e.g. two-stage)")
     _check(0 <= recipe.dropout < 1, f"dropout must be in [0, 1), got {recipe.dropout}")
@@ -774,6 +790,9 @@ class TextCNNRecipe(Checked):
     epochs: int = 25
     lr: float = 1.0
     dev_fraction: float = 0.1
+    # Of the training texts, held out for conformal prediction sets only (docs/calibration.md)
+    calibration_fraction: float = 0.1
+    calibrate: bool = True  # fit a temperature on dev after training (docs/calibration.md)
     cv: int | None = None
     seed: int = 42
     early_stopping: int | None = None
@@ -798,6 +817,7 @@ class TextCNNRecipe(Checked):
                "least 2 folds (the paper uses 10)")
         _check(0 <= self.dev_fraction < 1, f"dev_fraction must be in [0, 1), got "
                f"{self.dev_fraction}")
+        check_calibration_fraction(self.calibration_fraction)
         _check(self.max_length is None or self.max_length >= 1,
                f"max_length must be at least 1 token, got {self.max_length}")
         _check(bool(self.filter_widths) and min(self.filter_widths) >= 1

@@ -15,6 +15,9 @@ allowed (``allow_paths``; off by default, so a caller cannot probe or read the s
 files); text runs take sentences. Response
 ``{"predictions": [{"labels": [...], "probabilities": [...]}, ...]}`` with the ``top_k`` most
 probable classes first (default 1), or ``{"error": "..."}`` for an input that cannot be read.
+``"coverage": 0.9`` (``"conformal_score": "aps"`` or ``"lac"``) and ``"abstain_below": 0.8``
+mean what predict's options of those names mean: each answer gains ``"answer"`` (a label, or
+``"unsure"``) and ``"candidates"`` (the classes in doubt).
 The TF Serving / KServe v1 form works too: ``{"instances": ["text", {"b64": "..."}]}`` is
 answered ``{"predictions": [[p0, p1, ...], ...]}``, every class's probability in the order of
 ``/health``'s ``classes``. Bad requests get a 4xx status and ``{"error": "..."}``; POSTs must
@@ -53,10 +56,14 @@ from tlkit.choices import SERVE_READ_TIMEOUT as READ_TIMEOUT
 from tlkit.errors import UserError
 from tlkit.runs import Run, check_run_folder
 from tlkit.tasks import task_of
+from tlkit.tasks.base import check_uncertainty
 
 MAX_INPUTS = 1024  # per request
 MAX_BODY_BYTES = 64 * 2**20
-REQUEST_FIELDS = ("inputs", "top_k")
+REQUEST_FIELDS = ("inputs", "top_k", "coverage", "conformal_score", "abstain_below")
+# A request's names for predict's --coverage, --conformal-score and --abstain-below
+UNCERTAINTY_FIELDS = {"coverage": '"coverage"', "score": '"conformal_score"',
+                      "below": '"abstain_below"'}
 INSTANCES_FIELDS = ("instances", "signature_name")  # TF Serving / KServe v1
 SIGNATURE = "serving_default"  # the one signature served, as tlkit export names it
 # TF Serving's and KServe v1's URL (any model name: one model is served) beside tlkit's own.
@@ -95,6 +102,7 @@ class Request:
     top_k: int = 1
     form: str = "inputs"
     encoded: frozenset[int] = frozenset()
+    uncertainty: Any = None  # a tlkit.tasks.base.Uncertainty: when to answer unsure
 
     @property
     def word(self) -> str:
@@ -203,6 +211,7 @@ class PredictionServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], batcher: Batcher,
                  allow_paths: Path | None = None, read_timeout: float = READ_TIMEOUT) -> None:
         self.batcher = batcher
+        self.uncertainties: dict[tuple[Any, ...], Any] = {}  # conformal thresholds, as asked
         self.allow_paths = allow_paths
         self.read_timeout = read_timeout
         if ":" in address[0]:
@@ -323,7 +332,12 @@ def parse_request(body: bytes, class_count: int) -> Request:
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= class_count:
         raise RequestError(400, f'"top_k" must be an integer from 1 to {class_count} (the '
                                 "run's number of classes)")
-    return Request(inputs, top_k)
+    try:
+        uncertainty = check_uncertainty(payload.get("coverage"), payload.get("abstain_below"),
+                                        payload.get("conformal_score"), UNCERTAINTY_FIELDS)
+    except UserError as error:
+        raise RequestError(400, str(error)) from error
+    return Request(inputs, top_k, uncertainty=uncertainty)
 
 
 def _parse_instances(payload: dict[str, Any]) -> Request:
@@ -375,16 +389,39 @@ def predict_request(server: PredictionServer, request: Request) -> list[Any]:
         [[0.25, 0.75]]
         >>> server.server_close()
     """
+    uncertainty = _uncertainty(server, request.uncertainty)  # a run without sets: no model call
     probs, errors = _predictions(server, request)
     if request.form == "inputs":
         task = task_of(server.run)
-        return task.answer_rows(probs, errors, server.run.class_names, request.top_k,
+        rows = task.answer_rows(probs, errors, server.run.class_names, request.top_k,
                                 task.thresholds(server.run))
+        if uncertainty is not None:
+            for row, (answer, candidates) in zip(
+                    rows, task.answers(probs, errors, server.run.class_names, uncertainty),
+                    strict=True):
+                row.update({} if "error" in row else {"answer": answer,
+                                                      "candidates": candidates})
+        return rows
     for i, error in enumerate(errors):
         if error is not None:
             word = f"instance {i}"
             raise RequestError(400, error if error.startswith(f"{word} ") else f"{word}: {error}")
     return probs.astype(float).tolist()
+
+
+def _uncertainty(server: PredictionServer, asked: Any) -> Any:
+    """The request's ``Uncertainty`` with its conformal threshold (made once per coverage and
+    score); a run without calibration examples is a 400."""
+    if asked is None:
+        return None
+    key = (asked.coverage, asked.score, asked.below)
+    if key not in server.uncertainties:
+        try:
+            server.uncertainties[key] = task_of(server.run).uncertainty(server.run, asked)
+        except UserError as error:
+            said = str(error).replace("--coverage", '"coverage"')
+            raise RequestError(400, said.replace("--abstain-below", '"abstain_below"')) from error
+    return server.uncertainties[key]
 
 
 def _predictions(server: PredictionServer, request: Request

@@ -10,6 +10,8 @@
 ``--input FILE``   a file of inputs to predict on (CSV, or one text per line)
 ``--name NAME``    the run folder's name under ``--out``
 ``--multi-label``  each example has a set of labels (``--label-sep``, ``--label-columns``)
+``--coverage P``   answer with a conformal set at coverage P (``--abstain-below P``:
+                   ``unsure`` when the top probability is under P)
 =================  ===============================================================
 
 Defaults that come from a recipe are shown in ``--help`` as ``recipe: VALUE``.
@@ -27,7 +29,7 @@ from typing import Any
 
 import click
 
-from tlkit.choices import TTA_LEVELS
+from tlkit.choices import CONFORMAL_SCORES, TTA_LEVELS
 from tlkit.recipes import RECIPE_KINDS
 
 F = Callable[..., Any]
@@ -76,6 +78,29 @@ def tta_option() -> Callable[[F], F]:
     return click.option("--tta", type=click.Choice(list(TTA_LEVELS)), default=None,
                         help=f"Test-time augmentation for image runs: average the "
                              f"probabilities of {levels}. Default: off.")
+
+
+def uncertainty_options(function: F) -> F:
+    """``--coverage``, ``--conformal-score`` and ``--abstain-below`` of predict and serve:
+    when an answer is ``unsure`` and which classes it hesitates between
+    (docs/calibration.md). Ranges are checked by ``tasks.base.check_uncertainty``, so a
+    mistake is tlkit's one line."""
+    decorators = [
+        click.option("--coverage", type=float, default=None, metavar="P",
+                     help="Answer each input with the smallest set of classes that holds the "
+                          "true one with probability P (split conformal, calibrated on the "
+                          "run's calibration split); a set of more than one class answers "
+                          "unsure."),
+        click.option("--conformal-score", type=click.Choice(list(CONFORMAL_SCORES)),
+                     default=None, help="The score of --coverage's sets: aps (adaptive, the "
+                                        "default) or lac (smallest sets on average)."),
+        click.option("--abstain-below", type=float, default=None, metavar="P",
+                     help="Answer unsure, with the candidate classes, when the top "
+                          "probability is below P."),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
 
 
 def image_data_options(function: F) -> F:

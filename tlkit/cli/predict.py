@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tlkit.cli.options import tta_option
+from tlkit.cli.options import tta_option, uncertainty_options
 
 
 def predict_options(function: click.decorators.FC) -> click.decorators.FC:
@@ -22,6 +22,7 @@ def predict_options(function: click.decorators.FC) -> click.decorators.FC:
         click.option("--top-k", default=1, show_default=True, type=int,
                      help="Labels per input, most probable first."),
         tta_option(),
+        uncertainty_options,
         click.option("--output", type=click.Path(dir_okay=False),
                      help="Write the predictions CSV here (default: print it)."),
     ]
@@ -32,7 +33,9 @@ def predict_options(function: click.decorators.FC) -> click.decorators.FC:
 
 def run_predict(run: str, inputs: tuple[str, ...], input_file: str | None, column: str | None,
                 encoding: str, top_k: int, output: str | None, kind: str | None = None,
-                tta: str | None = None) -> None:
+                tta: str | None = None, coverage: float | None = None,
+                conformal_score: str | None = None, abstain_below: float | None = None
+                ) -> None:
     """Predict and print or write the table (shared by both predict commands)."""
     from pathlib import Path
 
@@ -45,7 +48,8 @@ def run_predict(run: str, inputs: tuple[str, ...], input_file: str | None, colum
                             "folder")
     from tlkit.predict import predict as run_model
 
-    table = run_model(run, inputs, top_k, input_file, column, encoding, kind, tta)
+    table = run_model(run, inputs, top_k, input_file, column, encoding, kind, tta, coverage,
+                      conformal_score, abstain_below)
     failed = int((table["error"] != "").sum())
     if failed:
         click.echo(f"warning: {failed} input(s) could not be predicted; see the error column",
@@ -75,5 +79,8 @@ def predict(**options: object) -> None:
     cannot be read becomes a row with an error.
 
     Example: tlkit predict runs/shapes datasets/shapes/circle --top-k 2 --output preds.csv
+
+    With --coverage 0.9 or --abstain-below 0.8, each row also says its answer (a label, or
+    unsure) and the candidate classes.
     """
     run_predict(**options)  # type: ignore[arg-type]

@@ -27,8 +27,10 @@ import numpy as np
 import pandas as pd
 
 from tlkit.data.labels import (
+    CALIBRATION_SPLIT,
     TABLE_SEP,
     LabelFormat,
+    calibration_holdout,
     holdout,
     label_matrix,
     label_strings,
@@ -186,7 +188,9 @@ def _table_from_frame(frame: pd.DataFrame, path_column: str, label_column: str, 
                         f"e.g. '{shown(absent[0])}' (relative paths are read from {base_name})")
     split: Any = None
     if "split" in frame.columns:
-        split = [None if pd.isna(s) or not str(s).strip() else SPLIT_NAMES.get(str(s).lower())
+        # a calibration split too: a run's own split.csv holds one
+        names = {**SPLIT_NAMES, CALIBRATION_SPLIT: CALIBRATION_SPLIT}
+        split = [None if pd.isna(s) or not str(s).strip() else names.get(str(s).lower())
                  for s in frame["split"]]
         unknown = sorted({str(s) for s, v in zip(frame["split"], split, strict=True)
                           if v is None and not pd.isna(s) and str(s).strip()})
@@ -454,12 +458,15 @@ def _first_line(error: BaseException) -> str:
 
 
 def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
-                seed: int, sep: str | None = None) -> pd.DataFrame:
+                seed: int, sep: str | None = None, calibration_fraction: float = 0.0
+                ) -> pd.DataFrame:
     """Fill in missing splits with stratified, seeded hold-outs (``labels.holdout``).
 
     Rows that already have a split keep it; validation is carved out of the training rows
     when only train (and maybe test) is given. ``sep`` (multi-label: the labels' separator)
-    makes the hold-outs iterative stratifications of the label sets.
+    makes the hold-outs iterative stratifications of the label sets. Then
+    ``calibration_fraction`` of the training rows becomes the ``calibration`` split (unless
+    the table has one), which only conformal prediction sets use.
 
     Example:
         >>> frame = pd.DataFrame({"path": list("abcdefgh"), "label": list("xxxxyyyy"),
@@ -485,6 +492,11 @@ def split_table(table: pd.DataFrame, val_fraction: float, test_fraction: float,
                            sep)
         table.loc[val, "split"] = "val"
     table["split"] = table["split"].fillna("train")
+    if calibration_fraction > 0 and not (table["split"] == CALIBRATION_SPLIT).any():
+        pool = table.index[table["split"] == "train"]
+        _, held = calibration_holdout(table.loc[pool, "label"].tolist(), calibration_fraction,
+                                      seed, sep, what="training images")
+        table.loc[pool[held], "split"] = CALIBRATION_SPLIT
     return table
 
 
@@ -573,7 +585,7 @@ def split_checked(recipe: ImageRecipe, table: pd.DataFrame) -> tuple[pd.DataFram
     given, source = table["split"].notna().any(), table.attrs.get("source", "the data")
     labels = LabelFormat.of(recipe)
     table = split_table(table, recipe.val_fraction, recipe.test_fraction, recipe.seed,
-                        labels.table_sep)
+                        labels.table_sep, recipe.calibration_fraction)
     class_names = classes_of(table.loc[table["split"] == "train", "label"], labels)
     unseen = sorted(set(classes_of(table["label"], labels)) - set(class_names))
     if unseen:

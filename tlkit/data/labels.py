@@ -54,6 +54,9 @@ from tlkit.errors import UserError
 
 DEFAULT_SEP = "|"
 TABLE_SEP = "|"  # joins a label set in the tables tlkit reads into and writes
+# The split held out of training for conformal prediction sets (docs/calibration.md)
+CALIBRATION_SPLIT = "calibration"
+CALIBRATION_FIX = "add training examples, or set calibration_fraction=0 (no prediction sets)"
 LabelSet = tuple[str, ...]
 
 
@@ -350,6 +353,21 @@ def holdout(labels: Sequence[str], fraction: float, seed: int, sep: str | None =
     folds = iterative_folds(label_matrix(sets, multi_label_classes(sets)),
                             [len(sets) - n_held, n_held], seed)
     return np.flatnonzero(folds == 0), np.flatnonzero(folds == 1)
+
+
+def calibration_holdout(labels: Sequence[str], fraction: float, seed: int,
+                        sep: str | None = None, what: str = "examples"
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(kept, held_out)`` of the calibration split: a stratified ``fraction`` of
+    the training examples, drawn with its own seed (``seed + 1``) so that it is not the
+    val draw again. Both kinds of run hold it out here.
+
+    Example:
+        >>> kept, held = calibration_holdout(["a"] * 10 + ["b"] * 10, 0.1, seed=0)
+        >>> len(kept), len(held)
+        (18, 2)
+    """
+    return holdout(labels, fraction, seed + 1, sep, what=what, fix=CALIBRATION_FIX)
 
 
 def check_split(labels: Sequence[str], fraction: float, sep: str | None = None,

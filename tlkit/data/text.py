@@ -30,8 +30,11 @@ import pandas as pd
 
 from tlkit.choices import TOKENIZERS, Tokenizer
 from tlkit.data.labels import (
+    CALIBRATION_FIX,
+    CALIBRATION_SPLIT,
     TABLE_SEP,
     LabelFormat,
+    calibration_holdout,
     check_split,
     holdout,
     iterative_kfold,
@@ -371,7 +374,8 @@ class TextData:
 
 def check_text_tables(train: pd.DataFrame, test: pd.DataFrame | None = None,
                       dev: pd.DataFrame | None = None, *, dev_fraction: float = DEV_FRACTION,
-                      labels: LabelFormat | None = None) -> None:
+                      labels: LabelFormat | None = None, calibration_fraction: float = 0.0
+                      ) -> None:
     """The checks of ``prepare_text_data`` that need no tokens, so a job makes them first.
 
     Blank texts, too few classes, test labels never trained on, a dev split that cannot be
@@ -384,7 +388,7 @@ def check_text_tables(train: pd.DataFrame, test: pd.DataFrame | None = None,
         tlkit.errors.UserError: ...
     """
     _check_before_tokenizing({"train": train, "dev": dev, "test": test}, dict(SPLIT_WORDS),
-                             dev_fraction, labels or LabelFormat())
+                             dev_fraction, labels or LabelFormat(), calibration_fraction)
 
 
 def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
@@ -392,7 +396,8 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
                       max_length: int | None = None, min_count: int = 1,
                       max_vocabulary: int | None = None, dev_fraction: float = DEV_FRACTION,
                       seed: int = 42, names: dict[str, str] | None = None,
-                      labels: LabelFormat | None = None) -> TextData:
+                      labels: LabelFormat | None = None, calibration_fraction: float = 0.0
+                      ) -> TextData:
     """Tokenise, drop empty texts, split a dev set off if none is given, build the vocabulary.
 
     Tables are ``read_text_table`` results. Without ``dev``, a stratified ``dev_fraction``
@@ -402,6 +407,8 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
     what messages call them (e.g. the file names). With ``labels.multi`` the tables hold
     label-set strings (``read_text_table`` with the same ``labels``), the classes are the
     labels that occur in training, and the dev hold-out is an iterative stratification.
+    ``calibration_fraction`` of what is left for training becomes the ``calibration`` split
+    (``labels.calibration_holdout``), which only conformal prediction sets use.
 
     Example:
         >>> multi = pd.DataFrame({"text": ["sun sea", "sea", "sun", "rain"] * 3,
@@ -419,7 +426,7 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
     names = {**SPLIT_WORDS, **(names or {})}
     labels = labels or LabelFormat()
     tables = {"train": train, "dev": dev, "test": test}
-    _check_before_tokenizing(tables, names, dev_fraction, labels)
+    _check_before_tokenizing(tables, names, dev_fraction, labels, calibration_fraction)
     tokens, skipped = _tokenized(tables, tokenizer, names)
     # Again on the tokenised texts: texts only the tokenizer empties may have taken a class.
     class_names = _class_names({split: table["label"] for split, (table, _) in tokens.items()},
@@ -429,6 +436,12 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         train_rows, dev_rows = dev_split(table["label"].tolist(), dev_fraction, seed,
                                          labels.table_sep)
         tokens["dev"] = (table.iloc[dev_rows], [train_tokens[i] for i in dev_rows])
+        tokens["train"] = (table.iloc[train_rows], [train_tokens[i] for i in train_rows])
+    if calibration_fraction > 0:
+        table, train_tokens = tokens["train"]
+        train_rows, held = calibration_holdout(table["label"].tolist(), calibration_fraction,
+                                               seed, labels.table_sep, what="training texts")
+        tokens[CALIBRATION_SPLIT] = (table.iloc[held], [train_tokens[i] for i in held])
         tokens["train"] = (table.iloc[train_rows], [train_tokens[i] for i in train_rows])
     vocabulary = build_vocabulary(tokens["train"][1], tokenizer, max_length, min_count,
                                   max_vocabulary)
@@ -466,7 +479,8 @@ def _warn_if_cut(tokenized: Sequence[Sequence[str]], max_length: int, name: str)
 
 
 def _check_before_tokenizing(tables: dict[str, pd.DataFrame | None], names: dict[str, str],
-                             dev_fraction: float, label_format: LabelFormat) -> None:
+                             dev_fraction: float, label_format: LabelFormat,
+                             calibration_fraction: float = 0.0) -> None:
     """The data checks that need no tokens, so no TensorFlow: answered in about a second.
 
     They look at the texts that are not blank (a blank text is empty under every tokenizer);
@@ -487,6 +501,9 @@ def _check_before_tokenizing(tables: dict[str, pd.DataFrame | None], names: dict
     if "dev" not in labels and dev_fraction > 0:
         check_split(labels["train"].tolist(), dev_fraction, label_format.table_sep, "texts",
                     DEV_FIX)
+    if calibration_fraction > 0:
+        check_split(labels["train"].tolist(), calibration_fraction, label_format.table_sep,
+                    "training texts", CALIBRATION_FIX)
 
 
 def _classes(labels: pd.Series, label_format: LabelFormat) -> list[str]:

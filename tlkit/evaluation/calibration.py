@@ -9,14 +9,16 @@ threshold, and an input's set holds every class scoring at most that, which cont
 true class with probability at least ``coverage`` on exchangeable data. ``lac`` scores
 ``1 - p(true class)``; ``aps`` the probability mass of the classes at least as probable as
 the true one (sets adapt to how hard an input is). Sets and quantiles are MAPIE's
-(``SplitConformalClassifier``, ``include_last_label=True``) without its randomisation;
+(``SplitConformalClassifier``; APS with ``include_last_label=False``, the smallest sets that
+keep the guarantee, and without MAPIE's randomised calibration scores);
 ``tests/test_calibration.py`` checks them against MAPIE. A multi-label run gets a threshold
-per label: each label is its own two-class problem (present or absent).
+per label: each label is its own two-class problem (present or absent), scored by lac
+(with two classes, unrandomised aps can only answer one side or both).
 
 Example:
     >>> probs = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
-    >>> prediction_sets(probs, 0.75, "aps").astype(int).tolist()
-    [[1, 1, 0], [1, 1, 0]]
+    >>> prediction_sets(probs, 0.8, "aps").astype(int).tolist()
+    [[1, 0, 0], [1, 1, 0]]
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-CONFORMAL_SCORES = ("aps", "lac")  # the default first
+from tlkit.choices import CONFORMAL_SCORES
+
 REPORTED_COVERAGES = (0.8, 0.9, 0.95)
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 _EPSILON = 1e-8  # MAPIE's tolerance when comparing a score with the threshold
@@ -200,8 +203,9 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
 
 def prediction_sets(probs: np.ndarray, threshold: float, score: str = "aps") -> np.ndarray:
     """Boolean (inputs x classes) conformal sets at ``threshold``: classes with
-    ``1 - p <= threshold`` (lac), or the most probable classes until their mass reaches it,
-    the one that crosses it included (aps; never empty).
+    ``1 - p <= threshold`` (lac, may be empty), or the most probable classes while their
+    cumulative mass stays within it, the top class always (aps; MAPIE's
+    ``include_last_label=False``).
 
     Example:
         >>> prediction_sets(np.array([[0.6, 0.3, 0.1]]), 0.5, "lac").tolist()
@@ -213,10 +217,15 @@ def prediction_sets(probs: np.ndarray, threshold: float, score: str = "aps") -> 
     if score == "lac":
         return (1.0 - probs) - threshold <= _EPSILON
     order = np.fliplr(np.argsort(probs, axis=1))
-    cumulative = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
-    reached = cumulative - threshold >= -_EPSILON
-    last = np.where(reached.any(axis=1), reached.argmax(axis=1), probs.shape[1] - 1)
-    last_probability = np.take_along_axis(probs, order, axis=1)[np.arange(len(probs)), last]
+    ranked = np.take_along_axis(probs, order, axis=1)
+    cumulative = np.cumsum(ranked, axis=1)
+    limit = np.maximum(threshold, cumulative[:, 0])  # the top class is always in
+    last = (cumulative - limit[:, None] <= _EPSILON).sum(axis=1) - 1
+    last_probability = ranked[np.arange(len(probs)), last]
+    # A zero last probability would take in every class of probability zero: MAPIE takes the
+    # row's smallest non-zero probability instead.
+    smallest = np.where(probs > _EPSILON, probs, np.inf).min(axis=1)
+    last_probability = np.where(last_probability <= _EPSILON, smallest, last_probability)
     return probs - last_probability[:, None] >= -_EPSILON
 
 
@@ -234,7 +243,8 @@ def label_sides(probs: np.ndarray) -> np.ndarray:
 
 def thresholds_for(probs: np.ndarray, targets: np.ndarray, coverage: float, score: str,
                    multi_label: bool = False) -> np.ndarray:
-    """The conformal threshold of calibration ``probs``: one, or one per label.
+    """The conformal threshold of calibration ``probs``: one, or one per label (always
+    scored by lac).
 
     Example:
         >>> p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
@@ -245,7 +255,7 @@ def thresholds_for(probs: np.ndarray, targets: np.ndarray, coverage: float, scor
         return np.asarray(conformal_quantile(conformity_scores(probs, targets, score),
                                              coverage))
     sides, targets = label_sides(probs), np.asarray(targets, dtype=int)
-    return np.array([conformal_quantile(conformity_scores(sides[:, j], targets[:, j], score),
+    return np.array([conformal_quantile(conformity_scores(sides[:, j], targets[:, j], "lac"),
                                         coverage) for j in range(sides.shape[1])])
 
 
@@ -261,7 +271,7 @@ def sets_for(probs: np.ndarray, threshold: np.ndarray, score: str, multi_label: 
     if not multi_label:
         return prediction_sets(probs, float(threshold), score)
     sides = label_sides(probs)
-    return np.stack([prediction_sets(sides[:, j], float(threshold[j]), score)
+    return np.stack([prediction_sets(sides[:, j], float(threshold[j]), "lac")
                      for j in range(sides.shape[1])], axis=1)
 
 
@@ -277,10 +287,10 @@ def coverage_table(calibration: tuple[np.ndarray, np.ndarray],
         >>> y = np.array([0, 0, 1, 1])
         >>> row = coverage_table((p, y), (p, y), coverages=(0.5,))[0]
         >>> row["score"], row["coverage"], row["mean_size"]
-        ('aps', 1.0, 1.75)
+        ('aps', 0.75, 1.0)
     """
     rows = []
-    for score in CONFORMAL_SCORES:
+    for score in ("lac",) if multi_label else CONFORMAL_SCORES:
         for asked in coverages:
             threshold = thresholds_for(*calibration, asked, score, multi_label)
             probs, targets = tested
@@ -317,3 +327,61 @@ def risk_coverage(probs: np.ndarray, targets: np.ndarray, steps: int = 21
                      "coverage": float(answered.mean()),
                      "accuracy": float(correct[answered].mean()) if answered.any() else None})
     return rows
+
+
+# ------------------------------------------------------------------ answers that abstain
+
+UNSURE = "unsure"
+
+
+def answers(probs: np.ndarray, class_names: list[str], sets: np.ndarray | None = None,
+            below: float | None = None, multi_label: bool = False
+            ) -> list[tuple[str, list[str]]]:
+    """Each input's answer and its candidate classes: the top class (or, for label sets,
+    the predicted set joined by ``|``) when sure, else ``unsure`` and the classes in doubt.
+
+    Unsure: a conformal set (``sets``, from ``sets_for``) of any size but one, or a top
+    probability below ``below``. The candidates are the set's classes, most probable
+    first; without a set, the most probable classes until their probabilities add up to
+    ``below`` (two at least). For label sets, a label is in doubt when its set holds both
+    sides (or none) or its probability is within ``below`` of neither 0 nor 1.
+
+    Example:
+        >>> p = np.array([[0.9, 0.05, 0.05], [0.5, 0.4, 0.1]])
+        >>> answers(p, ["a", "b", "c"], below=0.8)
+        [('a', []), ('unsure', ['a', 'b'])]
+    """
+    probs = np.asarray(probs, dtype="float64")
+    if multi_label:
+        return _label_answers(probs, class_names, sets, below)
+    result = []
+    for i, row in enumerate(probs):
+        order = np.argsort(-row, kind="stable")
+        sure = below is None or row[order[0]] >= below
+        if sets is not None:
+            members = [j for j in order if sets[i, j]]
+            sure = sure and members == [order[0]]
+        else:
+            reach = int(np.searchsorted(np.cumsum(row[order]), below or 1.0)) + 1
+            members = list(order[:max(2, reach)])
+        names = [class_names[j] for j in members]
+        result.append((class_names[order[0]], []) if sure else (UNSURE, names))
+    return result
+
+
+def _label_answers(probs: np.ndarray, class_names: list[str], sets: np.ndarray | None,
+                   below: float | None) -> list[tuple[str, list[str]]]:
+    doubt = np.zeros(probs.shape, dtype=bool)
+    if sets is not None:
+        doubt |= sets.sum(axis=-1) != 1
+    if below is not None:
+        doubt |= np.maximum(probs, 1 - probs) < below
+    present = sets[..., 1] & ~sets[..., 0] if sets is not None else probs >= 0.5
+    result = []
+    for row_present, row_doubt, row in zip(present, doubt, probs, strict=True):
+        if row_doubt.any():
+            order = np.argsort(-row, kind="stable")
+            result.append((UNSURE, [class_names[j] for j in order if row_doubt[j]]))
+        else:
+            result.append(("|".join(class_names[j] for j in np.flatnonzero(row_present)), []))
+    return result

@@ -151,9 +151,11 @@ def _style(axes: Any, title: str, xlabel: str, ylabel: str) -> None:
         axes.legend(loc="lower right" if "ROC" in title else "lower left", fontsize=8)
 
 
-def reliability_figure(reliability: dict[str, Any], ece: float | None = None) -> Figure:
+def reliability_figure(reliability: dict[str, Any], ece: float | None = None,
+                       title: str = "Reliability diagram") -> Figure:
     """Reliability diagram from ``classification_metrics(...)["reliability"]``: accuracy
-    against confidence per bin (the diagonal is perfect calibration), counts below.
+    against confidence per bin (the diagonal is perfect calibration), counts below;
+    ``title`` names it (e.g. before or after temperature scaling).
 
     Example:
         >>> r = {"edges": [0, .5, 1], "count": [0, 2], "accuracy": [None, .5],
@@ -175,11 +177,35 @@ def reliability_figure(reliability: dict[str, Any], ece: float | None = None) ->
             width=width, facecolor="none", edgecolor="#c44e52", hatch="//",
             label="gap to mean confidence")
     top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
-    title = "Reliability diagram" + (f" (ECE {ece:.3f})" if ece is not None else "")
+    title = title + (f" (ECE {ece:.3f})" if ece is not None else "")
     top.set(ylim=(0, 1), ylabel="accuracy", title=title)
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(centres, reliability["count"], width=width, color="grey", edgecolor="black")
     bottom.set(xlim=(0, 1), xlabel="confidence (top-class probability)", ylabel="examples")
+    return figure
+
+
+def risk_coverage_figure(rows: list[dict[str, Any]]) -> Figure:
+    """Accuracy of the answered inputs against the share answered, one point per
+    ``--abstain-below`` threshold (``evaluation.calibration.risk_coverage`` rows).
+
+    Example:
+        >>> rows = [{"abstain_below": 0.0, "coverage": 1.0, "accuracy": 0.8},
+        ...         {"abstain_below": 0.5, "coverage": 0.6, "accuracy": 0.95}]
+        >>> risk_coverage_figure(rows).axes[0].get_xlabel()
+        'coverage (share of inputs answered)'
+    """
+    shown = [row for row in rows if row["accuracy"] is not None]
+    figure = Figure(figsize=(5, 4), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([row["coverage"] for row in shown], [row["accuracy"] for row in shown],
+              marker="o", color="#4c72b0")
+    for row in shown[::4]:  # every fourth threshold named: the figure stays readable
+        axes.annotate(f"{row['abstain_below']:g}", (row["coverage"], row["accuracy"]),
+                      textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes.set(xlim=(0, 1.02), xlabel="coverage (share of inputs answered)",
+             ylabel="accuracy of the answered", title="Risk-coverage (labels: --abstain-below)")
+    axes.grid(alpha=0.3)
     return figure
 
 

@@ -137,7 +137,7 @@ def _single_label(given: Given, missing: list[str]) -> list[Section]:
             _confusion(metrics, names, missing),
             _most_confused(metrics, names, missing),
             _curves(metrics, given.predictions, names, missing),
-            _reliability(metrics, missing),
+            _reliability(metrics, given.predictions, names, missing),
             _training(given.history, missing),
             _top_losses(given.predictions, names, given.kind, given.root, missing)]
 
@@ -343,16 +343,73 @@ def _curves(metrics: dict[str, Any], predictions: pd.DataFrame | None, class_nam
     return section
 
 
-def _reliability(metrics: dict[str, Any], missing: list[str]) -> Section:
+def _reliability(metrics: dict[str, Any], predictions: pd.DataFrame | None,
+                 class_names: list[str], missing: list[str]) -> Section:
+    """Reliability diagrams (before and after temperature scaling when the run was scaled),
+    the conformal sets' coverage and size, and the risk-coverage curve."""
     from tlkit.evaluation.plots import reliability_figure
 
     if "reliability" not in metrics:
         return _not_drawn("reliability", "reliability diagram: the metrics have no calibration "
                           "data (metrics.json from an older tlkit; re-evaluate the run)", missing)
-    figure = reliability_figure(metrics["reliability"], metrics.get("ece"))
-    return Section("reliability", [
+    blocks: list[str | pd.DataFrame | Png] = [
         "Examples binned by their top-class probability; a calibrated model's bars reach the "
-        "diagonal. ECE is the examples-weighted mean gap.", _png("reliability", figure)])
+        "diagonal. ECE is the examples-weighted mean gap (docs/calibration.md)."]
+    scaling = metrics.get("temperature_scaling")
+    if scaling and "reliability_before" in scaling:
+        blocks += [_scaling_table(scaling),
+                   _png("reliability_before", reliability_figure(
+                       scaling["reliability_before"], scaling["ece_before"],
+                       "Before temperature scaling")),
+                   _png("reliability", reliability_figure(
+                       metrics["reliability"], metrics.get("ece"),
+                       "After temperature scaling"))]
+    else:
+        blocks.append(_png("reliability", reliability_figure(metrics["reliability"],
+                                                             metrics.get("ece"))))
+    return Section("reliability",
+                   blocks + _sets_and_abstaining(metrics, predictions, class_names, missing))
+
+
+def _scaling_table(scaling: dict[str, Any]) -> pd.DataFrame:
+    temperature = scaling["temperature"]
+    shown = (f"{temperature:.3f}" if isinstance(temperature, int | float)
+             else f"{min(temperature):.3f} to {max(temperature):.3f} (one per class)")
+    return pd.DataFrame([["temperature (fitted on val by NLL)", shown, ""],
+                         ["ECE", f"{scaling['ece_before']:.4f}", f"{scaling['ece_after']:.4f}"],
+                         ["NLL", f"{scaling['nll_before']:.4f}", f"{scaling['nll_after']:.4f}"]],
+                        columns=["", "before (T = 1)", "after"])
+
+
+def _sets_and_abstaining(metrics: dict[str, Any], predictions: pd.DataFrame | None,
+                         class_names: list[str], missing: list[str]
+                         ) -> list[str | pd.DataFrame | Png]:
+    """The coverage-vs-set-size table and the risk-coverage curve, or what is missing."""
+    from tlkit.evaluation.calibration import risk_coverage
+    from tlkit.evaluation.metrics import prediction_arrays
+    from tlkit.evaluation.plots import risk_coverage_figure
+
+    blocks: list[str | pd.DataFrame | Png] = []
+    rows = metrics.get("conformal")
+    if rows:
+        blocks += [f"Split-conformal prediction sets (calibrated on {rows[0]['calibration_n']} "
+                   "calibration examples): the share of these examples whose set holds the "
+                   "true class, and the mean set size, per asked coverage (`tlkit predict "
+                   "--coverage P`).",
+                   pd.DataFrame([{"score": row["score"], "asked coverage": row["asked"],
+                                  "empirical coverage": round(row["coverage"], 4),
+                                  "mean set size": round(row["mean_size"], 3)}
+                                 for row in rows])]
+    else:
+        missing.append("coverage of prediction sets: the run has no calibration split")
+    if predictions is None or predictions.empty:
+        missing.append("risk-coverage curve: it needs the examples' probabilities")
+        return blocks
+    y_true, probabilities, _ = prediction_arrays(predictions, class_names)
+    return blocks + [
+        "Risk-coverage: answering only when the top probability reaches a threshold "
+        "(`--abstain-below P`), the share answered and the accuracy of those answers.",
+        _png("risk_coverage", risk_coverage_figure(risk_coverage(probabilities, y_true)))]
 
 
 def _training(history: pd.DataFrame | None, missing: list[str]) -> Section:
@@ -577,6 +634,7 @@ def build_run_report(run_folder: str | Path, out: str | Path | None = None, *,
                             f"{', '.join(table['split'].unique())}")
         y_true, probabilities, unknown = task.prediction_arrays(rows, run.class_names)
         metrics = task.metrics(y_true, probabilities, run.class_names, task.thresholds(run))
+        metrics.update(_calibration_numbers(run, task, rows, split))
     else:
         split = split or _default_split([key for key, value in run.metrics.items()
                                          if isinstance(value, dict) and "per_class" in value])
@@ -586,6 +644,23 @@ def build_run_report(run_folder: str | Path, out: str | Path | None = None, *,
         predictions=rows, history=run.history, extra=_extra_numbers(run.metrics, split),
         probe_accuracy=_probe_accuracy(run.metrics, split), unknown=unknown,
         title=f"{run.path.resolve().name}: {split or 'no split'}", root=run.path)
+
+
+def _calibration_numbers(run: Any, task: Any, rows: pd.DataFrame, split: str
+                         ) -> dict[str, Any]:
+    """The run's temperature scaling as measured on ``split``, and the coverage on ``rows``
+    of the prediction sets calibrated on the run's calibration split (when it has them)."""
+    from tlkit.data.labels import CALIBRATION_SPLIT
+
+    numbers: dict[str, Any] = {}
+    scaling = (run.metrics or {}).get("temperature_scaling", {})
+    if split in scaling:
+        numbers["temperature_scaling"] = {"temperature": scaling["temperature"],
+                                          **scaling[split]}
+    calibration = task.calibration_rows(run)
+    if calibration is not None and split != CALIBRATION_SPLIT:
+        numbers["conformal"] = task.coverage(calibration, rows, run.class_names)
+    return numbers
 
 
 def _default_split(splits: list[str]) -> str | None:

@@ -72,6 +72,7 @@ def kim_parts(run_or_model: Any, class_names: Sequence[str] | None = None) -> Ki
     """
     import keras
 
+    from tlkit.models.calibration import TEMPERATURE_LAYER, find_layer
     from tlkit.models.textcnn import TextStandardization
 
     model, names = _model_and_classes(run_or_model, class_names)
@@ -86,12 +87,16 @@ def kim_parts(run_or_model: Any, class_names: Sequence[str] | None = None) -> Ki
     pads = {id(layer.output): layer for layer in ids_model.layers
             if isinstance(layer, keras.layers.ZeroPadding1D)}
     first = pads.get(id(convolutions[0].input), convolutions[0])
-    dense = ids_model.layers[-1]
+    # the logits' Dense: the last layer, or before the temperature and softmax of newer heads
+    dense = ids_model.get_layer("output")
     # The model's own outputs too: its probabilities are whatever its head computes (softmax
     # over classes, or a sigmoid per label for a multi-label run), never recomputed here.
     probe = keras.Model(ids_model.inputs[0], [first.input, *[conv.output for conv in convolutions],
                                               dense.input, ids_model.outputs[0]])
-    kernel, bias = (np.asarray(w, "float64") for w in dense.get_weights())
+    # In the calibrated model's units: its temperature divides the logits (1 when none)
+    scaling = find_layer(ids_model, TEMPERATURE_LAYER)
+    scale = np.asarray(1.0 if scaling is None else scaling.scale, "float64")
+    kernel, bias = (np.asarray(w, "float64") * scale for w in dense.get_weights())
     return KimParts(
         standardize=layers[TextStandardization], vectorize=layers[keras.layers.TextVectorization],
         vocabulary=[str(token) for token in

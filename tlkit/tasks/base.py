@@ -20,7 +20,7 @@ import contextlib
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,56 @@ class Scored:
     metrics: dict[str, Any]
     predictions: pd.DataFrame | None
     skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Uncertainty:
+    """When predict and serve answer ``unsure``: a conformal set at ``coverage`` (``score``:
+    aps or lac; ``threshold`` from the run's calibration examples) of size other than one,
+    or a top probability below ``below`` (``--abstain-below``).
+
+    Example:
+        >>> Uncertainty(below=0.8).coverage is None
+        True
+    """
+
+    coverage: float | None = None
+    score: str = "aps"
+    below: float | None = None
+    threshold: Any = None
+
+
+FLAGS = {"coverage": "--coverage", "below": "--abstain-below", "score": "--conformal-score"}
+
+
+def check_uncertainty(coverage: float | None, below: float | None, score: str | None,
+                      names: dict[str, str] = FLAGS) -> Uncertainty | None:
+    """The options as an ``Uncertainty`` (None when neither is asked for), or a UserError
+    naming the option (``names``: the CLI's flags, or a request's keys) and its range.
+
+    Example:
+        >>> check_uncertainty(1.5, None, "aps")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tlkit.errors.UserError: --coverage 1.5: a coverage is a probability strictly between ...
+    """
+    from tlkit.choices import CONFORMAL_SCORES
+
+    score = score or CONFORMAL_SCORES[0]
+    if score not in CONFORMAL_SCORES:
+        raise UserError(f"{names['score']} {score}: unknown score; choose one of: "
+                        f"{', '.join(CONFORMAL_SCORES)}")
+    for value, name, low, high, closed in ((coverage, "coverage", 0, 1, False),
+                                           (below, "below", 0, 1, True)):
+        if value is None:
+            continue
+        inside = low <= value <= high if closed else low < value < high
+        if isinstance(value, bool) or not isinstance(value, int | float) or not inside:
+            shape = "in [0, 1], e.g. 0.8" if closed else "strictly between 0 and 1, e.g. 0.9"
+            kind = "a top probability" if closed else "a coverage"
+            raise UserError(f"{names[name]} {value}: {kind} is a probability {shape}")
+    if coverage is None and below is None:
+        return None
+    return Uncertainty(coverage, score, below)
 
 
 class Task(ABC):
@@ -217,6 +267,91 @@ class Task(ABC):
                       self.predictions_table(inputs, targets, probs[kept], class_names, split,
                                              thresholds),
                       skipped)
+
+    def calibrate(self, model: Any, held_out: dict[str, tuple[Sequence[str], Any]]
+                  ) -> dict[str, Any]:
+        """Fit the model's temperature on ``held_out["val"]`` (least NLL of its logits) and set
+        it inside the model (``tlkit.models.calibration``), so everything saved from it gives
+        calibrated probabilities. Returns metrics.json's ``calibration``: the temperature and
+        each split's ECE and NLL before and after; ``{}`` (the model unchanged) without val
+        or for a model saved without a temperature layer.
+
+        Example:
+            >>> import keras
+            >>> from tlkit.tasks import get_task
+            >>> hashed = keras.Sequential([keras.Input((), dtype="string"),
+            ...                           keras.layers.Hashing(2, output_mode="one_hot")])
+            >>> get_task("textcnn").calibrate(hashed, {"val": (["a"], [0])})
+            {}
+        """
+        from tlkit.evaluation.calibration import before_and_after, fit_temperature
+        from tlkit.models.calibration import logits_out, set_temperature
+
+        logits = {}
+        with logits_out(model) as cut:
+            if not cut or "val" not in held_out:
+                return {}
+            for split, (inputs, targets) in held_out.items():
+                raw, errors = self.probabilities(model, inputs)
+                kept = np.array([error is None for error in errors], dtype=bool)
+                logits[split] = (raw[kept], np.asarray(targets)[kept])
+        temperature = fit_temperature(*logits["val"], self.multi_label)
+        set_temperature(model, temperature)
+        return {"temperature": temperature.tolist(), "fitted_on": "val",
+                **{split: before_and_after(z, y, temperature, self.multi_label)
+                   for split, (z, y) in logits.items()}}
+
+    def coverage(self, calibration: pd.DataFrame, tested: pd.DataFrame,
+                 class_names: list[str]) -> list[dict[str, Any]]:
+        """Empirical coverage and mean set size on ``tested`` prediction rows of the conformal
+        sets calibrated on ``calibration`` rows (``evaluation.calibration.coverage_table``)."""
+        from tlkit.evaluation.calibration import coverage_table
+
+        y_cal, p_cal, _ = self.prediction_arrays(calibration, class_names)
+        y, p, _ = self.prediction_arrays(tested, class_names)
+        return coverage_table((p_cal, y_cal), (p, y), self.multi_label)
+
+    def calibration_rows(self, run: Any) -> pd.DataFrame | None:
+        """The prediction rows of the run's calibration split (None: it has none)."""
+        from tlkit.data.labels import CALIBRATION_SPLIT
+        from tlkit.runs import PREDICTIONS_FILE
+
+        path = run.path / PREDICTIONS_FILE
+        if not path.is_file():
+            return None
+        table = self.read_predictions(path)
+        rows = table[table["split"] == CALIBRATION_SPLIT]
+        return None if rows.empty else rows
+
+    def uncertainty(self, run: Any, asked: Uncertainty | None) -> Uncertainty | None:
+        """``asked`` with its conformal threshold from the run's calibration examples; a run
+        without them is a UserError (read without TensorFlow)."""
+        from tlkit.evaluation.calibration import thresholds_for
+
+        if asked is None or asked.coverage is None:
+            return asked
+        rows = self.calibration_rows(run)
+        if rows is None:
+            raise UserError(f"--coverage: run '{run.path.name}' has no calibration examples (it "
+                            "was trained before tlkit held them out, or with "
+                            "calibration_fraction=0); train it again for prediction sets, or "
+                            "use --abstain-below")
+        y, p, _ = self.prediction_arrays(rows, run.class_names)
+        threshold = thresholds_for(p, y, asked.coverage, asked.score, self.multi_label)
+        return replace(asked, threshold=threshold)
+
+    def answers(self, probs: np.ndarray, errors: Sequence[str | None],
+                class_names: list[str], uncertainty: Uncertainty
+                ) -> list[tuple[str, list[str]]]:
+        """Each input's answer (``unsure`` when in doubt) and candidate classes; a failed
+        input gets ``("", [])`` (``evaluation.calibration.answers``)."""
+        from tlkit.evaluation.calibration import answers, sets_for
+
+        filled = np.nan_to_num(probs, nan=0.0)
+        sets = (sets_for(filled, uncertainty.threshold, uncertainty.score, self.multi_label)
+                if uncertainty.coverage is not None else None)
+        rows = answers(filled, class_names, sets, uncertainty.below, self.multi_label)
+        return [("", []) if error else row for row, error in zip(rows, errors, strict=True)]
 
     def fit_thresholds(self, model: Any, val: tuple[list[str], Any] | None) -> Any:
         """Decision thresholds learnt on the val split (None: single-label needs none)."""

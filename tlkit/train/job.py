@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tlkit.data.labels import CALIBRATION_SPLIT
 from tlkit.devices import TrainingSetup, training_setup
 from tlkit.recipes import KIND_COMMANDS
 from tlkit.runs import Run, RunWriter, new_run_folder, releasing
@@ -207,22 +208,35 @@ def score(job: Job) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics of the kept weights on val and test, and one prediction row per input, through
     the task's pipeline (the one evaluate and predict use). A multi-label task's per-class
     thresholds are chosen on val (each class's best F1) and decide val and test; the val
-    metrics hold them (``thresholds``), where evaluate, predict and export read them.
+    metrics hold them (``thresholds``), where evaluate, predict and export read them. Before
+    anything is scored, the model's temperature is fitted on val and set inside it
+    (``Task.calibrate``, unless the recipe says ``calibrate: false``; ``temperature_scaling``
+    holds ECE and NLL before and after); the calibration split's rows (predictions.csv) are
+    what prediction sets are calibrated on, and ``conformal`` holds their test coverage.
 
     Example:
         >>> metrics, predictions = score(job)  # doctest: +SKIP
     """
     task, class_names = job.task, job.class_names
-    parts = {split: part for split in ("val", "test")
+    parts = {split: part for split in ("val", "test", CALIBRATION_SPLIT)
              if (part := job.held_out(split)) is not None}
     model = next(iter(parts.values()))[0]
+    # first: the thresholds and every score below are of the calibrated model, as saved
+    scaling = task.calibrate(model, {split: part[1:] for split, part in parts.items()}
+                             ) if job.recipe.calibrate else {}
     thresholds = task.fit_thresholds(model, parts["val"][1:] if "val" in parts else None)
     metrics, tables = {}, []
     for split, (model, inputs, targets) in parts.items():
         scored = task.score(model, inputs, targets, class_names, split, thresholds=thresholds)
         metrics[split] = scored.metrics
         tables.append(scored.predictions)
-    return metrics, pd.concat(tables, ignore_index=True)
+    table = pd.concat(tables, ignore_index=True)
+    if scaling:
+        metrics["temperature_scaling"] = scaling
+    calibration, test = (table[table["split"] == split] for split in (CALIBRATION_SPLIT, "test"))
+    if not calibration.empty and not test.empty:  # the sets' coverage, on examples they never saw
+        metrics["conformal"] = {"test": task.coverage(calibration, test, class_names)}
+    return metrics, table
 
 
 @contextmanager

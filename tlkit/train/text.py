@@ -120,7 +120,8 @@ def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | 
         # dev hold-out is checked when the fold is made
         check_text_tables(tables["train"], tables.get("test"), tables.get("dev"),
                           dev_fraction=0 if recipe.cv else recipe.dev_fraction,
-                          labels=LabelFormat.of(recipe))
+                          labels=LabelFormat.of(recipe),
+                          calibration_fraction=calibration_fraction(recipe))
         on_error.pop_all()
     return tables, name
 
@@ -179,7 +180,8 @@ class TextJob(Job):
         self.data = data = prepare_text_data(
             tables["train"], tables.get("test"), tables.get("dev"), tokenizer=recipe.tokenizer,
             max_length=recipe.max_length, min_count=recipe.min_count,
-            dev_fraction=recipe.dev_fraction, seed=recipe.seed, labels=LabelFormat.of(recipe))
+            dev_fraction=recipe.dev_fraction, seed=recipe.seed, labels=LabelFormat.of(recipe),
+            calibration_fraction=calibration_fraction(recipe))
         self.clock = EpochClock(recipe.seed)
         embeddings, self.coverage = _embeddings(recipe, data)
         self.model = build_textcnn(
@@ -238,6 +240,17 @@ class TextJob(Job):
         table = self.tables["train"].reset_index(drop=True)
         return TextJob(self.recipe, {"train": table.iloc[train_rows],
                                      "test": table.iloc[test_rows]}, self.out, self.name)
+
+
+def calibration_fraction(recipe: TextCNNRecipe) -> float:
+    """The share of training texts held out for conformal sets: none for a cross-validated
+    run (its folds keep every training text; it stores no prediction sets).
+
+    Example:
+        >>> calibration_fraction(TextCNNRecipe()), calibration_fraction(TextCNNRecipe(cv=10))
+        (0.1, 0.0)
+    """
+    return 0.0 if recipe.cv else recipe.calibration_fraction
 
 
 def _training_fit(model: Any, datasets: dict[str, Any], stage: Stage, task: Any) -> StageFit:
