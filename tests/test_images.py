@@ -446,7 +446,9 @@ def _broken_files(folder: Path) -> dict[str, Path]:
 
 
 def test_broken_files_are_listed_in_one_warning_and_skipped(
-        image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        image_folder: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLKIT_QUIET", "1")  # the warning alone, without progress lines
     broken = _broken_files(image_folder)
     data = load_image_data(_recipe(image_folder))
     messages = capsys.readouterr().err.splitlines()
@@ -481,7 +483,9 @@ def _links(folder: Path) -> dict[str, Path]:
 
 
 def test_dangling_symlinks_and_loops_are_skipped_with_a_reason(
-        image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        image_folder: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLKIT_QUIET", "1")  # the warning alone, without progress lines
     links = _links(image_folder)
     good = image_folder / "red" / "linked.png"
     good.symlink_to(image_folder / "red" / "0.png")  # a working link is an image like any

@@ -124,7 +124,9 @@ def test_dimension_disagreeing_with_embedding_dim_is_a_user_error(tmp_path) -> N
         load_vectors(tmp_path / "v.bin", VOCAB, embedding_dim=300)
 
 
-def test_vectors_covering_none_of_the_vocabulary_warn_loudly(tmp_path, capsys) -> None:
+def test_vectors_covering_none_of_the_vocabulary_warn_loudly(tmp_path, capsys,
+                                                            monkeypatch) -> None:
+    monkeypatch.setenv("TLKIT_QUIET", "1")  # the warning alone, without the progress lines
     path = write(tmp_path / "v.txt", True)
     vectors = load_vectors(path, ["", "[UNK]", "zebra"])
     warning = capsys.readouterr().err

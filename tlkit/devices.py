@@ -102,13 +102,16 @@ def use_gpus(gpus: str | None, work: str = "running") -> None:
 
 def progress_verbosity() -> int:
     """Keras's ``verbose`` for fit and predict: a progress bar on a terminal, else one line
-    per epoch (logs and CI would fill with bar redraws).
+    per epoch (logs and CI would fill with bar redraws), none when progress is quiet. Keras
+    writes to stdout; its callers send that to stderr, so the terminal asked about is stderr's.
 
     Example:
         >>> progress_verbosity()  # a doctest's output is not a terminal
         2
     """
-    return 1 if sys.stdout.isatty() else 2
+    from tlkit.progress import interactive, quiet
+
+    return 0 if quiet() else 1 if interactive() else 2
 
 
 def precision_policy(setting: str) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pandas as pd
 
 from tlkit.files import replacing
 from tlkit.predict import PROGRESS_FROM, open_run
+from tlkit.progress import phase
 from tlkit.runs import METRICS_FILE, PREDICTIONS_FILE, Run, check_run_name, write_json
 from tlkit.tasks import task_of
 
@@ -72,9 +74,13 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
                                      ignore_unknown)
     run = open_run(run)
     inputs = table["input"].tolist()
-    scored = task.score(run.model, inputs, task.targets(table["label"], run.class_names),
-                        run.class_names, "eval", progress=len(inputs) >= PROGRESS_FROM,
-                        thresholds=task.thresholds(run), tta=tta)
+    # a few inputs are scored in a moment: only many get a phase (bar or lines on stderr)
+    counting = (phase("evaluate", len(inputs), unit=task.noun) if len(inputs) >= PROGRESS_FROM
+                else nullcontext())
+    with counting:
+        scored = task.score(run.model, inputs, task.targets(table["label"], run.class_names),
+                            run.class_names, "eval", progress=True,
+                            thresholds=task.thresholds(run), tta=tta)
     metrics, predictions = scored.metrics, scored.predictions
     calibration = task.calibration_rows(run)
     if calibration is not None:  # the run's prediction sets, on this data
@@ -86,7 +92,7 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
     folder.parent.mkdir(parents=True, exist_ok=True)
     # The report is written whole beside its name, then renamed into place: Ctrl-C or a full
     # disk keeps the previous report of that name, and a rerun never mixes with it.
-    with replacing(folder) as partial:
+    with replacing(folder) as partial, phase("report", detail=f"into {folder}"):
         partial.mkdir()
         write_json(partial / METRICS_FILE, metrics)
         predictions.to_csv(partial / PREDICTIONS_FILE, index=False)

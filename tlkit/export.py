@@ -41,6 +41,7 @@ from tlkit.choices import EXPORT_QUANTIZATIONS as QUANTIZATIONS
 from tlkit.errors import UserError
 from tlkit.files import replacing
 from tlkit.predict import open_run
+from tlkit.progress import phase
 from tlkit.runs import (
     CLASSES_FILE,
     Run,
@@ -150,8 +151,11 @@ def export_run(run_path: str | Path, fmt: str, out: str | Path | None = None,
     # replaced): a ParityError, Ctrl-C or a full disk leaves nothing behind.
     with replacing(folder) as partial:
         partial.mkdir()
-        result = _export(run, fmt, quantize, partial)
-        result.update(_check(run, result, *reference))
+        with phase("export", detail=f"{fmt} into {folder}"):
+            result = _export(run, fmt, quantize, partial)
+        with phase("parity check", detail=f"the export against model.keras on "
+                                          f"{reference[2]} inputs"):
+            result.update(_check(run, result, *reference))
         final_model = folder / Path(result["path"]).relative_to(partial)
         result.update(path=str(final_model), folder=str(folder), run=str(run.path))
         write_json(partial / EXPORT_FILE, result)

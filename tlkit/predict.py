@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pandas as pd
 
 from tlkit.errors import UserError
 from tlkit.models.saved import load_keras_file
+from tlkit.progress import phase
 from tlkit.runs import MODEL_FILE, Run, read_run
 from tlkit.tasks import PREDICT_BATCH, require_task, task_of
 from tlkit.tasks.base import check_uncertainty
@@ -75,7 +77,7 @@ def probabilities(run: Run, items: Sequence[str], tta: str | None = None
     """Class probabilities of each input, and an error (or None) for each, through the run's
     task (``Task.probabilities``, the one inference pipeline; ``tta``: test-time augmentation).
 
-    Rows with an error hold NaN; long inputs get a progress bar on stderr.
+    Rows with an error hold NaN; many inputs are a progress phase on stderr (``predict``).
 
     Example:
         >>> import keras
@@ -86,8 +88,11 @@ def probabilities(run: Run, items: Sequence[str], tta: str | None = None
         >>> np.isnan(probs).any(axis=1).tolist(), errors
         ([False, True], [None, 'empty text: nothing to classify'])
     """
-    return task_of(run).probabilities(run.model, items, progress=len(items) >= PROGRESS_FROM,
-                                      tta=tta)
+    task = task_of(run)
+    counting = (phase("predict", len(items), unit=task.noun) if len(items) >= PROGRESS_FROM
+                else nullcontext())
+    with counting:
+        return task.probabilities(run.model, items, progress=True, tta=tta)
 
 
 def predict(run: Run | str | Path, inputs: Sequence[str] = (), top_k: int = 1,

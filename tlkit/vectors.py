@@ -30,9 +30,13 @@ import numpy as np
 
 from tlkit.choices import VECTOR_FORMATS as FORMATS
 from tlkit.errors import UserError
+from tlkit.progress import advance, phase
 
 # Kim's scale for random vectors when there is nothing to match: U[-0.25, 0.25].
 DEFAULT_SCALE = 0.25
+# Vectors read between two counts into the progress phase (a count per row costs seconds
+# over GoogleNews' three million rows).
+_COUNT_EVERY = 50_000
 
 
 @dataclass
@@ -89,7 +93,9 @@ def load_vectors(path: str | Path, vocabulary: Sequence[str], embedding_dim: int
         if word:
             wanted.setdefault(word.encode("utf-8"), []).append(i)
     binary = fmt == "word2vec-bin" or (fmt is None and _base_suffix(path) == ".bin")
-    dim, rows = _read(path, wanted, embedding_dim, fmt, binary)
+    with phase("vectors", unit="vector", detail=f"reading '{path}'") as reading:
+        dim, rows = _read(path, wanted, embedding_dim, fmt, binary)
+        reading.result = f"{len(rows)} of the {len(wanted)} words wanted"
     matrix = np.zeros((len(vocabulary), dim), dtype="float32")
     for key, vector in rows.items():
         matrix[wanted[key]] = vector
@@ -212,6 +218,8 @@ def _read_text(stream: BinaryIO, path: Path, wanted: dict[bytes, list[int]],
     vectors = 0
     for number, line in chain([] if is_header else [first], [second] if second else [], lines):
         vectors += 1
+        if vectors % _COUNT_EVERY == 0:
+            advance(_COUNT_EVERY)
         fields = line.count(b" ")
         # GloVe 840B has a few tokens with spaces in them (". . ."): more fields than the dim
         # are fine when what follows the first field is not a number.
@@ -264,6 +272,8 @@ def _read_binary(stream: BinaryIO, path: Path, wanted: dict[bytes, list[int]],
     compressed = isinstance(stream, gzip.GzipFile)
     rows: dict[bytes, np.ndarray] = {}
     for number in range(1, count + 1):
+        if number % _COUNT_EVERY == 0:
+            advance(_COUNT_EVERY)
         word = _read_word(stream)
         if word is None:
             raise UserError(truncated)

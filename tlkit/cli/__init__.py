@@ -9,6 +9,10 @@ TensorFlow's start-up lines (absl's "before InitializeLog" warnings, "Could not 
 drivers", "failed call to cuInit") read as failures on a machine without a GPU, where tlkit
 is meant to run: they are hidden unless ``--verbose`` (or ``TLKIT_VERBOSE=1``) is given, and
 tlkit says "no GPU: training on CPU" itself.
+
+Progress (``tlkit.progress``) goes to stderr, so stdout holds only the data a command prints;
+``--quiet`` (or ``TLKIT_QUIET=1``) silences it. Output to a file or pipe is line-buffered, so
+a killed run leaves its last lines in the log.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import click
 
 from tlkit.errors import UserError
 from tlkit.files import disk_full_error, is_disk_full
+from tlkit.progress import QUIET_ENV
 
 # One row per top-level command: name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
@@ -182,10 +187,14 @@ def _show_tlkit_notes() -> None:
 @click.version_option(package_name="tlkit")
 @click.option("--verbose", is_flag=True, envvar="TLKIT_VERBOSE",
               help="Show TensorFlow's own start-up and log lines (also TLKIT_VERBOSE=1).")
-def cli(verbose: bool) -> None:
+@click.option("--quiet", is_flag=True, envvar=QUIET_ENV,
+              help=f"Show no progress (phases, bars, epoch lines) on stderr (also {QUIET_ENV}=1).")
+def cli(verbose: bool, quiet: bool) -> None:
     """tlkit: transfer learning on images and Kim (2014) text CNNs, with Keras 3."""
     if not verbose:
         _hide_tensorflow_start_up()
+    if quiet:  # read by tlkit.progress wherever progress is shown, in this process
+        os.environ[QUIET_ENV] = "1"
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -216,11 +225,20 @@ def _raise_swallowed() -> None:
         _thread.interrupt_main()
 
 
+def line_buffered_output() -> None:
+    """A file or pipe gets each line of stdout and stderr as it is written (Python buffers
+    stdout there in blocks), so a killed run leaves its last lines in the log."""
+    for stream in (sys.stdout, sys.stderr):
+        if not stream.isatty() and hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tlkit`` console script."""
     # Notes such as "no GPU: training on CPU" are the program's, not the library's: scripts
     # (and click's test runner) see them only if they configure logging.
     _show_tlkit_notes()
+    line_buffered_output()
     # SIGTERM (kill, job schedulers) stops a run like Ctrl-C: its folder is kept to resume.
     signal.signal(signal.SIGTERM, _interrupt)
     # A Ctrl-C is never lost in a callback (it was, in about 1 of 40 `tlkit report`s).

@@ -37,6 +37,7 @@ from tlkit.evaluation.metrics import (
 )
 from tlkit.files import disk_full_error, is_disk_full, remove, sibling, signals_held
 from tlkit.models.saved import load_run
+from tlkit.progress import duration
 from tlkit.runs import PREDICTIONS_FILE
 
 SECTIONS = {
@@ -670,11 +671,14 @@ def _default_split(splits: list[str]) -> str | None:
 
 def _extra_numbers(saved: dict[str, Any], split: str | None) -> dict[str, Any]:
     """metrics.json's other numbers for the summary: top-level ones (e.g. train_seconds),
-    the other splits' accuracy and macro F1, and one level of other groups (e.g. cv)."""
+    each phase's wall time, the other splits' accuracy and macro F1, and one level of other
+    groups (e.g. cv)."""
     extra: dict[str, Any] = {}
     for key, value in saved.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             extra[key] = value
+        elif key == "phases":  # where the run's time went (tlkit.progress)
+            extra.update({f"time: {name}": duration(seconds) for name, seconds in value.items()})
         elif isinstance(value, dict) and key not in (split, "probe"):
             wanted = ("accuracy", "macro_f1") if "per_class" in value else value
             extra.update({f"{key} {name}": value[name] for name in wanted

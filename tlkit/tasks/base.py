@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -81,7 +79,7 @@ def check_uncertainty(coverage: float | None, below: float | None, score: str | 
     Example:
         >>> check_uncertainty(1.5, None, "aps")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        tlkit.errors.UserError: --coverage 1.5: a coverage is a probability strictly between ...
+        tlkit.errors.UserError: --coverage 1.5: a coverage must be strictly between 0 and 1, ...
     """
     from tlkit.choices import CONFORMAL_SCORES
 
@@ -95,9 +93,9 @@ def check_uncertainty(coverage: float | None, below: float | None, score: str | 
             continue
         inside = low <= value <= high if closed else low < value < high
         if isinstance(value, bool) or not isinstance(value, int | float) or not inside:
-            shape = "in [0, 1], e.g. 0.8" if closed else "strictly between 0 and 1, e.g. 0.9"
-            kind = "a top probability" if closed else "a coverage"
-            raise UserError(f"{names[name]} {value}: {kind} is a probability {shape}")
+            wanted = ("the top probability to answer at must be in [0, 1], e.g. 0.8" if closed
+                      else "a coverage must be strictly between 0 and 1, e.g. 0.9")
+            raise UserError(f"{names[name]} {value}: {wanted}")
     if coverage is None and below is None:
         return None
     return Uncertainty(coverage, score, below)
@@ -198,8 +196,9 @@ class Task(ABC):
         """Each item's class probabilities (NaN where it failed) and its error or None.
 
         The one path from raw inputs to probabilities: training-time scoring, evaluate,
-        predict, serve, explain and the export check all come here. ``progress`` shows
-        Keras's progress bar (on stderr: stdout may carry predictions). ``tta`` (one of
+        predict, serve, explain and the export check all come here. ``progress`` counts the
+        inputs done into the open ``tlkit.progress`` phase (its caller names it: a bar or
+        lines on stderr, as stdout may carry predictions). ``tta`` (one of
         ``tta_levels``) averages the probabilities of each batch's ``views``, made from the
         batch as decoded once; the model sees one view at a time, so memory stays one batch's.
 
@@ -212,27 +211,21 @@ class Task(ABC):
             >>> np.isnan(probs).any(axis=1).tolist(), errors
             ([False, True], [None, 'empty text: nothing to classify'])
         """
-        import keras
-
-        from tlkit.devices import progress_verbosity
+        from tlkit.progress import advance
 
         self.check_tta(tta)
         items = list(items)
         result = np.full((len(items), model.output_shape[-1]), np.nan, dtype="float32")
         done = np.zeros(len(items), dtype=bool)
-        bar = keras.utils.Progbar(len(items), verbose=progress_verbosity() if progress else 0,
-                                  unit_name=self.noun)
-        with contextlib.redirect_stdout(sys.stderr):
-            for rows, batch in self.batches(model, items):
-                # A plain call, not predict_on_batch: a model trained under a multi-worker
-                # strategy would gather every worker's copy of the batch.
-                views = self.views(batch, tta) if tta else [batch]
-                outputs = [np.asarray(model(view, training=False)) for view in views]
-                result[rows] = np.mean(outputs, axis=0)
-                done[rows] = True
-                bar.add(len(rows))
-            if not done.all():  # rows that failed count as done too (all done: already said)
-                bar.update(len(items), finalize=True)
+        for rows, batch in self.batches(model, items):
+            # A plain call, not predict_on_batch: a model trained under a multi-worker
+            # strategy would gather every worker's copy of the batch.
+            views = self.views(batch, tta) if tta else [batch]
+            outputs = [np.asarray(model(view, training=False)) for view in views]
+            result[rows] = np.mean(outputs, axis=0)
+            done[rows] = True
+            if progress:
+                advance(len(rows))
         # Only the items that failed are looked at again, to say why in one line.
         return result, [None if ok else self.failure(item)
                         for item, ok in zip(items, done, strict=True)]

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tlkit.errors import UserError
+from tlkit.progress import Phase, phase, say
 
 if TYPE_CHECKING:
     import keras
@@ -197,9 +198,12 @@ def cache_key(feature_model: keras.Model, paths: list[str], key_parts: dict[str,
 
 def build_feature_cache(feature_model: keras.Model, paths: list[str], batch_size: int,
                         cache_dir: str | Path, key_parts: dict[str, Any], *,
-                        augment: Augment | None = None, views: int = 1, seed: int = 0
-                        ) -> FeatureCache:
+                        augment: Augment | None = None, views: int = 1, seed: int = 0,
+                        name: str = "cache") -> FeatureCache:
     """Features of ``paths`` through ``feature_model``, read from ``cache_dir`` or computed once.
+
+    Computing them is the progress phase ``name`` (images done, rate, ETA; its time is
+    recorded as ``cache``); finding them made already is one line.
 
     With ``augment``, each of ``views`` passes draws the augmentation layers afresh (seeded),
     giving ``views`` rows per image; without it ``views`` must be 1. Batches are appended to
@@ -224,18 +228,23 @@ def build_feature_cache(feature_model: keras.Model, paths: list[str], batch_size
     if not paths:
         raise ValueError("no image paths to cache")
     key = cache_key(feature_model, paths, key_parts, augment, views, seed, batch_size)
-    name = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()
+    file_name = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(),
+                                digest_size=8).hexdigest()
     folder = Path(cache_dir)
-    npy_path, manifest_path = folder / f"{name}.npy", folder / f"{name}.json"
+    npy_path, manifest_path = folder / f"{file_name}.npy", folder / f"{file_name}.json"
     if manifest_path.is_file() and npy_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("key") == key:
+            say(f"{name}: {len(paths)} images' features already made ({npy_path.name})")
             return FeatureCache(npy_path, np.load(npy_path, mmap_mode="r"), manifest, True)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    partial = folder / f"{name}.npy.partial-{os.getpid()}"
+    partial = folder / f"{file_name}.npy.partial-{os.getpid()}"
     try:
-        _write_features(partial, feature_model, paths, batch_size, augment, views, seed)
+        with phase(name, views * len(paths), unit="image", record="cache",
+                   detail="features of the frozen backbone") as step:
+            _write_features(partial, feature_model, paths, batch_size, augment, views, seed,
+                            step)
         os.replace(partial, npy_path)
     finally:
         partial.unlink(missing_ok=True)
@@ -248,7 +257,7 @@ def build_feature_cache(feature_model: keras.Model, paths: list[str], batch_size
 
 
 def _write_features(path: Path, feature_model: keras.Model, paths: list[str], batch_size: int,
-                    augment: Augment | None, views: int, seed: int) -> None:
+                    augment: Augment | None, views: int, seed: int, step: Phase) -> None:
     """Append each batch's features to a .npy file (header first, shape known in advance).
 
     Plain appends rather than filling an ``open_memmap``: the dirty pages of a memory map
@@ -273,6 +282,7 @@ def _write_features(path: Path, feature_model: keras.Model, paths: list[str], ba
                 features = np.asarray(feature_model.predict_on_batch(batch), "<f4")
                 file.write(features.tobytes())
                 written += len(features)
+                step.advance(len(features))
     if written != shape[0]:
         raise RuntimeError(f"wrote {written} feature rows, expected {shape[0]}")
 

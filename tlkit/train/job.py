@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -26,8 +27,17 @@ import pandas as pd
 
 from tlkit.data.labels import CALIBRATION_SPLIT
 from tlkit.devices import TrainingSetup, training_setup
+from tlkit.progress import phase, recording, say
 from tlkit.recipes import KIND_COMMANDS
-from tlkit.runs import Run, RunWriter, new_run_folder, releasing
+from tlkit.runs import (
+    METRICS_FILE,
+    Run,
+    RunWriter,
+    new_run_folder,
+    read_json,
+    releasing,
+    write_json,
+)
 from tlkit.train.workers import discard_worker_run, peer_failures, worker_destination, worker_out
 
 
@@ -121,16 +131,19 @@ def run_job(job: Job, resume: bool = False) -> Run:
     Example:
         >>> run = run_job(job)  # doctest: +SKIP
     """
-    with releasing(worker_out(job.out) / job.name), training_setup(job.recipe) as setup:
+    with (recording() as times, releasing(worker_out(job.out) / job.name),
+          _tensorflow_loaded(), training_setup(job.recipe) as setup):
         job.build(setup)
         with _run_folder(job, setup, resume) as writer:
             writer.write_classes(job.class_names)
             job.write_inputs(writer)
             outcome = fit_and_score(job, writer.path, setup)
+            outcome.metrics["phases"] = times  # the run's metrics: later phases join
             writer.write_metrics(outcome.metrics)
             writer.write_predictions(outcome.predictions)
-            model = job.save(writer)
-    _report(writer.final, setup)
+            with phase("save", detail="the model and its run files"):
+                model = job.save(writer)
+        _report(writer.final, setup, times)
     return Run(path=Path(job.out) / job.name, kind=job.kind, recipe=job.recipe,
                class_names=job.class_names, metrics=outcome.metrics, model=model,
                history=outcome.history)
@@ -149,7 +162,8 @@ def cross_validate(job: Job, folds: int, resume: bool = False) -> Run:
         >>> run = cross_validate(job, folds=10)  # doctest: +SKIP
     """
     splits = job.folds(folds)
-    with (releasing(worker_out(job.out) / job.name), training_setup(job.recipe) as setup,
+    with (recording() as times, releasing(worker_out(job.out) / job.name),
+          _tensorflow_loaded(), training_setup(job.recipe) as setup,
           _run_folder(job, setup, resume) as writer):
         rows, held_out = [], []
         for k, (train_rows, test_rows) in enumerate(splits):
@@ -159,22 +173,22 @@ def cross_validate(job: Job, folds: int, resume: bool = False) -> Run:
             outcome = fit_and_score(fold, writer.fold(k), setup)
             rows.append(_fold_row(k, fold, outcome))
             held_out.append(outcome.predictions.query("split == 'test'"))
-            print(f"fold {k + 1}/{folds}: test accuracy {rows[-1]['test_accuracy']:.4f}",
-                  flush=True)
+            say(f"fold {k + 1}/{folds}: test accuracy {rows[-1]['test_accuracy']:.4f}")
         table = pd.DataFrame(rows)
         metrics = {"cv": {"folds": folds,
                           "accuracy_mean": float(table["test_accuracy"].mean()),
                           "accuracy_std": float(table["test_accuracy"].std(ddof=1)),
                           "macro_f1_mean": float(table["test_macro_f1"].mean())},
-                   "train_seconds": float(table["seconds"].sum())}
+                   "train_seconds": float(table["seconds"].sum()), "phases": times}
         writer.write_folds(table)
         writer.write_history(outcome.history)
         writer.write_classes(fold.class_names)
         writer.write_metrics(metrics)
         writer.write_predictions(pd.concat(held_out, ignore_index=True))
         fold.write_inputs(writer)
-        model = fold.save(writer)
-    _report(writer.final, setup)
+        with phase("save", detail="the model and its run files"):
+            model = fold.save(writer)
+        _report(writer.final, setup, times)
     return Run(path=Path(job.out) / job.name, kind=job.kind, recipe=job.recipe,
                class_names=fold.class_names, metrics=metrics, model=model,
                history=outcome.history, folds=table)
@@ -222,12 +236,16 @@ def score(job: Job) -> tuple[dict[str, Any], pd.DataFrame]:
              if (part := job.held_out(split)) is not None}
     model = next(iter(parts.values()))[0]
     # first: the thresholds and every score below are of the calibrated model, as saved
-    scaling = task.calibrate(model, {split: part[1:] for split, part in parts.items()}
-                             ) if job.recipe.calibrate else {}
+    scaling: dict[str, Any] = {}
+    if job.recipe.calibrate:
+        with phase("calibrate", detail="the model's temperature"):
+            scaling = task.calibrate(model, {split: part[1:] for split, part in parts.items()})
     thresholds = task.fit_thresholds(model, parts["val"][1:] if "val" in parts else None)
     metrics, tables = {}, []
     for split, (model, inputs, targets) in parts.items():
-        scored = task.score(model, inputs, targets, class_names, split, thresholds=thresholds)
+        with phase(f"evaluate {split}", len(inputs), unit=task.noun, record="evaluate"):
+            scored = task.score(model, inputs, targets, class_names, split, progress=True,
+                                thresholds=thresholds)
         metrics[split] = scored.metrics
         tables.append(scored.predictions)
     table = pd.concat(tables, ignore_index=True)
@@ -237,6 +255,16 @@ def score(job: Job) -> tuple[dict[str, Any], pd.DataFrame]:
     if not calibration.empty and not test.empty:  # the sets' coverage, on examples they never saw
         metrics["conformal"] = {"test": task.coverage(calibration, test, class_names)}
     return metrics, table
+
+
+@contextmanager
+def _tensorflow_loaded() -> Iterator[None]:
+    """Loading TensorFlow takes seconds (11 s on a busy 2-core machine): a phase of its own,
+    so a log does not fall silent after the images are found."""
+    if "tensorflow" not in sys.modules:
+        with phase("tensorflow", detail="loading TensorFlow"):
+            import tensorflow  # noqa: F401
+    yield
 
 
 @contextmanager
@@ -250,11 +278,15 @@ def _run_folder(job: Job, setup: TrainingSetup, resume: bool) -> Iterator[RunWri
         yield writer
 
 
-def _report(final: Path, setup: TrainingSetup) -> None:
-    """The chief writes the published run's report; another worker drops its copy."""
+def _report(final: Path, setup: TrainingSetup, times: dict[str, float]) -> None:
+    """The chief writes the published run's report, then adds the report's own time (and the
+    save's) to metrics.json's ``phases``; another worker drops its copy."""
     from tlkit.evaluate import report_after_training
 
-    if setup.chief:
-        report_after_training(final)
-    else:
+    if not setup.chief:
         discard_worker_run(final, setup)
+        return
+    with phase("report", detail="report.html, report.md and figures"):
+        report_after_training(final)
+    metrics = read_json(final / METRICS_FILE)
+    write_json(final / METRICS_FILE, {**metrics, "phases": dict(times)})

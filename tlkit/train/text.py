@@ -32,6 +32,7 @@ from tlkit.data.text import (
 )
 from tlkit.devices import TrainingSetup
 from tlkit.errors import UserError
+from tlkit.progress import phase, say
 from tlkit.recipes import Stage, TextCNNRecipe
 from tlkit.runs import Run, RunWriter, check_destination, partial_path, run_name, unlock_run
 from tlkit.seeds import EpochClock
@@ -177,11 +178,13 @@ class TextJob(Job):
                             "(only the embedding rows a batch touches) is not written for "
                             "tf.distribute replicas; set strategy: none")
         recipe, tables = self.recipe, self.tables
-        self.data = data = prepare_text_data(
-            tables["train"], tables.get("test"), tables.get("dev"), tokenizer=recipe.tokenizer,
-            max_length=recipe.max_length, min_count=recipe.min_count,
-            dev_fraction=recipe.dev_fraction, seed=recipe.seed, labels=LabelFormat.of(recipe),
-            calibration_fraction=calibration_fraction(recipe))
+        with phase("vocabulary", detail="tokenizing the texts and counting words") as counting:
+            self.data = data = prepare_text_data(
+                tables["train"], tables.get("test"), tables.get("dev"),
+                tokenizer=recipe.tokenizer, max_length=recipe.max_length,
+                min_count=recipe.min_count, dev_fraction=recipe.dev_fraction, seed=recipe.seed,
+                labels=LabelFormat.of(recipe), calibration_fraction=calibration_fraction(recipe))
+            counting.result = f"{len(data.vocabulary)} tokens"
         self.clock = EpochClock(recipe.seed)
         embeddings, self.coverage = _embeddings(recipe, data)
         self.model = build_textcnn(
@@ -276,6 +279,6 @@ def _embeddings(recipe: TextCNNRecipe, data: TextData) -> tuple[np.ndarray | Non
                            recipe.vectors_format, seed=recipe.seed)
     coverage = {"found": vectors.found, "words": vectors.words,
                 "coverage": round(vectors.coverage, 4)}
-    print(f"word vectors: {vectors.found} of {vectors.words} vocabulary words found "
-          f"({vectors.coverage:.1%})", flush=True)
+    say(f"word vectors: {vectors.found} of {vectors.words} vocabulary words found "
+        f"({vectors.coverage:.1%})")
     return vectors.matrix, coverage

@@ -1,0 +1,191 @@
+"""Progress on stderr (issue 21): phases announced early, throttled plain lines in files, bars
+in a terminal, nothing with --quiet, each phase's wall time in metrics.json, and a killed
+run's last lines in its log."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from conftest import make_image_folder
+
+from tlkit import progress
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTROL = re.compile(r"[\r\x08\x1b]")  # a bar's redraws, backspaces and ANSI escapes
+PHASES = {"scan", "tensorflow", "check", "split", "cache", "probe", "stage head", "evaluate",
+          "save", "report"}
+
+
+def _finetune_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tlkit", *extra, "finetune", "--backbone", "tiny_cnn",
+            "--weights", "none", "--data", str(data), "--out", str(out), "--name", "r",
+            "--epochs", "2", "--batch-size", "4"]  # batches: the cache pass counts 4 at a time
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop(progress.QUIET_ENV, None)
+    return env
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lines_are_throttled_to_one_per_interval_plus_the_end(monkeypatch, capsys):
+    """1000 counts over 100 s: the start, the first count (rate and ETA at once), at most one
+    line per 10 s, and the end; each count line has done/total, rate and ETA."""
+    clock = FakeClock()
+    monkeypatch.setattr(progress, "_clock", clock)
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    with (progress.recording() as times,
+          progress.phase("cache train", total=1000, unit="image") as step):
+        for _ in range(1000):
+            clock.now += 0.1
+            step.advance()
+    lines = capsys.readouterr().err.splitlines()
+    counts = [line for line in lines if "ETA" in line]
+    assert lines[0] == "cache train: 1000 images"
+    assert lines[-1].startswith("cache train: done in 1m 40s, 1000 images, 10.0 images/s")
+    assert len(counts) <= 1 + 100 / progress.LINE_INTERVAL, lines
+    assert len(counts) >= 9, lines  # not silent either: a line every interval
+    assert counts[0] == "cache train: 1/1000 images (0%), 10.0 images/s, ETA 1m 40s"  # 99.9 s
+    assert times == {"cache train": 100.0}
+
+
+def test_passes_add_up_under_one_record_and_quiet_says_nothing(monkeypatch, capsys):
+    monkeypatch.setenv(progress.QUIET_ENV, "1")
+    clock = FakeClock()
+    monkeypatch.setattr(progress, "_clock", clock)
+    with progress.recording() as times, progress.recording() as same:
+        for split in ("train", "val"):
+            with progress.phase(f"cache {split}", total=4, record="cache") as step:
+                clock.now += 2.5
+                step.advance(4)
+    assert times is same and times == {"cache": 5.0}
+    assert capsys.readouterr().err == ""
+
+
+def _wait_for(path: Path, text: str, process: subprocess.Popen, timeout: float = 120) -> float:
+    """Seconds until ``text`` is in the file ``path`` (read while the process runs)."""
+    start = time.monotonic()
+    while text not in (path.read_text() if path.is_file() else ""):
+        assert process.poll() is None or text in path.read_text(), path.read_text()[-3000:]
+        assert time.monotonic() - start < timeout, path.read_text()[-3000:]
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_a_run_logged_to_files_shows_each_phase_on_stderr(tmp_path):
+    """stdout and stderr to files, as `> log 2>&1` or a scheduler: the first line comes before
+    TensorFlow loads, every phase is announced on stderr with plain lines (the cache pass
+    with its rate and ETA), stdout keeps only the run's summary, and metrics.json and the
+    report have each phase's time."""
+    data = make_image_folder(tmp_path / "images", per_class=10)
+    out_file, err_file = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out_file.open("w") as out, err_file.open("w") as err:
+        process = subprocess.Popen(_finetune_args(data, tmp_path / "runs"), cwd=ROOT,
+                                   env=_env(), stdout=out, stderr=err)
+        first = _wait_for(err_file, "scan: ", process)
+        cache = _wait_for(err_file, "cache train: ", process)
+        assert process.wait(timeout=300) == 0, err_file.read_text()[-3000:]
+    assert first < cache  # the log speaks before the long phases start
+    stdout, stderr = out_file.read_text(), err_file.read_text()
+    assert stdout.startswith("run folder: ") and "stage" not in stdout and "Epoch" not in stdout
+    assert stderr.splitlines()[0].startswith("scan: finding images in ")
+    assert not CONTROL.search(stdout) and not CONTROL.search(stderr), repr(stderr[-2000:])
+    assert re.search(r"^cache train: 4/\d+ images \(\d+%\), [\d.]+ images/s, ETA [\d.]+s$", stderr,
+                     re.M), stderr
+    assert re.search(r"^cache train: done in [\d.]+s, \d+ images, [\d.]+ images/s$", stderr,
+                     re.M), stderr
+    assert re.search(r"^split: done in .*: train \d+, val \d+, test \d+ images", stderr, re.M)
+    assert "Epoch 1/2" in stderr and re.search(r"^stage head: done in ", stderr, re.M)
+    for name in ("probe", "evaluate val", "evaluate test", "save", "report"):
+        assert re.search(rf"^{name}: done in ", stderr, re.M), name
+    phases = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())["phases"]
+    assert set(phases) >= PHASES and all(seconds >= 0 for seconds in phases.values())
+    report = (tmp_path / "runs" / "r" / "report.md").read_text()
+    assert "time: cache" in report and "time: stage head" in report
+
+
+def test_quiet_silences_progress(tmp_path):
+    data = make_image_folder(tmp_path / "images", per_class=10)
+    done = subprocess.run(_finetune_args(data, tmp_path / "runs", "--quiet"), cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not re.search(r"^(scan|cache train|stage head|report): |Epoch", done.stderr, re.M), \
+        done.stderr
+    assert done.stdout.startswith("run folder: ")
+    phases = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())["phases"]
+    assert set(phases) >= PHASES  # times are recorded all the same
+
+
+def test_a_killed_run_leaves_its_last_lines_in_the_log(tmp_path):
+    """SIGKILL once training started: the log holds every line written up to then."""
+    data = make_image_folder(tmp_path / "images", per_class=10)
+    log = tmp_path / "log.txt"
+    with log.open("w") as file:
+        process = subprocess.Popen(_finetune_args(data, tmp_path / "runs"), cwd=ROOT,
+                                   env=_env(), stdout=file, stderr=subprocess.STDOUT)
+        _wait_for(log, "stage head: ", process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    text = log.read_text()
+    for line in ("scan: done in ", "cache train: done in ", "probe: done in ", "stage head: "):
+        assert line in text, text
+
+
+def test_output_to_a_file_is_line_buffered(tmp_path):
+    """The CLI makes stdout in a file flush each line (Python buffers it in blocks there)."""
+    code = ("import sys; from tlkit.cli import line_buffered_output; line_buffered_output(); "
+            "print(sys.stdout.line_buffering, sys.stderr.line_buffering)")
+    with (tmp_path / "out.txt").open("w") as out:
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=out, check=True)
+    assert (tmp_path / "out.txt").read_text().split() == ["True", "True"]
+
+
+def test_a_terminal_shows_bars(tmp_path):
+    """stderr on a pseudo-terminal: each cache pass and scoring pass draws a bar (rich),
+    Keras draws its epoch bar; stdout (a file) still gets only the summary."""
+    data = make_image_folder(tmp_path / "images", per_class=10)
+    controller, terminal = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    with (tmp_path / "out.txt").open("w") as out:
+        process = subprocess.Popen(_finetune_args(data, tmp_path / "runs"), cwd=ROOT,
+                                   env={**_env(), "COLUMNS": "120"}, stdout=out,
+                                   stderr=terminal)
+        assert process.wait(timeout=300) == 0
+    os.close(terminal)
+    reader.join(timeout=10)
+    os.close(controller)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert re.search(r"cache train .*━", shown), shown[-3000:]
+    assert re.search(r"evaluate test .*━", shown), shown[-3000:]
+    assert "\x1b[" in shown and "━" in shown.split("Epoch 1/2")[1]  # Keras's bar
+    assert (tmp_path / "out.txt").read_text().startswith("run folder: ")
