@@ -292,9 +292,12 @@ def test_predict_answers_unsure_with_the_candidates(text_run: Path) -> None:
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--coverage", "1.5"], ["--coverage 1.5", "strictly between 0 and 1"]),
-    (["--coverage", "0"], ["--coverage 0", "strictly between 0 and 1"]),
-    (["--abstain-below", "-0.1"], ["--abstain-below -0.1", "in [0, 1]"]),
+    pytest.param(["--coverage", "1.5"], ["--coverage 1.5", "strictly between 0 and 1"],
+                 id="coverage 1.5"),
+    pytest.param(["--coverage", "0"], ["--coverage 0", "strictly between 0 and 1"],
+                 id="coverage 0"),
+    pytest.param(["--abstain-below", "-0.1"], ["--abstain-below -0.1", "in [0, 1]"],
+                 id="abstain-below -0.1"),
 ])
 def test_options_out_of_range_are_one_line_before_tensorflow(text_run: Path, args: list[str],
                                                              words: list[str]) -> None:
@@ -357,8 +360,32 @@ def test_evaluate_reports_the_coverage_of_the_runs_sets(text_run: Path) -> None:
         ("aps", 0.8), ("aps", 0.9), ("aps", 0.95)]
 
 
-def test_a_recipe_refuses_a_calibration_fraction_out_of_range() -> None:
-    from tlkit.recipes import ImageRecipe, TextCNNRecipe
+def test_a_calibration_fraction_out_of_range_is_one_line() -> None:
+    from tlkit.recipes import TextCNNRecipe
 
-    assert_user_error(lambda: ImageRecipe(calibration_fraction=0.7), "calibration_fraction")
+    code, _, err = run_cli(["finetune", "--data", "datasets/shapes", "--set",
+                            "calibration_fraction=0.7"])
+    assert code == 2 and err.strip() == ("Error: calibration_fraction must be in [0, 0.5] (0: "
+                                         "no prediction sets), got 0.7")
     assert_user_error(lambda: TextCNNRecipe(calibration_fraction=-0.1), "calibration_fraction")
+
+
+def test_data_too_small_for_a_calibration_split_trains_without_one_and_says_so(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tlkit.data.images import split_table
+
+    frame = pd.DataFrame({"path": list("abcdefgh"), "label": list("xxxxxxxy"),
+                          "split": ["test", "test"] + [None] * 6})
+    table = split_table(frame, 0.0, 0.0, seed=0, calibration_fraction=0.1)
+    assert "calibration" not in set(table["split"])
+    err = capsys.readouterr().err
+    assert err.startswith("warning: no calibration split, so no prediction sets (--coverage)")
+    assert "calibration_fraction=0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_conformal_score_from_python_is_refused(text_run: Path) -> None:
+    from tlkit.predict import predict
+
+    assert_user_error(lambda: predict(text_run, ["a film"], coverage=0.9,
+                                      conformal_score="raps"),
+                      "--conformal-score raps: unknown score; choose one of: aps, lac")

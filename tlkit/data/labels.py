@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections import Counter
@@ -360,14 +361,27 @@ def calibration_holdout(labels: Sequence[str], fraction: float, seed: int,
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Positions ``(kept, held_out)`` of the calibration split: a stratified ``fraction`` of
     the training examples, drawn with its own seed (``seed + 1``) so that it is not the
-    val draw again. Both kinds of run hold it out here.
+    val draw again. Both kinds of run hold it out here. Data too small to hold one out
+    trains on every example, with one warning: the run then has no prediction sets, which
+    need not stop it.
 
     Example:
         >>> kept, held = calibration_holdout(["a"] * 10 + ["b"] * 10, 0.1, seed=0)
         >>> len(kept), len(held)
         (18, 2)
     """
-    return holdout(labels, fraction, seed + 1, sep, what=what, fix=CALIBRATION_FIX)
+    try:
+        return holdout(labels, fraction, seed + 1, sep, what=what, fix=CALIBRATION_FIX)
+    except UserError as error:
+        _warn_once(f"no calibration split, so no prediction sets (--coverage) for this run: "
+                   f"{error}")
+        return np.arange(len(labels)), np.arange(0)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """One line on stderr, once per process (a split is made before and after the scan)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def check_split(labels: Sequence[str], fraction: float, sep: str | None = None,

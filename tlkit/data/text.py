@@ -30,7 +30,6 @@ import pandas as pd
 
 from tlkit.choices import TOKENIZERS, Tokenizer
 from tlkit.data.labels import (
-    CALIBRATION_FIX,
     CALIBRATION_SPLIT,
     TABLE_SEP,
     LabelFormat,
@@ -374,8 +373,7 @@ class TextData:
 
 def check_text_tables(train: pd.DataFrame, test: pd.DataFrame | None = None,
                       dev: pd.DataFrame | None = None, *, dev_fraction: float = DEV_FRACTION,
-                      labels: LabelFormat | None = None, calibration_fraction: float = 0.0
-                      ) -> None:
+                      labels: LabelFormat | None = None) -> None:
     """The checks of ``prepare_text_data`` that need no tokens, so a job makes them first.
 
     Blank texts, too few classes, test labels never trained on, a dev split that cannot be
@@ -388,7 +386,7 @@ def check_text_tables(train: pd.DataFrame, test: pd.DataFrame | None = None,
         tlkit.errors.UserError: ...
     """
     _check_before_tokenizing({"train": train, "dev": dev, "test": test}, dict(SPLIT_WORDS),
-                             dev_fraction, labels or LabelFormat(), calibration_fraction)
+                             dev_fraction, labels or LabelFormat())
 
 
 def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
@@ -426,7 +424,7 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
     names = {**SPLIT_WORDS, **(names or {})}
     labels = labels or LabelFormat()
     tables = {"train": train, "dev": dev, "test": test}
-    _check_before_tokenizing(tables, names, dev_fraction, labels, calibration_fraction)
+    _check_before_tokenizing(tables, names, dev_fraction, labels)
     tokens, skipped = _tokenized(tables, tokenizer, names)
     # Again on the tokenised texts: texts only the tokenizer empties may have taken a class.
     class_names = _class_names({split: table["label"] for split, (table, _) in tokens.items()},
@@ -441,8 +439,9 @@ def prepare_text_data(train: pd.DataFrame, test: pd.DataFrame | None = None,
         table, train_tokens = tokens["train"]
         train_rows, held = calibration_holdout(table["label"].tolist(), calibration_fraction,
                                                seed, labels.table_sep, what="training texts")
-        tokens[CALIBRATION_SPLIT] = (table.iloc[held], [train_tokens[i] for i in held])
-        tokens["train"] = (table.iloc[train_rows], [train_tokens[i] for i in train_rows])
+        if len(held):  # too few texts hold none out (calibration_holdout warned)
+            tokens[CALIBRATION_SPLIT] = (table.iloc[held], [train_tokens[i] for i in held])
+            tokens["train"] = (table.iloc[train_rows], [train_tokens[i] for i in train_rows])
     vocabulary = build_vocabulary(tokens["train"][1], tokenizer, max_length, min_count,
                                   max_vocabulary)
     if max_length is None:
@@ -479,8 +478,7 @@ def _warn_if_cut(tokenized: Sequence[Sequence[str]], max_length: int, name: str)
 
 
 def _check_before_tokenizing(tables: dict[str, pd.DataFrame | None], names: dict[str, str],
-                             dev_fraction: float, label_format: LabelFormat,
-                             calibration_fraction: float = 0.0) -> None:
+                             dev_fraction: float, label_format: LabelFormat) -> None:
     """The data checks that need no tokens, so no TensorFlow: answered in about a second.
 
     They look at the texts that are not blank (a blank text is empty under every tokenizer);
@@ -501,9 +499,6 @@ def _check_before_tokenizing(tables: dict[str, pd.DataFrame | None], names: dict
     if "dev" not in labels and dev_fraction > 0:
         check_split(labels["train"].tolist(), dev_fraction, label_format.table_sep, "texts",
                     DEV_FIX)
-    if calibration_fraction > 0:
-        check_split(labels["train"].tolist(), calibration_fraction, label_format.table_sep,
-                    "training texts", CALIBRATION_FIX)
 
 
 def _classes(labels: pd.Series, label_format: LabelFormat) -> list[str]:

@@ -121,8 +121,7 @@ def check_text_run(recipe: TextCNNRecipe, out: str | Path = "runs", name: str | 
         # dev hold-out is checked when the fold is made
         check_text_tables(tables["train"], tables.get("test"), tables.get("dev"),
                           dev_fraction=0 if recipe.cv else recipe.dev_fraction,
-                          labels=LabelFormat.of(recipe),
-                          calibration_fraction=calibration_fraction(recipe))
+                          labels=LabelFormat.of(recipe))
         on_error.pop_all()
     return tables, name
 
