@@ -66,6 +66,17 @@ def test_lines_are_throttled_to_one_per_interval_plus_the_end(monkeypatch, capsy
     assert times == {"cache train": 100.0}
 
 
+def test_a_phase_that_counts_nothing_still_speaks_every_interval(monkeypatch, capsys):
+    """A fit with no counts (the probe) writes a line per interval, so a log shows it runs."""
+    monkeypatch.setattr(progress, "LINE_INTERVAL", 0.2)
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    with progress.phase("probe", detail="logistic regression"):
+        time.sleep(0.75)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "probe: logistic regression" and lines[-1].startswith("probe: done in ")
+    assert 2 <= len([line for line in lines if line.startswith("probe: running for ")]) <= 4
+
+
 def test_passes_add_up_under_one_record_and_quiet_says_nothing(monkeypatch, capsys):
     monkeypatch.setenv(progress.QUIET_ENV, "1")
     clock = FakeClock()
