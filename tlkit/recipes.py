@@ -100,6 +100,9 @@ class Stage(Checked):
     weight_decay: float = 0.0
     schedule: str = "constant"  # the rate within the stage: a row of tlkit.schedules
     warmup: float | None = None  # fraction of the stage's steps; None: the schedule's default
+    # Per stage: Kornblith et al. 2019 found label smoothing hurts frozen features.
+    label_smoothing: float = 0.0
+    ema: bool = False  # validate and keep an exponential moving average of the weights
 
     def validate(self) -> None:
         """Epochs, rate and decay in range; an optimizer from ``tlkit.optimizers``, a
@@ -121,6 +124,8 @@ class Stage(Checked):
                f"of the stage's steps in [0, 1), got {self.warmup}")
         _check(not self.warmup or LR_SCHEDULES[self.schedule].takes_warmup, f"{where}: "
                f"schedule '{self.schedule}' has no warmup; set warmup to 0 or use cosine")
+        _check(0 <= self.label_smoothing < 1, f"{where}: label_smoothing must be in [0, 1), "
+               f"got {self.label_smoothing}")
 
 
 @dataclass
@@ -137,12 +142,21 @@ class Augment(Checked):
     rotation: float = 0.05  # fraction of a full turn
     zoom: float = 0.1
     contrast: float = 0.1
+    randaugment: bool = False  # Keras's RandAugment: 2 random operations at strength 0.5
+    # Batch mixing, for stages that train on images (not on cached features); one of the two:
+    mixup: float = 0.0  # MixUp's alpha (0: off; 0.2 is Keras's default)
+    cutmix: float = 0.0  # CutMix's factor (0: off; 1.0 is Keras's default)
 
     def validate(self) -> None:
-        """Each strength in [0, 1)."""
+        """Each strength in [0, 1) (the mixing strengths in [0, 1]); one kind of mixing."""
         for name in ("rotation", "zoom", "contrast"):
             value = getattr(self, name)
             _check(0 <= value < 1, f"augment.{name} must be in [0, 1), got {value}")
+        for name in ("mixup", "cutmix"):
+            value = getattr(self, name)
+            _check(0 <= value <= 1, f"augment.{name} must be in [0, 1], got {value}")
+        _check(not (self.mixup and self.cutmix), "augment.mixup and augment.cutmix are "
+               "alternatives; set one of them to 0")
 
 
 @dataclass

@@ -46,6 +46,7 @@ from tlkit.data.tables import (
     shown,
 )
 from tlkit.errors import UserError
+from tlkit.progress import advance, phase
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -312,6 +313,7 @@ def _table_from_folder(folder: Path, min_classes: int = 2) -> pd.DataFrame:
                 raise UserError(f"class folder '{class_dir}' has no images "
                                 f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
             rows += [(str(p), class_dir.name, split) for p in images]
+            advance(len(images))  # the scan's count so far
             others += _with_suffixes(files, OTHER_IMAGE_EXTENSIONS)
     _warn_other_formats(others)
     return _check_classes(pd.DataFrame(rows, columns=["path", "label", "split"]),
@@ -372,8 +374,11 @@ def find_unreadable(paths: list[str], workers: int = 8) -> list[tuple[str, str]]
     """
     if not paths:
         return []
+    reasons = []
     with ThreadPoolExecutor(workers) as pool:
-        reasons = list(pool.map(unreadable_reason, paths))
+        for reason in pool.map(unreadable_reason, paths):
+            reasons.append(reason)
+            advance()  # into the caller's phase, if one is open
     return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
 
 
@@ -532,12 +537,14 @@ def read_recipe_table(recipe: ImageRecipe, data: str | Path | pd.DataFrame | Non
     source = data if data is not None else recipe.data
     if source is None:
         raise UserError("no data given; pass --data (or data=) a folder or CSV of labelled images")
-    table = read_image_table(source, recipe.path_column, recipe.label_column,
-                             encoding=recipe.encoding, labels=LabelFormat.of(recipe))
-    table.attrs["source"] = describe_source(source)
-    # The split, made here on every file, refuses at once what the split of the readable files
-    # (``check_images``, after the scan that needs TensorFlow) would refuse after a minute.
-    split_checked(recipe, table)
+    with phase("scan", unit="image", detail=f"finding images in {describe_source(source)}"):
+        table = read_image_table(source, recipe.path_column, recipe.label_column,
+                                 encoding=recipe.encoding, labels=LabelFormat.of(recipe))
+        table.attrs["source"] = describe_source(source)
+        # The split, made here on every file, refuses at once what the split of the readable
+        # files (``check_images``, after the scan that needs TensorFlow) would refuse after a
+        # minute.
+        split_checked(recipe, table)
     return table
 
 
@@ -551,7 +558,8 @@ def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
         {'circle': 6, 'square': 6, 'triangle': 6}
     """
     source, labels = table.attrs.get("source", "the data"), LabelFormat.of(recipe)
-    skipped = find_unreadable(table["path"].tolist())
+    with phase("check", len(table), unit="image", detail="decoding every image once"):
+        skipped = find_unreadable(table["path"].tolist())
     if skipped:
         listing = "; ".join(f"{shown(path)} ({reason})" for path, reason in skipped)
         if recipe.strict:
@@ -566,8 +574,29 @@ def check_images(recipe: ImageRecipe, table: pd.DataFrame) -> ImageData:
             raise UserError(f"class '{shown(lost[0])}' has no readable images (all were skipped as "
                             "unreadable); add readable images or remove the class")
         table = _check_classes(kept, source, labels=labels)
-    table, class_names = split_checked(recipe, table)
+    with phase("split", detail="images into train, val and test") as splitting:
+        table, class_names = split_checked(recipe, table)
+        splitting.result = split_sizes(table, labels)
     return ImageData(table.reset_index(drop=True), class_names, skipped, labels)
+
+
+def split_sizes(table: pd.DataFrame, labels: LabelFormat) -> str:
+    """Images per split and, for one label per image, the smallest and largest class in each.
+
+    Example:
+        >>> frame = pd.DataFrame({"label": list("aaabbcc"), "split": ["train"] * 6 + ["val"]})
+        >>> split_sizes(frame, LabelFormat())
+        'train 6, val 1 images; images per class: train 1-3, val 0-1'
+    """
+    present = table["split"].unique().tolist()
+    order = [name for name in ("train", "val", "test") if name in present]
+    order += sorted(set(present) - set(order))  # any other hold-out, by name
+    sizes = ", ".join(f"{name} {(table['split'] == name).sum()}" for name in order)
+    if labels.multi:
+        return f"{sizes} images"
+    counts = pd.crosstab(table["label"], table["split"])
+    ranges = ", ".join(f"{name} {counts[name].min()}-{counts[name].max()}" for name in order)
+    return f"{sizes} images; images per class: {ranges}"
 
 
 def split_checked(recipe: ImageRecipe, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -648,7 +677,43 @@ def augmentation_layers(augment: Augment, seed: int) -> list[Any]:
     if augment.contrast:
         layers.append(keras.layers.RandomContrast(augment.contrast, value_range=(0, 255),
                                                   seed=seed + 3))
+    if augment.randaugment:
+        layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=seed + 4))
     return layers
+
+
+def soft_label_stream(dataset: tf.data.Dataset, num_classes: int, augment: Augment | None,
+                      seed: int = 0, multi_label: bool = False) -> tf.data.Dataset:
+    """``dataset``'s batches with float targets (one-hot class ids, or label sets as they
+    are), mixed by the recipe's MixUp or CutMix when ``augment`` asks for one.
+
+    Mixing blends two images and their targets, so the loss must take soft targets
+    (categorical cross-entropy); validation streams pass ``augment=None``.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> batches = tf.data.Dataset.from_tensor_slices((tf.zeros((2, 8, 8, 3)), [0, 2])).batch(2)
+        >>> next(iter(soft_label_stream(batches, 3, None)))[1].numpy().tolist()
+        [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    import keras
+    import tensorflow as tf
+
+    def targets(images: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        soft = tf.cast(y, "float32") if multi_label else tf.one_hot(y, num_classes)
+        return images, soft
+
+    dataset = dataset.map(targets)
+    if augment is None or not (augment.mixup or augment.cutmix):
+        return dataset
+    layer = (keras.layers.MixUp(alpha=augment.mixup, seed=seed + 5) if augment.mixup
+             else keras.layers.CutMix(factor=augment.cutmix, seed=seed + 5))
+
+    def mix(images: tf.Tensor, soft: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        mixed = layer({"images": images, "labels": soft}, training=True)
+        return mixed["images"], mixed["labels"]
+
+    return dataset.map(mix)
 
 
 def make_dataset(paths: list[str], labels: np.ndarray, image_size: int, batch_size: int, *,

@@ -12,7 +12,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from tlkit.devices import progress_verbosity
+from tlkit.progress import phase
 from tlkit.recipes import Stage
 from tlkit.runs import BEST_FILE, CHECKPOINTS_FOLDER, HISTORY_FILE, LOGS_FOLDER, STAGE_BEST
 from tlkit.seeds import EpochClock, epoch_seeds
@@ -65,6 +68,8 @@ def _callbacks(best_file: Path, folder: Path, stage: Stage, index: int, monitor:
     import keras
 
     callbacks: list[Any] = [epoch_seeds(clock)] if clock is not None else []
+    if stage.ema:  # first: validation, early stopping and checkpoints see the averaged weights
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     callbacks.append(_rate_log())  # before the writers, so history.csv gets its ``lr``
     callbacks.append(keras.callbacks.TensorBoard(folder / LOGS_FOLDER))
     if early_stopping:
@@ -72,6 +77,29 @@ def _callbacks(best_file: Path, folder: Path, stage: Stage, index: int, monitor:
         callbacks.append(_early_stopping(monitor, mode, early_stopping, earlier))
     best = _best(log, monitor, mode)
     return callbacks + epoch_callbacks(best_file, folder, stage.name, index, monitor, mode, best)
+
+
+@contextmanager
+def _stage_phase(stage: Stage, train: Any, epochs: int) -> Iterator[Any]:
+    """The stage as a progress phase, and a callback counting its batches into it.
+
+    Keras writes its epoch lines (a bar on a terminal) to stdout: they go to stderr, beside
+    the other progress. In a file, where Keras says nothing until an epoch ends, the phase
+    adds a line every ``LINE_INTERVAL`` with the batches done in the stage and its ETA.
+    """
+    import keras
+
+    steps = int(train.cardinality())
+    with (phase(f"stage {stage.name}", steps * epochs if steps > 0 else None, unit="batch",
+                detail=f"{epochs} epoch{'s' * (epochs != 1)} to run", draw=False) as step,
+          redirect_stdout(sys.stderr)):
+
+        class CountBatches(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None
+                                   ) -> None:
+                step.advance()
+
+        yield CountBatches()
 
 
 def _rate_log() -> Any:
@@ -180,12 +208,14 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
             restore(fitting.model, point.backup)
         stage_best = folder / CHECKPOINTS_FOLDER / (BEST_FILE if fitting.model is model
                                                else STAGE_BEST)
-        fitting.model.fit(
-            fitting.train, validation_data=fitting.val, initial_epoch=epoch,
-            epochs=first + stage.epochs, class_weight=class_weight,
-            callbacks=_callbacks(stage_best, folder, stage, index, monitor, mode, log, first,
-                                 early_stopping, clock),
-            shuffle=False, verbose=progress_verbosity() if verbose is None else verbose)
+        callbacks = _callbacks(stage_best, folder, stage, index, monitor, mode, log, first,
+                               early_stopping, clock)
+        with _stage_phase(stage, fitting.train, first + stage.epochs - epoch) as counter:
+            fitting.model.fit(
+                fitting.train, validation_data=fitting.val, initial_epoch=epoch,
+                epochs=first + stage.epochs, class_weight=class_weight,
+                callbacks=[*callbacks, counter], shuffle=False,
+                verbose=progress_verbosity() if verbose is None else verbose)
         _keep_stage_best(model, fitting.model, stage_best, folder)
         log = pd.read_csv(folder / HISTORY_FILE)
         first = epoch = int(log["epoch"].max()) + 1

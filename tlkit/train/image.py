@@ -21,7 +21,7 @@ import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from tlkit.data.images import (
 from tlkit.data.labels import LabelFormat
 from tlkit.devices import TrainingSetup
 from tlkit.errors import UserError
+from tlkit.progress import phase, recording, say
 from tlkit.recipes import ImageRecipe, Stage
 from tlkit.runs import (
     CACHE_FOLDER,
@@ -52,6 +53,9 @@ from tlkit.seeds import EpochClock
 from tlkit.train.fit import StageFit, fit_stages
 from tlkit.train.job import Job, run_job
 from tlkit.train.workers import worker_out
+
+if TYPE_CHECKING:
+    from tlkit.evaluation.probe import LinearProbe
 
 
 @dataclass
@@ -127,7 +131,8 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
     Example:
         >>> run = finetune(ImageRecipe(data="datasets/shapes"), out="runs")  # doctest: +SKIP
     """
-    return run_job(ImageJob(check_image_run(recipe, out, name, data, resume), out), resume)
+    with recording():  # the scan's time joins the run's phases
+        return run_job(ImageJob(check_image_run(recipe, out, name, data, resume), out), resume)
 
 
 class ImageJob(Job):
@@ -155,6 +160,7 @@ class ImageJob(Job):
         self.out, self.name = Path(out), checked.name
         self.probe: dict[str, Any] = {}
         self.lr_found: list[dict[str, Any]] = []  # stages with lr: auto, what the finder chose
+        self.head_init = "random"  # or "probe", when the probe's weights started the head
 
     @property
     def class_names(self) -> list[str]:
@@ -180,8 +186,7 @@ class ImageJob(Job):
 
     def fit(self, folder: Path, setup: TrainingSetup) -> pd.DataFrame:
         """Every stage (head-only stages on cached features), after the linear probe."""
-        from tlkit.train.heads import balanced_weights, head_loss, head_metrics
-        from tlkit.train.stages import compile_for_stage, prepare_stage
+        from tlkit.train.heads import balanced_weights
 
         recipe, row, images, model = self.recipe, self.row, self.images, self.model
         class_weight, label_weights = (
@@ -191,25 +196,17 @@ class ImageJob(Job):
         features = FrozenFeatures(recipe, row, model, images,
                                   Path(recipe.cache_dir or folder / CACHE_FOLDER), self.clock,
                                   setup.strategy)
-        self.probe = features.probe() if recipe.probe else {}
-        if self.probe.get("val") is not None:
-            print(f"linear probe on the frozen features: val {self.probe['metric']} "
-                  f"{self.probe['val']:.3f} (C={self.probe['C']:g})", flush=True)
+        probe = features.probe() if recipe.probe else None
+        self.probe = probe.summary if probe is not None else {}
+        if probe is not None and probe.summary["val"] is not None:
+            say(f"linear probe on the frozen features: val {self.probe['metric']} "
+                f"{self.probe['val']:.3f} (C={self.probe['C']:g})")
+        if probe is not None and recipe.head_init == "probe":
+            features.start_head_from(probe)
+            self.head_init = "probe"
 
         def prepare(stage: Stage) -> StageFit | None:
-            if stage.lr == "auto":
-                from tlkit.train.lr_find import find_stage_rate
-
-                self.lr_found.append(find_stage_rate(
-                    self, setup, stage, Path(recipe.cache_dir or folder / CACHE_FOLDER)))
-            plan = prepare_stage(self.backbone, row, stage, recipe.batchnorm_policy,
-                                 recipe.batchnorm_momentum)
-            cached = plan.backbone_frozen and recipe.feature_cache
-            with setup.strategy.scope():
-                compile_for_stage(features.head if cached else model, stage, plan,
-                                  head_loss(self.task, label_weights), head_metrics(self.task))
-            _announce(stage, plan, row, cached)
-            return features.stage_fit() if cached else None
+            return self._prepare(stage, setup, features, folder, label_weights)
 
         history = fit_stages(model, recipe.stages, self.datasets, folder, prepare=prepare,
                              monitor=recipe.monitor, early_stopping=recipe.early_stopping,
@@ -219,6 +216,42 @@ class ImageJob(Job):
             shutil.rmtree(folder / CACHE_FOLDER, ignore_errors=True)
         return history
 
+    def _prepare(self, stage: Stage, setup: TrainingSetup, features: FrozenFeatures,
+                 folder: Path, label_weights: np.ndarray | None) -> StageFit | None:
+        """Freeze and compile for ``stage``; what it fits (None: the model on the image
+        streams). Head-only stages fit the head on cached features; soft targets (label
+        smoothing, or MixUp/CutMix on the image stream) need one-hot streams."""
+        from tlkit.data.images import soft_label_stream
+        from tlkit.train.heads import head_loss, head_metrics
+        from tlkit.train.stages import compile_for_stage, prepare_stage
+
+        recipe, task = self.recipe, self.task
+        if stage.lr == "auto":
+            from tlkit.train.lr_find import find_stage_rate
+
+            self.lr_found.append(find_stage_rate(
+                self, setup, stage, Path(recipe.cache_dir or folder / CACHE_FOLDER)))
+        plan = prepare_stage(self.backbone, self.row, stage, recipe.batchnorm_policy,
+                             recipe.batchnorm_momentum)
+        cached = plan.backbone_frozen and recipe.feature_cache
+        augment = None if cached else recipe.augment  # batch mixing needs images
+        mixing = augment is not None and bool(augment.mixup or augment.cutmix)
+        soft = mixing or (stage.label_smoothing > 0 and not task.multi_label)
+        with setup.strategy.scope():
+            compile_for_stage(features.head if cached else self.model, stage, plan,
+                              head_loss(task, label_weights, stage.label_smoothing, soft),
+                              head_metrics(task))
+        _announce(stage, plan, self.row, cached)
+        fitting = (features.stage_fit() if cached
+                   else StageFit(self.model, self.datasets["train"], self.datasets.get("val")))
+        if not soft:
+            return fitting if cached else None
+        classes, multi = len(self.images.class_names), task.multi_label
+        return StageFit(fitting.model,
+                        soft_label_stream(fitting.train, classes, augment, recipe.seed, multi),
+                        None if fitting.val is None
+                        else soft_label_stream(fitting.val, classes, None, multi_label=multi))
+
     def held_out(self, split: str) -> tuple[Any, list[str], np.ndarray] | None:
         frame = self.images.split(split)
         if frame.empty:
@@ -226,7 +259,8 @@ class ImageJob(Job):
         return self.model, frame["path"].tolist(), self.images.targets(frame)
 
     def extras(self) -> dict[str, Any]:
-        return {"probe": self.probe, **({"lr_found": self.lr_found} if self.lr_found else {}),
+        return {"probe": self.probe, "head_init": self.head_init,
+                **({"lr_found": self.lr_found} if self.lr_found else {}),
                 "skipped_images": [{"path": p, "reason": r} for p, r in self.images.skipped]}
 
     def save(self, writer: RunWriter) -> Any:
@@ -306,7 +340,8 @@ class FrozenFeatures:
             self.feature_model, self.images.split(split)["path"].tolist(), recipe.batch_size,
             self.cache_dir, {"backbone": self.row.name, "weights": recipe.weights,
                              "preprocess": self.row.preprocess},
-            augment=recipe.augment if views > 1 else None, views=views, seed=recipe.seed)
+            augment=recipe.augment if views > 1 else None, views=views, seed=recipe.seed,
+            name=f"cache {split}")
 
     def labels(self, split: str) -> Any:
         """Targets of one split (class ids, or a label-set indicator matrix), in the cache's
@@ -326,27 +361,40 @@ class FrozenFeatures:
                if has_val else None)
         return StageFit(self.head, train, val)
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> LinearProbe | None:
         """A logistic-regression probe on the train features, C chosen on val, scored on test
-        (label sets: one-vs-rest, chosen and scored by mAP)."""
-        from tlkit.evaluation.probe import linear_probe, one_vs_rest_probe
+        (label sets: one-vs-rest, chosen and scored by mAP); None without a val split.
+
+        Its ``summary`` goes into ``metrics.json``; its weights can start the head."""
+        from tlkit.evaluation.probe import LinearProbe, fit_linear_probe, one_vs_rest_probe
 
         splits = [s for s in ("val", "test") if not self.images.split(s).empty]
         if "val" not in splits:
-            return {}
+            return None
         x = {split: self.cache(split).view(0) for split in ["train", *splits]}
         y = {split: self.labels(split) for split in x}
-        if self.images.label_format.multi:
-            summary = one_vs_rest_probe(x["train"], y["train"], x["val"], y["val"],
-                                        x.get("test"), y.get("test")).summary
-            return {"metric": "mAP", "val": summary["val_map"], "test": summary["test_map"],
-                    "C": summary["C"], "n_features": summary["n_features"],
-                    "fit_seconds": summary["fit_seconds"]}
-        result = linear_probe(x["train"], y["train"], x["val"], y["val"], x.get("test"),
-                              y.get("test"))
-        return {"metric": "accuracy", "val": result["val_accuracy"],
-                "test": result["test_accuracy"], "C": result["C"],
-                "n_features": result["n_features"], "fit_seconds": result["fit_seconds"]}
+        with phase("probe", detail="logistic regression on the frozen features"):
+            if self.images.label_format.multi:
+                fitted = one_vs_rest_probe(x["train"], y["train"], x["val"], y["val"],
+                                           x.get("test"), y.get("test"))
+                summary = {"metric": "mAP", "val": fitted.summary["val_map"],
+                           "test": fitted.summary["test_map"]}
+            else:
+                fitted = fit_linear_probe(x["train"], y["train"], x["val"], y["val"],
+                                          x.get("test"), y.get("test"),
+                                          n_classes=len(self.images.class_names))
+                summary = {"metric": "accuracy", "val": fitted.summary["val_accuracy"],
+                           "test": fitted.summary["test_accuracy"]}
+        summary.update({key: fitted.summary[key] for key in ("C", "n_features", "fit_seconds")})
+        return LinearProbe(summary, fitted.coef, fitted.intercept)
+
+    def start_head_from(self, probe: LinearProbe) -> None:
+        """Give the head's output layer the probe's weights (linear probing, then training:
+        LP-FT, Kumar et al. 2022): the head stage starts at the probe's solution rather than
+        at random, so fine-tuning later starts from a head that already fits the features."""
+        layer = self.head.get_layer("predictions")
+        kernel, bias = layer.get_weights()
+        layer.set_weights([probe.coef.T.astype(kernel.dtype), probe.intercept.astype(bias.dtype)])
 
 
 def _datasets(recipe: ImageRecipe, images: ImageData, clock: EpochClock, batch_size: int
@@ -369,5 +417,5 @@ def _announce(stage: Stage, plan: Any, row: Backbone, cached: bool) -> None:
               else ", ".join(row.block_names[k] for k in plan.trainable_blocks))
     decay = f", lr_decay {stage.lr_decay} per block" if stage.lr_decay < 1 else ""
     how = "; the head trains on cached features" if cached else ""
-    print(f"stage '{stage.name}': up to {stage.epochs} epochs at lr {stage.lr:g}{decay}; "
-          f"training backbone blocks: {blocks}{how}", flush=True)
+    say(f"stage '{stage.name}': up to {stage.epochs} epochs at lr {stage.lr:g}{decay}; "
+        f"training backbone blocks: {blocks}{how}")

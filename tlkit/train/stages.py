@@ -172,6 +172,8 @@ def make_optimizer(stage: Stage, lr_multipliers: dict[str, float] | None = None)
     kwargs: dict[str, Any] = {**row.fixed, "learning_rate": stage.lr}
     if stage.weight_decay:
         kwargs["weight_decay"] = stage.weight_decay
+    if stage.ema:  # Keras's default momentum 0.99; fit_stages validates on the average
+        kwargs["use_ema"] = True
     if lr_multipliers:
         return layerwise_optimizer_class(base)(lr_multipliers=lr_multipliers, **kwargs)
     return base(**kwargs)
