@@ -199,8 +199,9 @@ def test_conformal_sets_cover_as_promised_on_exchangeable_data(score: str) -> No
         threshold = conformal_quantile(conformity_scores(probs[:300], labels[:300], score), 0.9)
         sets = prediction_sets(probs[300:], threshold, score)
         covered.append(sets[np.arange(300), labels[300:]].mean())
-    # split conformal: E[coverage] in [0.9, 0.9 + 1/(n+1)]; the mean of 40 splits is close
-    assert 0.885 <= np.mean(covered) <= 0.92
+    # split conformal: E[coverage] >= 0.9 (for lac at most 0.9 + 1/(n+1); aps sets take in
+    # the class that crosses the threshold whole, so they cover more)
+    assert 0.885 <= np.mean(covered) <= (0.92 if score == "lac" else 0.97)
 
 
 def test_multi_label_sets_cover_each_label() -> None:
@@ -253,25 +254,17 @@ def test_lac_quantiles_and_sets_are_mapies(coverage: float) -> None:
 
 
 @pytest.mark.parametrize("coverage", [0.8, 0.9, 0.95])
-def test_aps_scores_and_sets_are_mapies_without_its_randomisation(coverage: float) -> None:
+def test_aps_quantiles_and_sets_are_mapies(coverage: float) -> None:
     pytest.importorskip("mapie")
-    from mapie.conformity_scores import APSConformityScore
-
     rng = np.random.default_rng(4)
     probs, labels = calibrated_sample(500, 6, rng)
     test, _ = calibrated_sample(300, 6, rng)
-    cumulative, _ = APSConformityScore.get_true_label_cumsum_proba(labels, probs, np.arange(6))
-    ours = conformity_scores(probs, labels, "aps")
-    np.testing.assert_allclose(ours, cumulative[:, 0], atol=1e-12)
-    mapie = mapie_on(probs, labels, "aps", coverage)
-    mapie.predict_set(test)
-    score = mapie._mapie_classifier.conformity_score_function_
-    threshold = conformal_quantile(ours, coverage)
-    score.quantiles_ = np.array([threshold])  # MAPIE's set rule at our (unrandomised) quantile
-    theirs = score.get_prediction_sets(test[:, :, None].repeat(1, axis=2), ours[:, None],
-                                       np.array([1 - coverage]), "prefit",
-                                       include_last_label=False)
-    np.testing.assert_array_equal(prediction_sets(test, threshold, "aps"), theirs[:, :, 0])
+    mapie = mapie_on(probs, labels, "aps", coverage)  # random_state=0, as tlkit draws
+    sets = mapie.predict_set(test)[1][:, :, 0]
+    theirs = mapie._mapie_classifier.conformity_score_function_.quantiles_[0]
+    ours = conformal_quantile(conformity_scores(probs, labels, "aps"), coverage)
+    assert ours == pytest.approx(float(theirs), abs=1e-12)
+    np.testing.assert_array_equal(prediction_sets(test, ours, "aps"), sets)
 
 
 def test_predict_answers_unsure_with_the_candidates(text_run: Path) -> None:

@@ -169,7 +169,8 @@ def test_a_multi_label_recipe_splits_by_label_sets_and_gives_the_matrix(tmp_path
     recipe = ImageRecipe(data=str(_multi_csv(tmp_path)), labels="multi", val_fraction=0.2,
                          test_fraction=0.2, backbone="tiny_cnn")
     table, class_names = split_checked(recipe, read_recipe_table(recipe))
-    assert table["split"].value_counts().to_dict() == {"train": 24, "val": 8, "test": 8}
+    assert table["split"].value_counts().to_dict() == {"train": 21, "val": 8, "test": 8,
+                                                          "calibration": 3}
     assert class_names == ["beach", "people", "sunset"]
     data = ImageData(table, class_names, [], LabelFormat.of(recipe))
     targets = data.targets(data.split("val"))

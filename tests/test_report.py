@@ -159,7 +159,7 @@ def test_report_without_history_says_so_and_renders_the_rest(tmp_path: Path) -> 
     page = build_run_report(run).read_text(encoding="utf-8")
     missing = page.split('<section id="missing">')[1]
     assert "training curves: no training history (history.csv)" in missing
-    assert len(embedded_pngs(page)) == 4
+    assert len(embedded_pngs(page)) == 5  # and the risk-coverage curve
     assert json.loads((run / "report.json").read_text())["missing"] == [
         "training curves: no training history (history.csv)"]
 
@@ -169,7 +169,8 @@ def test_text_report_lists_sentences_escaped(tmp_path: Path) -> None:
     page = build_run_report(run).read_text(encoding="utf-8")
     top = page.split('<section id="top-losses">')[1].split("</section>")[0]
     assert "with &lt;b&gt;markup&lt;/b&gt; &amp; an ampersand" in top and "<b>" not in top
-    assert len(embedded_pngs(page)) == 4  # the gallery is a table of sentences
+    # the gallery is a table of sentences; the calibration section has a risk-coverage curve
+    assert len(embedded_pngs(page)) == 5
 
 
 def test_old_metrics_without_predictions_still_report(tmp_path: Path) -> None:

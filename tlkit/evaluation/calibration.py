@@ -9,15 +9,15 @@ threshold, and an input's set holds every class scoring at most that, which cont
 true class with probability at least ``coverage`` on exchangeable data. ``lac`` scores
 ``1 - p(true class)``; ``aps`` the probability mass of the classes at least as probable as
 the true one (sets adapt to how hard an input is). Sets and quantiles are MAPIE's
-(``SplitConformalClassifier``; APS with ``include_last_label=False``, the smallest sets that
-keep the guarantee, and without MAPIE's randomised calibration scores);
+(``SplitConformalClassifier`` with ``random_state=0``: the same randomised APS calibration
+scores, and its default ``include_last_label=True`` sets);
 ``tests/test_calibration.py`` checks them against MAPIE. A multi-label run gets a threshold
 per label: each label is its own two-class problem (present or absent), scored by lac
 (with two classes, unrandomised aps can only answer one side or both).
 
 Example:
     >>> probs = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
-    >>> prediction_sets(probs, 0.8, "aps").astype(int).tolist()
+    >>> prediction_sets(probs, 0.65, "aps").astype(int).tolist()
     [[1, 0, 0], [1, 1, 0]]
 """
 
@@ -33,6 +33,7 @@ from tlkit.choices import CONFORMAL_SCORES
 REPORTED_COVERAGES = (0.8, 0.9, 0.95)
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 _EPSILON = 1e-8  # MAPIE's tolerance when comparing a score with the threshold
+APS_SEED = 0  # of the aps calibration scores' uniform shares (MAPIE's random_state=0)
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray, multi_label: bool = False
@@ -162,15 +163,18 @@ def before_and_after(logits: np.ndarray, targets: np.ndarray, temperature: Any,
 
 def conformity_scores(probs: np.ndarray, targets: np.ndarray, score: str = "aps"
                       ) -> np.ndarray:
-    """How badly each example's true class fits: ``1 - p(true)`` (lac) or the probability
-    mass of the classes ranked at or above it (aps).
+    """How badly each example's true class fits: ``1 - p(true)`` (lac), or the probability
+    mass of the classes ranked above it plus a uniform share ``u`` of its own (aps,
+    Romano et al.'s randomised score; ``u`` from NumPy's ``RandomState(APS_SEED)``, as MAPIE
+    draws it, so a run's sets are reproducible). Without ``u`` a confident model's true
+    class scores near 1 and every set grows to hold most classes.
 
     Example:
         >>> p = np.array([[0.6, 0.3, 0.1]])
         >>> conformity_scores(p, np.array([1]), "lac").round(2).tolist()
         [0.7]
-        >>> conformity_scores(p, np.array([1]), "aps").round(2).tolist()
-        [0.9]
+        >>> conformity_scores(p, np.array([1]), "aps").round(4).tolist()  # 0.9 - u * 0.3
+        [0.7354]
     """
     probs, targets = np.asarray(probs, dtype="float64"), np.asarray(targets, dtype=int)
     true = probs[np.arange(len(probs)), targets]
@@ -180,7 +184,8 @@ def conformity_scores(probs: np.ndarray, targets: np.ndarray, score: str = "aps"
     order = np.fliplr(np.argsort(probs, axis=1))
     rank = np.argmax(order == targets[:, None], axis=1)
     cumulative = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
-    return cumulative[np.arange(len(probs)), rank]
+    share = np.random.RandomState(APS_SEED).uniform(size=len(probs))
+    return cumulative[np.arange(len(probs)), rank] - share * true
 
 
 def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
@@ -203,9 +208,9 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
 
 def prediction_sets(probs: np.ndarray, threshold: float, score: str = "aps") -> np.ndarray:
     """Boolean (inputs x classes) conformal sets at ``threshold``: classes with
-    ``1 - p <= threshold`` (lac, may be empty), or the most probable classes while their
-    cumulative mass stays within it, the top class always (aps; MAPIE's
-    ``include_last_label=False``).
+    ``1 - p <= threshold`` (lac, may be empty), or the most probable classes until their
+    cumulative mass reaches it, the class that reaches it included (aps; MAPIE's
+    ``include_last_label=True``: never empty, never below the asked coverage).
 
     Example:
         >>> prediction_sets(np.array([[0.6, 0.3, 0.1]]), 0.5, "lac").tolist()
@@ -219,8 +224,9 @@ def prediction_sets(probs: np.ndarray, threshold: float, score: str = "aps") -> 
     order = np.fliplr(np.argsort(probs, axis=1))
     ranked = np.take_along_axis(probs, order, axis=1)
     cumulative = np.cumsum(ranked, axis=1)
-    limit = np.maximum(threshold, cumulative[:, 0])  # the top class is always in
-    last = (cumulative - limit[:, None] <= _EPSILON).sum(axis=1) - 1
+    reached = cumulative - threshold >= -_EPSILON
+    # a threshold above every mass (scores never exceed 1): the whole ranking
+    last = np.where(reached.any(axis=1), reached.argmax(axis=1), probs.shape[1] - 1)
     last_probability = ranked[np.arange(len(probs)), last]
     # A zero last probability would take in every class of probability zero: MAPIE takes the
     # row's smallest non-zero probability instead.

@@ -368,8 +368,7 @@ def _reliability(metrics: dict[str, Any], predictions: pd.DataFrame | None,
     else:
         blocks.append(_png("reliability", reliability_figure(metrics["reliability"],
                                                              metrics.get("ece"))))
-    return Section("reliability",
-                   blocks + _sets_and_abstaining(metrics, predictions, class_names, missing))
+    return Section("reliability", blocks + _sets_and_abstaining(metrics, predictions, class_names))
 
 
 def _scaling_table(scaling: dict[str, Any]) -> pd.DataFrame:
@@ -383,9 +382,9 @@ def _scaling_table(scaling: dict[str, Any]) -> pd.DataFrame:
 
 
 def _sets_and_abstaining(metrics: dict[str, Any], predictions: pd.DataFrame | None,
-                         class_names: list[str], missing: list[str]
-                         ) -> list[str | pd.DataFrame | Png]:
-    """The coverage-vs-set-size table and the risk-coverage curve, or what is missing."""
+                         class_names: list[str]) -> list[str | pd.DataFrame | Png]:
+    """The coverage-vs-set-size table and the risk-coverage curve (when there are
+    probabilities)."""
     from tlkit.evaluation.calibration import risk_coverage
     from tlkit.evaluation.metrics import prediction_arrays
     from tlkit.evaluation.plots import risk_coverage_figure
@@ -401,10 +400,9 @@ def _sets_and_abstaining(metrics: dict[str, Any], predictions: pd.DataFrame | No
                                   "empirical coverage": round(row["coverage"], 4),
                                   "mean set size": round(row["mean_size"], 3)}
                                  for row in rows])]
-    else:
-        missing.append("coverage of prediction sets: the run has no calibration split")
-    if predictions is None or predictions.empty:
-        missing.append("risk-coverage curve: it needs the examples' probabilities")
+    else:  # runs from before calibration splits: not a section that went missing
+        blocks.append("No prediction sets: the run has no calibration split.")
+    if predictions is None or predictions.empty:  # the ROC section notes the missing table
         return blocks
     y_true, probabilities, _ = prediction_arrays(predictions, class_names)
     return blocks + [
