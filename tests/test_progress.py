@@ -122,7 +122,7 @@ def test_a_run_logged_to_files_shows_each_phase_on_stderr(tmp_path):
                      re.M), stderr
     assert re.search(r"^cache train: done in [\d.]+s, \d+ images, [\d.]+ images/s$", stderr,
                      re.M), stderr
-    assert re.search(r"^split: done in .*: train \d+, val \d+, test \d+ images", stderr, re.M)
+    assert re.search(r"^split: done in .*: train \d+, val \d+, test \d+", stderr, re.M)
     assert "Epoch 1/2" in stderr and re.search(r"^stage head: done in ", stderr, re.M)
     for name in ("probe", "evaluate val", "evaluate test", "save", "report"):
         assert re.search(rf"^{name}: done in ", stderr, re.M), name
@@ -199,4 +199,5 @@ def test_a_terminal_shows_bars(tmp_path):
     assert re.search(r"cache train .*━", shown), shown[-3000:]
     assert re.search(r"evaluate test .*━", shown), shown[-3000:]
     assert "\x1b[" in shown and "━" in shown.split("Epoch 1/2")[1]  # Keras's bar
+    assert not re.search(r"stage head: \d+/\d+ batches", shown)  # no lines under Keras's bar
     assert (tmp_path / "out.txt").read_text().startswith("run folder: ")

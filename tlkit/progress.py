@@ -117,6 +117,7 @@ class Phase:
         self._bar: Any = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._lines = False  # plain lines (a file or pipe), set when it is shown
 
     def advance(self, n: int = 1) -> None:
         """Count ``n`` more units done: the bar moves, or a line is due (after the first
@@ -129,7 +130,7 @@ class Phase:
         with self._lock:
             now, finished = _clock(), self.total is not None and self.done >= self.total
             due = self._last_line is None or now - self._last_line >= LINE_INTERVAL
-            if due and not finished and not quiet():
+            if due and not finished and self._lines and not quiet():
                 self._last_line = now
                 say(f"{self.name}: {self.status()}")
 
@@ -166,13 +167,15 @@ class Phase:
         bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                        TextColumn("{task.fields[status]}"),
                        console=Console(file=sys.stderr), transient=True)
-        task = bar.add_task(self.name, total=self.total, status=self.status())
+        # the elapsed time is a column of its own: the status shows counts once there are any
+        task = bar.add_task(self.name, total=self.total, status="")
         bar.start()
         self._bar = (bar, task)
 
     def _show(self, draw: bool) -> threading.Thread | None:
         """Start the bar (a terminal) or the thread that keeps a log speaking (elsewhere)."""
         if not interactive():
+            self._lines = True
             watcher = threading.Thread(target=self._watch, name=f"progress {self.name}",
                                        daemon=True)
             watcher.start()
