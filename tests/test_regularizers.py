@@ -44,14 +44,27 @@ def test_batch_mixing_blends_images_and_their_one_hot_targets(mixing: dict) -> N
     np.testing.assert_array_equal(plain.numpy(), np.eye(4)[labels])
 
 
-def test_label_smoothing_and_ema_reach_keras() -> None:
+def test_label_smoothing_softens_the_training_targets_only() -> None:
+    """Smoothing is applied to the training stream's targets (Keras's rule: each class gets
+    smoothing / classes), so the loss, and with it val_loss, stays plain cross-entropy: a
+    stage with smoothing competes for the kept epoch on the same scale as one without."""
+    import tensorflow as tf
+
+    from tlkit.data.images import soft_label_stream
     from tlkit.tasks import get_task
     from tlkit.train.heads import head_loss
     from tlkit.train.stages import make_optimizer
 
-    loss = head_loss(get_task("image"), label_smoothing=0.1)
+    batches = tf.data.Dataset.from_tensor_slices((tf.zeros((3, 4)), [0, 1, 2])).batch(3)
+    _, smoothed = next(iter(soft_label_stream(batches, 3, None, label_smoothing=0.3)))
+    np.testing.assert_allclose(smoothed.numpy(), np.eye(3) * 0.7 + 0.1, atol=1e-6)
+    sets = tf.data.Dataset.from_tensor_slices((tf.zeros((1, 4)), [[1, 0]])).batch(1)
+    _, label_sets = next(iter(soft_label_stream(sets, 2, None, multi_label=True,
+                                                label_smoothing=0.2)))
+    np.testing.assert_allclose(label_sets.numpy(), [[0.9, 0.1]], atol=1e-6)
+    loss = head_loss(get_task("image"), soft_targets=True)
     assert type(loss).__name__ == "CategoricalCrossentropy"
-    assert loss.get_config()["label_smoothing"] == 0.1
+    assert loss.get_config()["label_smoothing"] == 0.0
     assert make_optimizer(Stage(ema=True)).use_ema
     assert not make_optimizer(Stage()).use_ema
 

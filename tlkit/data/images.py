@@ -683,25 +683,32 @@ def augmentation_layers(augment: Augment, seed: int) -> list[Any]:
 
 
 def soft_label_stream(dataset: tf.data.Dataset, num_classes: int, augment: Augment | None,
-                      seed: int = 0, multi_label: bool = False) -> tf.data.Dataset:
+                      seed: int = 0, multi_label: bool = False, label_smoothing: float = 0.0
+                      ) -> tf.data.Dataset:
     """``dataset``'s batches with float targets (one-hot class ids, or label sets as they
-    are), mixed by the recipe's MixUp or CutMix when ``augment`` asks for one.
+    are), smoothed by ``label_smoothing`` and mixed by the recipe's MixUp or CutMix when
+    ``augment`` asks for one: what a training stream with soft targets feeds the loss.
 
-    Mixing blends two images and their targets, so the loss must take soft targets
-    (categorical cross-entropy); validation streams pass ``augment=None``.
+    Smoothing the training targets, rather than the loss, leaves validation loss the plain
+    cross-entropy, so epochs with and without smoothing compete for the kept checkpoint on
+    the same scale. Validation streams pass ``augment=None`` and no smoothing.
 
     Example:
         >>> import tensorflow as tf
-        >>> batches = tf.data.Dataset.from_tensor_slices((tf.zeros((2, 8, 8, 3)), [0, 2])).batch(2)
-        >>> next(iter(soft_label_stream(batches, 3, None)))[1].numpy().tolist()
-        [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+        >>> batches = tf.data.Dataset.from_tensor_slices((tf.zeros((2, 8, 8, 3)), [0, 1])).batch(2)
+        >>> targets = next(iter(soft_label_stream(batches, 2, None, label_smoothing=0.2)))[1]
+        >>> targets.numpy().astype(float).round(3).tolist()
+        [[0.9, 0.1], [0.1, 0.9]]
     """
     import keras
     import tensorflow as tf
 
+    # Keras's label_smoothing: each class gets smoothing / classes (a label: smoothing / 2)
+    share = label_smoothing / (2 if multi_label else num_classes)
+
     def targets(images: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         soft = tf.cast(y, "float32") if multi_label else tf.one_hot(y, num_classes)
-        return images, soft
+        return images, soft * (1 - label_smoothing) + share
 
     dataset = dataset.map(targets)
     if augment is None or not (augment.mixup or augment.cutmix):

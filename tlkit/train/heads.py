@@ -20,31 +20,26 @@ from typing import Any
 import numpy as np
 
 
-def head_loss(task: Any, label_weights: np.ndarray | None = None, label_smoothing: float = 0.0,
+def head_loss(task: Any, label_weights: np.ndarray | None = None,
               soft_targets: bool = False) -> Any:
     """The loss of ``task``'s head; with ``label_weights`` (labels x [absent, present], a
-    multi-label task), binary cross-entropy weighted per label. ``soft_targets`` (one-hot or
-    mixed targets, from ``soft_label_stream``) or ``label_smoothing`` turn a single-label
-    head's sparse cross-entropy into the categorical one, which takes them.
+    multi-label task), binary cross-entropy weighted per label. ``soft_targets`` (one-hot,
+    smoothed or mixed targets, from ``soft_label_stream``) turn a single-label head's sparse
+    cross-entropy into the categorical one, which takes them.
 
     Example:
         >>> from tlkit.tasks import get_task
         >>> type(head_loss(get_task("textcnn-multilabel"))).__name__
         'BinaryCrossentropy'
-        >>> head_loss(get_task("image"), label_smoothing=0.1).get_config()["label_smoothing"]
-        0.1
+        >>> type(head_loss(get_task("image"), soft_targets=True)).__name__
+        'CategoricalCrossentropy'
     """
     import keras
 
     if label_weights is not None:
-        weighted = weighted_binary_crossentropy(label_weights)
-        if not label_smoothing:
-            return weighted
-        return lambda y, p: weighted(y * (1 - label_smoothing) + label_smoothing / 2, p)
-    if task.multi_label:
-        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
-    if soft_targets or label_smoothing:
-        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        return weighted_binary_crossentropy(label_weights)
+    if soft_targets and not task.multi_label:
+        return keras.losses.CategoricalCrossentropy()
     # the task names its loss as Keras's function does; the class of that name computes it
     return getattr(keras.losses, task.loss.title().replace("_", ""))()
 

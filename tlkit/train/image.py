@@ -220,7 +220,8 @@ class ImageJob(Job):
                  folder: Path, label_weights: np.ndarray | None) -> StageFit | None:
         """Freeze and compile for ``stage``; what it fits (None: the model on the image
         streams). Head-only stages fit the head on cached features; soft targets (label
-        smoothing, or MixUp/CutMix on the image stream) need one-hot streams."""
+        smoothing of the training targets, or MixUp/CutMix on the image stream) need
+        one-hot streams."""
         from tlkit.data.images import soft_label_stream
         from tlkit.train.heads import head_loss, head_metrics
         from tlkit.train.stages import compile_for_stage, prepare_stage
@@ -236,11 +237,10 @@ class ImageJob(Job):
         cached = plan.backbone_frozen and recipe.feature_cache
         augment = None if cached else recipe.augment  # batch mixing needs images
         mixing = augment is not None and bool(augment.mixup or augment.cutmix)
-        soft = mixing or (stage.label_smoothing > 0 and not task.multi_label)
+        soft = mixing or stage.label_smoothing > 0
         with setup.strategy.scope():
             compile_for_stage(features.head if cached else self.model, stage, plan,
-                              head_loss(task, label_weights, stage.label_smoothing, soft),
-                              head_metrics(task))
+                              head_loss(task, label_weights, soft), head_metrics(task))
         _announce(stage, plan, self.row, cached)
         fitting = (features.stage_fit() if cached
                    else StageFit(self.model, self.datasets["train"], self.datasets.get("val")))
@@ -248,7 +248,8 @@ class ImageJob(Job):
             return fitting if cached else None
         classes, multi = len(self.images.class_names), task.multi_label
         return StageFit(fitting.model,
-                        soft_label_stream(fitting.train, classes, augment, recipe.seed, multi),
+                        soft_label_stream(fitting.train, classes, augment, recipe.seed, multi,
+                                          stage.label_smoothing),
                         None if fitting.val is None
                         else soft_label_stream(fitting.val, classes, None, multi_label=multi))
 
