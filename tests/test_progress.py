@@ -201,3 +201,35 @@ def test_a_terminal_shows_bars(tmp_path):
     assert "\x1b[" in shown and "━" in shown.split("Epoch 1/2")[1]  # Keras's bar
     assert not re.search(r"stage head: \d+/\d+ batches", shown)  # no lines under Keras's bar
     assert (tmp_path / "out.txt").read_text().startswith("run folder: ")
+
+
+def test_a_stage_counts_every_batch_with_steps_per_execution(monkeypatch, capsys):
+    """Keras calls on_train_batch_end once per execution (the text CNN runs several steps in
+    one): the stage's count still reaches every batch of every epoch."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tlkit.recipes import Stage
+    from tlkit.train.fit import _stage_phase
+
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", steps_per_execution=2)
+    train = tf.data.Dataset.from_tensor_slices((np.ones((8, 2)), np.ones(8))).batch(2)
+    with _stage_phase(Stage(name="train", epochs=2), train, 2) as counter:
+        model.fit(train, epochs=2, callbacks=[counter], verbose=0)
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert re.match(r"stage train: done in [\d.]+s, 8 batches, ", last), last
+
+
+def test_a_vectors_file_counts_every_row(tmp_path, monkeypatch, capsys):
+    from tlkit.vectors import load_vectors
+
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    rows = [f"w{i} 0.5 0.25" for i in range(60_001)]
+    (tmp_path / "v.txt").write_text("\n".join(rows) + "\n")
+    load_vectors(tmp_path / "v.txt", ["", "w3", "zebra"])
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert re.match(r"vectors: done in [\d.]+s, 60001 vectors, [\d.]+ vectors/s: 1 of the 2 "
+                    r"words wanted$", last), last

@@ -236,6 +236,7 @@ def _read_text(stream: BinaryIO, path: Path, wanted: dict[bytes, list[int]],
                                 "number; the file is damaged") from error
     if not vectors:
         raise UserError(f"vectors file '{path}' has a header but no vectors")
+    advance(vectors % _COUNT_EVERY)
     return dim, rows
 
 
@@ -296,6 +297,7 @@ def _read_binary(stream: BinaryIO, path: Path, wanted: dict[bytes, list[int]],
     # A seek past the end is not an error by itself; the last row may have been one.
     if not compressed and stream.tell() > os.fstat(stream.fileno()).st_size:
         raise UserError(truncated)
+    advance(count % _COUNT_EVERY)
     return dim, rows
 
 

@@ -95,9 +95,15 @@ def _stage_phase(stage: Stage, train: Any, epochs: int) -> Iterator[Any]:
           redirect_stdout(sys.stderr)):
 
         class CountBatches(keras.callbacks.Callback):
+            # With steps_per_execution (the text CNN) Keras calls this once per execution,
+            # with the index of its last batch: the count follows the index.
+            def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                self.in_epoch = 0
+
             def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None
                                    ) -> None:
-                step.advance()
+                step.advance(batch + 1 - self.in_epoch)
+                self.in_epoch = batch + 1
 
         yield CountBatches()
 
