@@ -382,3 +382,34 @@ def test_an_unknown_conformal_score_from_python_is_refused(text_run: Path) -> No
     assert_user_error(lambda: predict(text_run, ["a film"], coverage=0.9,
                                       conformal_score="raps"),
                       "--conformal-score raps: unknown score; choose one of: aps, lac")
+
+
+def test_a_multi_label_run_gets_a_temperature_per_class_and_label_sets_in_doubt(
+        tmp_path: Path) -> None:
+    from tlkit.models.calibration import temperature_of
+    from tlkit.predict import open_run, predict
+    from tlkit.recipes import TextCNNRecipe
+    from tlkit.train.text import train_textcnn
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(240):
+        labels = [label for label in ("rain", "sea", "sun") if rng.random() < 0.4]
+        filler = " ".join(rng.choice(["the", "a", "day", "we", "saw"], size=3))
+        rows.append({"text": " ".join([filler, *labels]), "label": "|".join(labels)})
+    table = pd.DataFrame(rows)
+    table[:200].to_csv(tmp_path / "train.csv", index=False)
+    table[200:].to_csv(tmp_path / "test.csv", index=False)
+    run_path = train_textcnn(TextCNNRecipe(
+        data=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"), labels="multi",
+        embedding_dim=8, feature_maps=8, epochs=4, batch_size=10, dev_fraction=0.2),
+        out=tmp_path / "runs", name="sets").path
+    metrics = json.loads((run_path / "metrics.json").read_text())
+    temperatures = metrics["temperature_scaling"]["temperature"]
+    assert len(temperatures) == 3
+    np.testing.assert_allclose(temperature_of(open_run(run_path).model), temperatures)
+    assert {row["score"] for row in metrics["conformal"]["test"]} == {"lac"}
+    answers = predict(run_path, ["we saw sun", "the day"], coverage=0.95)
+    assert list(answers.columns[-3:]) == ["answer", "candidates", "error"]
+    for answer, candidates in zip(answers["answer"], answers["candidates"], strict=True):
+        assert (answer == "unsure") == bool(candidates)
