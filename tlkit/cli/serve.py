@@ -31,7 +31,9 @@ def serve(run: str, port: int, host: str, max_batch: int, max_wait_ms: float,
     POST /predict (Content-Type: application/json) with {"inputs": [...], "top_k": 2}:
     base64 images for image runs (or files under --allow-paths DIR), sentences for text
     runs. The TF Serving / KServe v1 form {"instances": [...]} works too. GET /health says
-    what is served.
+    what is served. A request may add "coverage": 0.9 (and "conformal_score": "aps" or
+    "lac") and "abstain_below": 0.8, as predict's options: each answer then says "answer"
+    (a label, or unsure) and "candidates".
 
     Example:
 
