@@ -233,3 +233,20 @@ def test_a_vectors_file_counts_every_row(tmp_path, monkeypatch, capsys):
     last = capsys.readouterr().err.splitlines()[-1]
     assert re.match(r"vectors: done in [\d.]+s, 60001 vectors, [\d.]+ vectors/s: 1 of the 2 "
                     r"words wanted$", last), last
+
+
+def test_a_cross_validated_run_records_its_phases_after_publishing(tmp_path):
+    """The report (and its time) comes once the run folder is published, for k folds too."""
+    from tlkit.recipes import ImageRecipe, Stage
+    from tlkit.train.image import ImageJob, check_image_run
+    from tlkit.train.job import cross_validate
+
+    data = make_image_folder(tmp_path / "images", per_class=8)
+    recipe = ImageRecipe(backbone="tiny_cnn", data=str(data), weights="none", input_size=32,
+                         batch_size=8, augment=None, probe=False,
+                         stages=[Stage(name="all", epochs=1, lr=0.01, train_from="all")])
+    run = cross_validate(ImageJob(check_image_run(recipe, tmp_path / "runs", "cv"),
+                                  tmp_path / "runs"), folds=2)
+    saved = json.loads((run.path / "metrics.json").read_text())["phases"]
+    assert {"check", "split", "stage all", "evaluate", "save", "report"} <= set(saved)
+    assert saved == run.metrics["phases"]

@@ -143,7 +143,7 @@ def run_job(job: Job, resume: bool = False) -> Run:
             writer.write_predictions(outcome.predictions)
             with phase("save", detail="the model and its run files"):
                 model = job.save(writer)
-        _report(writer.final, setup, times)
+    _report(writer.final, setup, times)
     return Run(path=Path(job.out) / job.name, kind=job.kind, recipe=job.recipe,
                class_names=job.class_names, metrics=outcome.metrics, model=model,
                history=outcome.history)
@@ -188,7 +188,7 @@ def cross_validate(job: Job, folds: int, resume: bool = False) -> Run:
         fold.write_inputs(writer)
         with phase("save", detail="the model and its run files"):
             model = fold.save(writer)
-        _report(writer.final, setup, times)
+    _report(writer.final, setup, times)
     return Run(path=Path(job.out) / job.name, kind=job.kind, recipe=job.recipe,
                class_names=fold.class_names, metrics=metrics, model=model,
                history=outcome.history, folds=table)
@@ -286,7 +286,8 @@ def _report(final: Path, setup: TrainingSetup, times: dict[str, float]) -> None:
     if not setup.chief:
         discard_worker_run(final, setup)
         return
-    with phase("report", detail="report.html, report.md and figures"):
+    with phase("report", detail="report.html, report.md and figures") as drawing:
         report_after_training(final)
+    times["report"] = round(drawing.seconds, 2)  # the run's record may be closed by now
     metrics = read_json(final / METRICS_FILE)
     write_json(final / METRICS_FILE, {**metrics, "phases": dict(times)})
