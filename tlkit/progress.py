@@ -166,7 +166,8 @@ class Phase:
 
         bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                        TextColumn("{task.fields[status]}"),
-                       console=Console(file=sys.stderr), transient=True)
+                       console=Console(file=sys.stderr), transient=True,
+                       redirect_stdout=False)  # stdout is the command's data, never the bar's
         # the elapsed time is a column of its own: the status shows counts once there are any
         task = bar.add_task(self.name, total=self.total, status="")
         bar.start()
