@@ -140,7 +140,7 @@ def test_a_multi_label_image_run_trains_sigmoid_bce_and_keeps_val_thresholds(
                          val_fraction=0.25, test_fraction=0.25, monitor="val_loss",
                          stages=[Stage(name="all", epochs=8, lr=0.01, train_from="all")])
     run = finetune(recipe, out=tmp_path / "runs", name="ml")
-    assert run.model.layers[-1].get_layer("predictions").get_config()["activation"] == "sigmoid"
+    assert run.model.layers[-1].get_layer("probabilities").get_config()["activation"] == "sigmoid"
     history = pd.read_csv(run.path / "history.csv")
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]  # the weighted BCE went down
     # The thresholds are each class's best F1 on val, for the saved model's val probabilities.

@@ -39,7 +39,10 @@ APS_SEED = 0  # of the aps calibration scores' uniform shares (MAPIE's random_st
 def fit_temperature(logits: np.ndarray, targets: np.ndarray, multi_label: bool = False
                     ) -> np.ndarray:
     """The temperature minimising the NLL of ``logits`` (bounded, in log space): a scalar
-    array for softmax outputs, one per class for sigmoid ones.
+    array for softmax outputs, one per class for sigmoid ones. Logits that put every
+    example on its right side (every top class right; for a sigmoid, every label's sign)
+    have no best temperature: their NLL only falls as T shrinks, so T would sharpen them
+    without limit. Such a temperature stays 1, as does one whose minimum is at a bound.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -48,23 +51,36 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, multi_label: bool =
         >>> z = honest + rng.logistic(size=(2000, 2))  # noisy: argmax is right 3 times in 4
         >>> bool(fit_temperature(3 * z, y) > 2.0)  # over-confident logits are cooled
         True
+        >>> fit_temperature(np.array([[5.0, 0.0], [0.0, 5.0]]), np.array([0, 1])).tolist()
+        1.0
     """
     from scipy.optimize import minimize_scalar
 
     logits, targets = np.asarray(logits, dtype="float64"), np.asarray(targets)
     bounds = tuple(math.log(t) for t in TEMPERATURE_BOUNDS)
     if not multi_label:
+        if (logits.argmax(axis=1) == targets).all():
+            return np.asarray(1.0)
         found = minimize_scalar(lambda log_t: nll(softmax(logits / math.exp(log_t)), targets),
                                 bounds=bounds, method="bounded")
-        return np.asarray(math.exp(found.x))
+        return np.asarray(_inside(found.x, bounds))
     temperatures = []
     for j in range(logits.shape[1]):
         column, truth = logits[:, j], targets[:, j]
+        if ((column > 0) == (truth > 0)).all():
+            temperatures.append(1.0)
+            continue
         found = minimize_scalar(
             lambda log_t, z=column, y=truth: nll(sigmoid(z / math.exp(log_t)), y, True),
             bounds=bounds, method="bounded")
-        temperatures.append(math.exp(found.x))
+        temperatures.append(_inside(found.x, bounds))
     return np.asarray(temperatures)
+
+
+def _inside(log_t: float, bounds: tuple[float, ...]) -> float:
+    """The temperature of a minimum ``log_t``; 1 when the minimum is at a bound."""
+    at_bound = min(abs(log_t - bound) for bound in bounds) < 1e-2
+    return 1.0 if at_bound else math.exp(log_t)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
