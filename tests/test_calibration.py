@@ -413,3 +413,12 @@ def test_a_multi_label_run_gets_a_temperature_per_class_and_label_sets_in_doubt(
     assert list(answers.columns[-3:]) == ["answer", "candidates", "error"]
     for answer, candidates in zip(answers["answer"], answers["candidates"], strict=True):
         assert (answer == "unsure") == bool(candidates)
+
+
+def test_logits_separated_perfectly_keep_temperature_one() -> None:
+    # every val example right: the NLL only falls as T shrinks, so any fitted T would be the
+    # bound (0.05) and saturate every probability
+    logits = np.array([[4.0, 0.0, 1.0], [0.0, 3.0, 1.0], [1.0, 0.0, 6.0]])
+    assert float(fit_temperature(logits, np.array([0, 1, 2]))) == 1.0
+    sigmoid_logits = np.array([[2.0, -3.0], [-1.0, 4.0]])
+    assert fit_temperature(sigmoid_logits, np.array([[1, 0], [0, 1]]), True).tolist() == [1, 1]
