@@ -6,7 +6,7 @@ instead of 10-fold CV). From the run folder it reports: the temperature, ECE and
 before and after scaling (metrics.json ``temperature_scaling``); for LAC and APS at coverage
 0.8/0.9/0.95, the empirical coverage and mean set size on test of tlkit's sets calibrated on
 the run's calibration split, next to MAPIE's ``SplitConformalClassifier`` on the same
-probabilities (its APS randomises the calibration scores, tlkit's does not); and the largest
+probabilities (MAPIE has no APS for two classes: empty there); and the largest
 difference between each export's probabilities and the calibrated model.keras's.
 
     nice -n 5 python benchmarks/calibration.py --data ../shared/data
@@ -78,7 +78,11 @@ def mapie_rows(calibration: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarra
     for score in ("aps", "lac"):
         mapie = SplitConformalClassifier(Given().fit(probs, labels), list(REPORTED_COVERAGES),
                                          conformity_score=score, prefit=True, random_state=0)
-        sets = mapie.conformalize(probs, labels).predict_set(test[0])[1]
+        try:
+            sets = mapie.conformalize(probs, labels).predict_set(test[0])[1]
+        except ValueError:  # MAPIE refuses aps for two classes ("the only valid score is lac")
+            found.update({(score, asked): (np.nan, np.nan) for asked in REPORTED_COVERAGES})
+            continue
         for k, asked in enumerate(REPORTED_COVERAGES):
             held = sets[np.arange(len(test[1])), test[1], k]
             found[(score, asked)] = (float(held.mean()), float(sets[:, :, k].sum(axis=1).mean()))
