@@ -422,3 +422,14 @@ def test_logits_separated_perfectly_keep_temperature_one() -> None:
     assert float(fit_temperature(logits, np.array([0, 1, 2]))) == 1.0
     sigmoid_logits = np.array([[2.0, -3.0], [-1.0, 4.0]])
     assert fit_temperature(sigmoid_logits, np.array([[1, 0], [0, 1]]), True).tolist() == [1, 1]
+
+
+def test_a_two_class_run_makes_lac_sets_unless_asked_for_aps(text_run: Path) -> None:
+    from tlkit.predict import open_run
+    from tlkit.tasks import task_of
+    from tlkit.tasks.base import check_uncertainty
+
+    run = open_run(text_run, model=False)
+    task = task_of(run)
+    assert task.uncertainty(run, check_uncertainty(0.9, None, None)).score == "lac"
+    assert task.uncertainty(run, check_uncertainty(0.9, None, "aps")).score == "aps"

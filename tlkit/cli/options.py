@@ -93,7 +93,8 @@ def uncertainty_options(function: F) -> F:
                           "unsure."),
         click.option("--conformal-score", type=click.Choice(list(CONFORMAL_SCORES)),
                      default=None, help="The score of --coverage's sets: aps (adaptive, the "
-                                        "default) or lac (smallest sets on average)."),
+                                        "default) or lac (smallest sets on average; the "
+                                        "default for two-class runs)."),
         click.option("--abstain-below", type=float, default=None, metavar="P",
                      help="Answer unsure, with the candidate classes, when the top "
                           "probability is below P."),

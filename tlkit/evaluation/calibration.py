@@ -177,6 +177,18 @@ def before_and_after(logits: np.ndarray, targets: np.ndarray, temperature: Any,
 
 # ------------------------------------------------------------------ conformal prediction
 
+def default_score(classes: int) -> str:
+    """The score of a run's sets when none is asked for: aps, but lac for two classes (aps's
+    sets of a two-class run hold both classes far more often than asked; MAPIE refuses aps
+    there).
+
+    Example:
+        >>> default_score(2), default_score(6)
+        ('lac', 'aps')
+    """
+    return "lac" if classes == 2 else CONFORMAL_SCORES[0]
+
+
 def conformity_scores(probs: np.ndarray, targets: np.ndarray, score: str = "aps"
                       ) -> np.ndarray:
     """How badly each example's true class fits: ``1 - p(true)`` (lac), or the probability

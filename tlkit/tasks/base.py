@@ -63,7 +63,7 @@ class Uncertainty:
     """
 
     coverage: float | None = None
-    score: str = "aps"
+    score: str | None = None  # None: the run's default (``evaluation.calibration.default_score``)
     below: float | None = None
     threshold: Any = None
 
@@ -83,8 +83,7 @@ def check_uncertainty(coverage: float | None, below: float | None, score: str | 
     """
     from tlkit.choices import CONFORMAL_SCORES
 
-    score = score or CONFORMAL_SCORES[0]
-    if score not in CONFORMAL_SCORES:
+    if score is not None and score not in CONFORMAL_SCORES:
         raise UserError(f"{names['score']} {score}: unknown score; choose one of: "
                         f"{', '.join(CONFORMAL_SCORES)}")
     for value, name, low, high, closed in ((coverage, "coverage", 0, 1, False),
@@ -319,7 +318,7 @@ class Task(ABC):
     def uncertainty(self, run: Any, asked: Uncertainty | None) -> Uncertainty | None:
         """``asked`` with its conformal threshold from the run's calibration examples; a run
         without them is a UserError (read without TensorFlow)."""
-        from tlkit.evaluation.calibration import thresholds_for
+        from tlkit.evaluation.calibration import default_score, thresholds_for
 
         if asked is None or asked.coverage is None:
             return asked
@@ -330,8 +329,9 @@ class Task(ABC):
                             "calibration_fraction=0); train it again for prediction sets, or "
                             "use --abstain-below")
         y, p, _ = self.prediction_arrays(rows, run.class_names)
-        threshold = thresholds_for(p, y, asked.coverage, asked.score, self.multi_label)
-        return replace(asked, threshold=threshold)
+        score = asked.score or default_score(len(run.class_names))
+        return replace(asked, score=score,
+                       threshold=thresholds_for(p, y, asked.coverage, score, self.multi_label))
 
     def answers(self, probs: np.ndarray, errors: Sequence[str | None],
                 class_names: list[str], uncertainty: Uncertainty
