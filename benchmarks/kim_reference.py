@@ -46,6 +46,7 @@ RESULTS = Path(__file__).parent / "results" / "kim_reference.csv"
 SETS = ("sst2", "cr", "subj")
 ARMS = ("tlkit", "keras")
 KEY = ["set", "arm", "label", "seed", "scored"]
+KERAS_LABEL = "plain Keras (keras.io example)"
 
 
 def splits(name: str, root: Path, seed: int) -> dict[str, pd.DataFrame]:
@@ -200,7 +201,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides of tlkit's recipe")
-    parser.add_argument("--label", default="current", help="names this variant in the CSV")
+    parser.add_argument("--label", default="tlkit kim2014-cnn-rand",
+                        help="names the tlkit variant in the CSV")
     parser.add_argument("--score-on", choices=("test", "dev"), default="test",
                         help="dev: score the dev split, pick epochs on 10%% of train (ablations)")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -220,7 +222,7 @@ def main() -> None:
                     tlkit = arm == "tlkit"
                     rows.append({"set": name, "arm": arm, "seed": seed,
                                  "scored": args.score_on,
-                                 "label": args.label if tlkit else "keras example", **result,
+                                 "label": args.label if tlkit else KERAS_LABEL, **result,
                                  "overrides": " ".join(args.set) if tlkit else "",
                                  "measured": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
                                  "load": round(os.getloadavg()[0], 1)})
