@@ -73,14 +73,16 @@ CANDIDATES: dict[str, Callable[[], dict[str, Any]]] = {
                                        "early_stopping": 10, "monitor": "val_loss"},
     "lpft-all-3e-5": lambda: {"stages": lp_ft(finetune_lr=3e-5), "early_stopping": 10,
                               "monitor": "val_loss"},
+    "lpft-all-1e-4-randinit": lambda: {"stages": lp_ft(), "early_stopping": 10,
+                                       "monitor": "val_loss", "head_init": "random"},
     "head-lpinit": lambda: {"stages": feature_extraction(), "early_stopping": 10,
                             "monitor": "val_loss", "head_init": "probe"},
     "head-randinit": lambda: {"stages": feature_extraction(), "early_stopping": 10,
                               "monitor": "val_loss", "head_init": "random"},
 }
-# Chosen on flowers12's train and val splits (docs/defaults.md): the head to convergence.
-CANDIDATES["default"] = lambda: {"stages": feature_extraction(epochs=100, lr=3e-3),
-                                 "early_stopping": 10, "monitor": "val_loss"}
+# The head to convergence (chosen on flowers12's train and val splits), then LP-FT's
+# fine-tuning stage (chosen on digits' and flowers12-64's): docs/defaults.md.
+CANDIDATES["default"] = CANDIDATES["lpft-all-1e-4"]
 
 
 def candidate_recipe(name: str, data: str, overrides: list[str] | None = None,

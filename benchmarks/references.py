@@ -131,9 +131,16 @@ def _group_adamw(groups: dict[str, float], schedule: Any) -> Any:
     """AdamW whose rate is scaled per variable (fastai's parameter groups)."""
     import keras
 
+    from tlkit.keras_internals import optimizer_variable_index
+
     class GroupAdamW(keras.optimizers.AdamW):
+        def build(self, variables: list[Any]) -> None:
+            super().build(variables)
+            self.scales = [groups.get(v.path, 1.0) for v in variables]
+
         def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
-            scale = groups.get(variable.path, 1.0)
+            # update_step sees the backend's variable: find it by its index (Keras's own map)
+            scale = self.scales[optimizer_variable_index(self, variable)]
             return super().update_step(gradient, variable, learning_rate * scale)
 
     return GroupAdamW(learning_rate=schedule, weight_decay=0.01, epsilon=1e-5)

@@ -134,7 +134,9 @@ def test_resolve_recipe_merges_file_then_flags_then_set(tmp_path: Path) -> None:
     recipe = resolve_recipe("image", file, {"batch_size": 16, "seed": None, "epochs": 2},
                             ["seed=5"])
     assert (recipe.backbone, recipe.batch_size, recipe.seed) == ("vgg16", 16, 5)
-    assert [stage.epochs for stage in recipe.stages] == [2]  # the default: one head stage
+    # the default, LP-FT: the head, then the whole backbone; --epochs sets both
+    assert [(stage.name, stage.epochs) for stage in recipe.stages] == [("head", 2),
+                                                                       ("fine-tune", 2)]
     schedule = resolve_recipe("image", None, {"schedule": "feature-extraction"})
     assert [stage.name for stage in schedule.stages] == ["head"]
     with pytest.raises(UserError, match="kind 'image', not 'textcnn'"):

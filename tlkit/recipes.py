@@ -170,7 +170,7 @@ class ImageRecipe(Checked):
     Example:
         >>> recipe = ImageRecipe(backbone="efficientnet_lite0", data="datasets/shapes")
         >>> [stage.name for stage in recipe.stages]
-        ['head']
+        ['head', 'fine-tune']
     """
 
     backbone: str = "efficientnet_lite0"
@@ -213,7 +213,10 @@ class ImageRecipe(Checked):
     mixed_precision: str = "off"  # off, auto (by GPU), float16, bfloat16
     jit_compile: bool = False  # XLA
     deterministic: bool = True  # deterministic kernels and data order (same seed, same run)
-    stages: list[Stage] = field(default_factory=lambda: feature_extraction())
+    # LP-FT (docs/defaults.md): the head to convergence on cached features, started from the
+    # probe, then the whole backbone at 1e-4 with warmup and cosine decay for up to 10 epochs;
+    # the kept epoch is the best by val_loss over both stages.
+    stages: list[Stage] = field(default_factory=lambda: lp_ft())
 
     def validate(self) -> None:
         """Check what a type cannot (choices, ranges, backbone and sizes); raise a UserError."""
