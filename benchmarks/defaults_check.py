@@ -68,7 +68,8 @@ CANDIDATES: dict[str, Callable[[], dict[str, Any]]] = {
                           "monitor": "val_loss"},
     # LP-FT: the probe starts the head, the head converges on cached features, then the
     # whole backbone trains with warmup and cosine decay (BatchNorm frozen, augmentation on).
-    "lpft-all-1e-4": lambda: {"stages": lp_ft(), "early_stopping": 10, "monitor": "val_loss"},
+    "lpft-all-1e-4": lambda: {"stages": lp_ft(), "early_stopping": 10, "monitor": "val_loss",
+                              "head_init": "probe"},
     "lpft-all-3e-4-decay0.5": lambda: {"stages": lp_ft(finetune_lr=3e-4, lr_decay=0.5),
                                        "early_stopping": 10, "monitor": "val_loss"},
     "lpft-all-3e-5": lambda: {"stages": lp_ft(finetune_lr=3e-5), "early_stopping": 10,
@@ -80,9 +81,9 @@ CANDIDATES: dict[str, Callable[[], dict[str, Any]]] = {
     "head-randinit": lambda: {"stages": feature_extraction(), "early_stopping": 10,
                               "monitor": "val_loss", "head_init": "random"},
 }
-# The head to convergence (chosen on flowers12's train and val splits), then LP-FT's
-# fine-tuning stage (chosen on digits' and flowers12-64's): docs/defaults.md.
-CANDIDATES["default"] = CANDIDATES["lpft-all-1e-4"]
+# The head to convergence from random weights (chosen on flowers12's train and val splits),
+# then LP-FT's fine-tuning stage (chosen on digits' and flowers12-64's): docs/defaults.md.
+CANDIDATES["default"] = CANDIDATES["lpft-all-1e-4-randinit"]
 
 
 def candidate_recipe(name: str, data: str, overrides: list[str] | None = None,

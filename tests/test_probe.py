@@ -74,7 +74,7 @@ def test_the_probe_weights_give_its_probabilities_as_a_softmax_head(classes: int
 
 
 def test_the_head_starts_from_the_probe(tmp_path) -> None:
-    """``head_init: probe`` (the default): before any head epoch, the classifier's head
+    """``head_init: probe``: before any head epoch, the classifier's head
     answers the probe's probabilities on the cached features; ``random`` does not."""
     from pathlib import Path
 

@@ -76,14 +76,15 @@ def test_a_run_with_every_regularizer_on_trains_and_scores(tmp_path: Path) -> No
     data = make_image_folder(tmp_path / "images", per_class=8)
     recipe = ImageRecipe(
         backbone="tiny_cnn", data=str(data), weights="none", input_size=32, batch_size=4,
-        early_stopping=None, augment=Augment(mixup=0.2, randaugment=True),
+        early_stopping=None, augment=Augment(mixup=0.2, randaugment=True), head_init="probe",
         stages=[Stage(name="head", epochs=1, lr=0.01, label_smoothing=0.1),
                 Stage(name="ft", epochs=2, lr=0.01, train_from="all", ema=True)])
     run = finetune(recipe, out=tmp_path / "runs", name="r")
     assert run.history["stage"].tolist() == ["head", "ft", "ft"]
     assert {"accuracy", "val_accuracy", "loss", "val_loss"} <= set(run.history.columns)
     assert 0 <= run.metrics["test"]["accuracy"] <= 1
-    assert run.metrics["head_init"] == "probe"
+    assert run.metrics["head_init"] == "probe"  # asked for; the default is random
+    assert ImageRecipe().head_init == "random"
 
 
 def test_ema_validates_and_keeps_the_averaged_weights(tmp_path: Path) -> None:

@@ -201,8 +201,11 @@ class ImageRecipe(Checked):
     augment_views: int = 1  # 1: features of the original images; K > 1: K augmented views
     cache_dir: str | None = None
     probe: bool = True  # a logistic-regression probe on the same features: the run's floor
-    # probe: the head starts from the probe's weights when the run fits one (LP-FT); random
-    head_init: str = "probe"
+    # random (Keras's initialiser), or probe: the head starts from the probe's weights when the
+    # run fits one. Random won on train/val (docs/defaults.md): a head started at the probe
+    # fits train almost exactly at once, early stopping ends it, and fine-tuning then gets
+    # almost no gradient.
+    head_init: str = "random"
     strict: bool = False
     # Patience in epochs (None: off). The head trains to convergence: 100 epochs is a bound
     # that early stopping on val_loss ends (docs/defaults.md: chosen on flowers12 train/val).
@@ -213,8 +216,8 @@ class ImageRecipe(Checked):
     mixed_precision: str = "off"  # off, auto (by GPU), float16, bfloat16
     jit_compile: bool = False  # XLA
     deterministic: bool = True  # deterministic kernels and data order (same seed, same run)
-    # LP-FT (docs/defaults.md): the head to convergence on cached features, started from the
-    # probe, then the whole backbone at 1e-4 with warmup and cosine decay for up to 10 epochs;
+    # LP-FT (docs/defaults.md): the head to convergence on cached features, then the whole
+    # backbone at 1e-4 with warmup and cosine decay for up to 10 epochs;
     # the kept epoch is the best by val_loss over both stages.
     stages: list[Stage] = field(default_factory=lambda: lp_ft())
 
@@ -307,8 +310,8 @@ def full_finetuning(epochs: int = 10, lr: float = 1e-4) -> list[Stage]:
 def lp_ft(head_epochs: int = 100, finetune_epochs: int = 10, lr: float = 3e-3,
           finetune_lr: float = 1e-4, train_from: str | int = "all", lr_decay: float = 1.0,
           warmup: float = 0.1) -> list[Stage]:
-    """Linear probing, then fine-tuning (LP-FT, Kumar et al. 2022): the head (started from
-    the probe's weights, ``head_init: probe``) trains on cached features to convergence, then
+    """Linear probing, then fine-tuning (LP-FT, Kumar et al. 2022): the head trains on cached
+    features to convergence (the backbone frozen: a linear probe by gradient descent), then
     the backbone trains from ``train_from`` at a small rate with warmup and cosine decay.
 
     The kept epoch is the best over both stages, so a fine-tuning stage that does not
