@@ -75,7 +75,9 @@ def test_train_val_test_folders_keep_their_split(tmp_path: Path, val_name: str) 
     assert data.class_names == ["green", "red"]
     for _, row in data.table.iterrows():
         folder = Path(row["path"]).parent.parent.name
-        assert row["split"] == ("val" if folder == val_name else folder)
+        given = "val" if folder == val_name else folder
+        # the calibration split is carved out of the training images
+        assert row["split"] == given or (given, row["split"]) == ("train", "calibration")
     assert data.split("test")["label"].value_counts().to_dict() == {"green": 3, "red": 3}
 
 
@@ -85,7 +87,9 @@ def test_train_and_test_folders_carve_val_out_of_train(tmp_path: Path) -> None:
     val = data.split("val")
     assert all("/train/" in p for p in val["path"])
     assert val["label"].value_counts().to_dict() == {"green": 2, "red": 2}
-    assert len(data.split("train")) == 12
+    calibration = data.split("calibration")
+    assert len(data.split("train")) + len(calibration) == 12
+    assert all("/train/" in p for p in calibration["path"])
     test = data.split("test")
     assert len(test) == 6 and all("/test/" in p for p in test["path"])
 
@@ -156,7 +160,7 @@ def test_dataframe_with_repeated_index_and_partial_split(image_folder: Path) -> 
     given_test = set(frame.loc[frame["split"] == "test", "path"])
     assert set(data.split("test")["path"]) == given_test
     assert data.split("val")["label"].value_counts().to_dict() == {"green": 2, "red": 2}
-    assert len(data.split("train")) == 8
+    assert len(data.split("train")) + len(data.split("calibration")) == 8
 
 
 # --- splitting ----------------------------------------------------------------------------
