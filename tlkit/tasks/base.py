@@ -86,18 +86,20 @@ def check_uncertainty(coverage: float | None, below: float | None, score: str | 
     if score is not None and score not in CONFORMAL_SCORES:
         raise UserError(f"{names['score']} {score}: unknown score; choose one of: "
                         f"{', '.join(CONFORMAL_SCORES)}")
-    for value, name, low, high, closed in ((coverage, "coverage", 0, 1, False),
-                                           (below, "below", 0, 1, True)):
-        if value is None:
-            continue
-        inside = low <= value <= high if closed else low < value < high
-        if isinstance(value, bool) or not isinstance(value, int | float) or not inside:
-            wanted = ("the top probability to answer at must be in [0, 1], e.g. 0.8" if closed
-                      else "a coverage must be strictly between 0 and 1, e.g. 0.9")
-            raise UserError(f"{names[name]} {value}: {wanted}")
+    if coverage is not None and not (_number(coverage) and 0 < coverage < 1):
+        raise UserError(f"{names['coverage']} {coverage}: a coverage must be strictly between "
+                        "0 and 1, e.g. 0.9")
+    if below is not None and not (_number(below) and 0 <= below <= 1):
+        raise UserError(f"{names['below']} {below}: the top probability to answer at must be "
+                        "in [0, 1], e.g. 0.8")
     if coverage is None and below is None:
         return None
     return Uncertainty(coverage, score, below)
+
+
+def _number(value: Any) -> bool:
+    """A JSON or CLI number (a request may send text or true)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class Task(ABC):
