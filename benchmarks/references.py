@@ -36,11 +36,18 @@ train/val/test rows tlkit's default run uses, same seed) come from tlkit.
     python benchmarks/references.py --input-size 160 --results benchmarks/results/references.csv \
         --data /work/shared/data/images/oxford_flowers12 /tmp/tlkit-sets/flowers12-64 \
                /tmp/tlkit-sets/digits
+    python benchmarks/defaults_check.py --set input_size=160 --data ... (the same sets)
+    python benchmarks/references.py --summary benchmarks/results/defaults_check.csv
+
+``--summary`` writes one row per set into benchmarks/RESULTS.md (its own section, replaced
+on each call): test accuracy and training time of tlkit's default (from the check CSV that
+``defaults_check.py`` writes), of each reference, and of the run's linear probe.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -220,15 +227,61 @@ def run_arm(arm: str, data: str, size: int, seed: int) -> dict[str, Any]:
             "train_seconds": round(seconds, 1)}
 
 
+SECTION = ("## Fine-tuning: tlkit's default against plain-Keras references "
+           "(`benchmarks/references.py`)")
+
+
+def summary_table(check: pd.DataFrame, references: pd.DataFrame) -> str:
+    """One markdown row per set: tlkit's default, each reference and the probe (test
+    accuracy, training seconds).
+
+    Example:
+        >>> check = pd.DataFrame({"data": ["d"], "candidate": ["default input_size=160"],
+        ...     "run_test": [0.9], "probe_test": [0.8], "train_seconds": [10.0]})
+        >>> refs = pd.DataFrame({"data": ["d"], "arm": ["fastai"], "input_size": [160],
+        ...                      "test_accuracy": [0.85], "train_seconds": [20.0]})
+        >>> print(summary_table(check, refs).splitlines()[-1])
+        | d | 0.900 (10 s) | 0.850 (20 s) | 0.800 |
+    """
+    arms = list(dict.fromkeys(references["arm"]))
+    lines = ["| set | tlkit default | " + " | ".join(arms) + " | linear probe |",
+             "|---" * (len(arms) + 3) + "|"]
+    defaults = check[check["candidate"].str.startswith("default")].drop_duplicates(
+        "data", keep="last")
+    for row in defaults.itertuples():
+        cells = [f"{row.run_test:.3f} ({row.train_seconds:.0f} s)"]
+        for arm in arms:
+            hit = references[(references["data"] == row.data) & (references["arm"] == arm)]
+            cells.append("" if hit.empty else f"{hit.iloc[-1].test_accuracy:.3f} "
+                         f"({hit.iloc[-1].train_seconds:.0f} s)")
+        lines.append(f"| {row.data} | " + " | ".join(cells) + f" | {row.probe_test:.3f} |")
+    return "\n".join(lines)
+
+
+def write_summary(table: str, note: str, path: Path) -> None:
+    """Put ``table`` under this script's section of ``path``, replacing an earlier one."""
+    parts = re.split(r"(?m)^(?=## )", path.read_text())
+    kept = [part for part in parts if not part.startswith(SECTION)]
+    section = f"{SECTION}\n\n{note}\n\n{table}\n\n"
+    path.write_text("".join(kept).rstrip("\n") + "\n\n" + section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", required=True, help="image folders, read in place")
+    parser.add_argument("--data", nargs="+", default=[], help="image folders, read in place")
+    parser.add_argument("--summary", help="a defaults_check.py CSV: write the RESULTS.md rows")
+    parser.add_argument("--note", default="", help="the paragraph above the summary table")
     parser.add_argument("--arm", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--results", default="benchmarks/results/references.csv")
     args = parser.parse_args()
     results = Path(args.results)
+    if args.summary:
+        table = summary_table(pd.read_csv(args.summary), pd.read_csv(results))
+        write_summary(table, args.note, Path(__file__).parent / "RESULTS.md")
+        print(table)
+        return
     for data in args.data:
         for arm in args.arm:
             row = run_arm(arm, data, args.input_size, args.seed)
