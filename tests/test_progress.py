@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import make_image_folder
 
 from tlkit import progress
@@ -77,6 +78,21 @@ def test_a_phase_that_counts_nothing_still_speaks_every_interval(monkeypatch, ca
     assert 2 <= len([line for line in lines if line.startswith("probe: running for ")]) <= 4
 
 
+def test_a_phase_of_checks_says_nothing_before_its_mistake(monkeypatch, capsys):
+    """announce=False (the scan, before TensorFlow): a mistake found in it stays the only
+    line; a scan that ends says so in one line."""
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    with (pytest.raises(ValueError),
+          progress.phase("scan", unit="image", announce=False) as scan):
+        scan.advance(5)
+        raise ValueError("no class subfolders")
+    assert capsys.readouterr().err == ""
+    with progress.phase("scan", unit="image", announce=False) as scan:
+        scan.advance(5)
+    assert re.fullmatch(r"scan: done in [\d.]+s, 5 images, [\d.]+ images/s\n",
+                        capsys.readouterr().err)
+
+
 def test_passes_add_up_under_one_record_and_quiet_says_nothing(monkeypatch, capsys):
     monkeypatch.setenv(progress.QUIET_ENV, "1")
     clock = FakeClock()
@@ -116,7 +132,7 @@ def test_a_run_logged_to_files_shows_each_phase_on_stderr(tmp_path):
     assert first < cache  # the log speaks before the long phases start
     stdout, stderr = out_file.read_text(), err_file.read_text()
     assert stdout.startswith("run folder: ") and "stage" not in stdout and "Epoch" not in stdout
-    assert stderr.splitlines()[0].startswith("scan: finding images in ")
+    assert re.match(r"scan: done in [\d.]+s, 20 images, ", stderr)  # before TensorFlow loads
     assert not CONTROL.search(stdout) and not CONTROL.search(stderr), repr(stderr[-2000:])
     assert re.search(r"^cache train: 4/\d+ images \(\d+%\), [\d.]+ images/s, ETA [\d.]+s$", stderr,
                      re.M), stderr

@@ -173,9 +173,9 @@ class Phase:
         bar.start()
         self._bar = (bar, task)
 
-    def _show(self, draw: bool) -> threading.Thread | None:
-        """Start the bar (a terminal) or the thread that keeps a log speaking (elsewhere)."""
-        if not interactive():
+    def _show(self, draw: bool, lines: bool) -> threading.Thread | None:
+        """Start the thread that keeps a log speaking (``lines``), else the bar (``draw``)."""
+        if lines:
             self._lines = True
             watcher = threading.Thread(target=self._watch, name=f"progress {self.name}",
                                        daemon=True)
@@ -196,13 +196,16 @@ class Phase:
 
 @contextmanager
 def phase(name: str, total: int | None = None, unit: str = "item", detail: str = "",
-          record: str | None = None, draw: bool = True) -> Iterator[Phase]:
+          record: str | None = None, draw: bool = True, announce: bool = True
+          ) -> Iterator[Phase]:
     """Announce the phase ``name``, show its progress, say when it ends; record its time.
 
     ``total`` units (``unit``: ``image``, ``batch``, ...) are expected; ``detail`` is said
     when it starts. The wall time is added to the open ``recording`` under ``record``
     (default: ``name``), so passes of one kind (``cache train``, ``cache val``) add up.
     ``draw=False`` leaves a terminal's bar to another library (Keras's epoch bar).
+    ``announce=False`` says nothing until the phase has run ``LINE_INTERVAL`` or has ended
+    (plain lines, also in a terminal): a phase of checks, whose mistakes stay one line.
 
     Example:
         >>> with phase("scan", unit="image") as scan:
@@ -213,8 +216,11 @@ def phase(name: str, total: int | None = None, unit: str = "item", detail: str =
     step, watcher = Phase(name, total, unit), None
     if not quiet():
         size = f"{total} {plural(unit)}" if total else ""
-        say(f"{name}: " + ("; ".join(part for part in (detail, size) if part) or "started"))
-        watcher = step._show(draw)
+        if announce:
+            say(f"{name}: " + ("; ".join(part for part in (detail, size) if part) or "started"))
+        else:
+            step._last_line = step.start  # the first count waits for the interval too
+        watcher = step._show(draw, lines=not announce or not interactive())
     _open.append(step)
     try:
         yield step

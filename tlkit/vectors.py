@@ -93,7 +93,8 @@ def load_vectors(path: str | Path, vocabulary: Sequence[str], embedding_dim: int
         if word:
             wanted.setdefault(word.encode("utf-8"), []).append(i)
     binary = fmt == "word2vec-bin" or (fmt is None and _base_suffix(path) == ".bin")
-    with phase("vectors", unit="vector", detail=f"reading '{path}'") as reading:
+    # announced only if it takes a while: a damaged file stays a one-line mistake
+    with phase("vectors", unit="vector", detail=f"reading '{path}'", announce=False) as reading:
         dim, rows = _read(path, wanted, embedding_dim, fmt, binary)
         reading.result = f"{len(rows)} of the {len(wanted)} words wanted"
     matrix = np.zeros((len(vocabulary), dim), dtype="float32")

@@ -537,7 +537,9 @@ def read_recipe_table(recipe: ImageRecipe, data: str | Path | pd.DataFrame | Non
     source = data if data is not None else recipe.data
     if source is None:
         raise UserError("no data given; pass --data (or data=) a folder or CSV of labelled images")
-    with phase("scan", unit="image", detail=f"finding images in {describe_source(source)}"):
+    # announced only if it takes a while: its mistakes (before TensorFlow) stay one line
+    with phase("scan", unit="image", detail=f"finding images in {describe_source(source)}",
+               announce=False):
         table = read_image_table(source, recipe.path_column, recipe.label_column,
                                  encoding=recipe.encoding, labels=LabelFormat.of(recipe))
         table.attrs["source"] = describe_source(source)
