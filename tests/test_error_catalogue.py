@@ -408,7 +408,7 @@ def test_train_from_a_layer_the_backbone_lacks_is_refused_before_any_stage_train
     out = tmp_path / "out"
     line = one_error_line(*run_cli(_cli(
         "finetune --backbone tiny_cnn --weights none --data {images} --schedule two-stage "
-        "--set stages.1.train_from=block9_conv", world, out)))
+        "--set stages.1.train_from=block9_conv --set calibration_fraction=0", world, out)))
     assert "stage 'fine-tune': train_from 'block9_conv'" in line and "blocks: stem" in line
     assert not out.exists()
     assert checker.message_fits(catalogue_message(
