@@ -111,7 +111,8 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert_self_contained(page)
     for key in SECTIONS:
         assert f'<section id="{key}">' in page
-    assert len(embedded_pngs(page)) == 5  # confusion, ROC/PR, reliability, curves, gallery
+    # confusion, ROC/PR, reliability, risk-coverage, curves, gallery
+    assert len(embedded_pngs(page)) == 6
     assert "Nothing is missing" in page
     assert "is below its linear probe" in page  # the fake probe (0.99) beats the run
 
@@ -119,7 +120,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     checked.write_text(page.replace("</body>", IMAGE_CHECK + "</body>"), encoding="utf-8")
     dom = chromium(["--dump-dom", "--window-size=1280,4000", checked.as_uri()],
                    tmp_path / "profile").stdout
-    assert 'data-images="5"' in dom and 'data-broken-images="0"' in dom, dom[-500:]
+    assert 'data-images="6"' in dom and 'data-broken-images="0"' in dom, dom[-500:]
     assert 'data-empty-sections=""' in dom
     for title in SECTIONS.values():
         assert f"<h2>{title}</h2>" in dom
