@@ -28,6 +28,7 @@ def _run_files(run: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     history = pd.read_csv(run / "history.csv")
     metrics = json.loads((run / "metrics.json").read_text())
     metrics.pop("train_seconds")
+    metrics.pop("phases")  # wall time of each phase
     metrics.get("probe", {}).pop("fit_seconds", None)
     return history, metrics
 
