@@ -409,6 +409,11 @@ def test_a_multi_label_run_gets_a_temperature_per_class_and_label_sets_in_doubt(
     assert len(temperatures) == 3
     np.testing.assert_allclose(temperature_of(open_run(run_path).model), temperatures)
     assert {row["score"] for row in metrics["conformal"]["test"]} == {"lac"}
+    # the report's calibration section: both diagrams of the label decisions and the sets
+    report = (run_path / "report.md").read_text()
+    calibration = report.split("## Calibration")[1].split("\n## ")[0]
+    assert "reliability_before.png" in calibration and "reliability.png" in calibration
+    assert "temperature (fitted on val by NLL)" in calibration and "lac" in calibration
     answers = predict(run_path, ["we saw sun", "the day"], coverage=0.95)
     assert list(answers.columns[-3:]) == ["answer", "candidates", "error"]
     for answer, candidates in zip(answers["answer"], answers["candidates"], strict=True):

@@ -7,8 +7,9 @@ matrix, most-confused pairs, ROC and precision-recall, calibration, training cur
 losses, and what is missing (anything that could not be drawn, with the reason). A
 multi-label run's report (its task's ``report``) has ``MULTI_LABEL_SECTIONS``: summary
 (mAP, F1s, subset accuracy, Hamming loss), per-class metrics with each class's threshold,
-a 2x2 confusion per label, precision-recall curves, training curves, top losses by
-per-example binary cross-entropy, and what is missing.
+a 2x2 confusion per label, precision-recall curves, calibration (every label decision's
+reliability before and after the per-class temperatures, the per-label conformal sets),
+training curves, top losses by per-example binary cross-entropy, and what is missing.
 
 Example:
     >>> build_run_report("runs/flowers-20250101-120000")  # doctest: +SKIP
@@ -57,6 +58,7 @@ MULTI_LABEL_SECTIONS = {
     "per-class": "Per-class metrics",
     "label-confusion": "Per-label confusion",
     "pr": "Precision-recall",
+    "reliability": "Calibration",
     "training": "Training curves",
     "top-losses": "Top losses",
     "missing": "Missing",
@@ -149,6 +151,7 @@ def _multi_label(given: Given, missing: list[str]) -> list[Section]:
             _multi_per_class(metrics, missing),
             _label_confusion(metrics, missing),
             _multi_curves(metrics, given.predictions, names, missing),
+            _multi_reliability(metrics, given.predictions, names, missing),
             _training(given.history, missing),
             _top_losses(given.predictions, names, given.kind, given.root, missing)]
 
@@ -389,19 +392,7 @@ def _sets_and_abstaining(metrics: dict[str, Any], predictions: pd.DataFrame | No
     from tlkit.evaluation.metrics import prediction_arrays
     from tlkit.evaluation.plots import risk_coverage_figure
 
-    blocks: list[str | pd.DataFrame | Png] = []
-    rows = metrics.get("conformal")
-    if rows:
-        blocks += [f"Split-conformal prediction sets (calibrated on {rows[0]['calibration_n']} "
-                   "calibration examples): the share of these examples whose set holds the "
-                   "true class, and the mean set size, per asked coverage (`tlkit predict "
-                   "--coverage P`).",
-                   pd.DataFrame([{"score": row["score"], "asked coverage": row["asked"],
-                                  "empirical coverage": round(row["coverage"], 4),
-                                  "mean set size": round(row["mean_size"], 3)}
-                                 for row in rows])]
-    else:  # runs from before calibration splits: not a section that went missing
-        blocks.append("No prediction sets: the run has no calibration split.")
+    blocks = _conformal_blocks(metrics)
     if predictions is None or predictions.empty:  # the ROC section notes the missing table
         return blocks
     y_true, probabilities, _ = prediction_arrays(predictions, class_names)
@@ -409,6 +400,45 @@ def _sets_and_abstaining(metrics: dict[str, Any], predictions: pd.DataFrame | No
         "Risk-coverage: answering only when the top probability reaches a threshold "
         "(`--abstain-below P`), the share answered and the accuracy of those answers.",
         _png("risk_coverage", risk_coverage_figure(risk_coverage(probabilities, y_true)))]
+
+
+def _conformal_blocks(metrics: dict[str, Any]) -> list[str | pd.DataFrame | Png]:
+    """The coverage-vs-set-size table of the run's conformal sets, or why there is none."""
+    rows = metrics.get("conformal")
+    if not rows:  # runs from before calibration splits: not a section that went missing
+        return ["No prediction sets: the run has no calibration split."]
+    return [f"Split-conformal prediction sets (calibrated on {rows[0]['calibration_n']} "
+            "calibration examples): the share of these examples whose set holds the "
+            "true class (for label sets: every true label), and the mean set size, per asked "
+            "coverage (`tlkit predict --coverage P`).",
+            pd.DataFrame([{"score": row["score"], "asked coverage": row["asked"],
+                           "empirical coverage": round(row["coverage"], 4),
+                           "mean set size": round(row["mean_size"], 3)} for row in rows])]
+
+
+def _multi_reliability(metrics: dict[str, Any], predictions: pd.DataFrame | None,
+                       class_names: list[str], missing: list[str]) -> Section:
+    """Every (example, label) decision's reliability before and after the per-class
+    temperatures, and the per-label conformal sets' coverage and size."""
+    from tlkit.evaluation.calibration import reliability
+    from tlkit.evaluation.multilabel import multilabel_prediction_arrays
+    from tlkit.evaluation.plots import reliability_figure
+
+    scaling = metrics.get("temperature_scaling")
+    if not scaling or "reliability_before" not in scaling or predictions is None:
+        return _not_drawn("reliability", "reliability diagrams: they need the run's temperature "
+                          "scaling numbers and per-example probabilities (predictions.csv)",
+                          missing)
+    y_true, probabilities, _ = multilabel_prediction_arrays(predictions, class_names)
+    ece, diagram = reliability(probabilities, y_true, multi_label=True)
+    return Section("reliability", [
+        "Every (example, label) decision binned by its probability, as a two-class "
+        "prediction; a calibrated model's bars reach the diagonal (docs/calibration.md).",
+        _scaling_table(scaling),
+        _png("reliability_before", reliability_figure(
+            scaling["reliability_before"], scaling["ece_before"], "Before temperature scaling")),
+        _png("reliability", reliability_figure(diagram, ece, "After temperature scaling")),
+        *_conformal_blocks(metrics)])
 
 
 def _training(history: pd.DataFrame | None, missing: list[str]) -> Section:
