@@ -403,8 +403,9 @@ def test_cli_user_error_after_the_model_loads(command: str, words: list[str],
 
 
 def test_train_from_a_layer_the_backbone_lacks_is_refused_before_any_stage_trains(
-        world: dict[str, str], tmp_path: Path) -> None:
+        world: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Checked on the built backbone, so it costs a model build, not stage 0's training."""
+    monkeypatch.setenv("TLKIT_QUIET", "1")  # the scan's end line (it ran) is progress
     out = tmp_path / "out"
     line = one_error_line(*run_cli(_cli(
         "finetune --backbone tiny_cnn --weights none --data {images} --schedule two-stage "

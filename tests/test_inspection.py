@@ -318,7 +318,9 @@ def test_backbone_input_size_and_dtype() -> None:
 
 def test_classifier_around_a_backbone_name() -> None:
     table = inspect_model("tiny_cnn", classes=5)
-    assert table.index[-1] == "head/predictions"
+    # the head ends in its temperature and the softmax (docs/calibration.md)
+    assert table.index[-3:].tolist() == ["head/predictions", "head/temperature",
+                                          "head/probabilities"]
     assert table.loc["head/predictions", "params"] == 32 * 5 + 5
 
 
@@ -483,7 +485,10 @@ def test_the_checked_plans_are_the_planners_plans() -> None:
     for row in rows.itertuples():
         table = inspect_model(row.backbone, classes=12)
         plan = plan_batch(table, row.budget, row.stage, "adam", row.batchnorm)
-        assert (plan.batch, round(plan.estimate / 1e6)) == (row.batch, row.estimate_mb), row
+        assert plan.batch == row.batch, row
+        # within 5 MB: the head's temperature and softmax layers (issue 20) came after the
+        # measurement and add 2 MB to a head stage's estimate; the batch is the same
+        assert abs(round(plan.estimate / 1e6) - row.estimate_mb) <= 5, row
         share = row.measured_mb * 1e6 / parse_memory(row.budget)
         assert 0.8 <= share <= 1, row
 

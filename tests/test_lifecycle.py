@@ -25,6 +25,7 @@ def test_cross_validation_wraps_an_image_job_too(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "images", per_class=6)
     recipe = ImageRecipe(backbone="tiny_cnn", data=str(data), weights="none", input_size=32,
                          batch_size=4, augment=None, probe=False, early_stopping=None,
+                         calibration_fraction=0.0,  # every image in a fold's train/val/test
                          stages=[Stage(name="all", epochs=1, lr=0.01, train_from="all")])
     out = tmp_path / "runs"
     run = cross_validate(ImageJob(check_image_run(recipe, out, "cv"), out), folds=2)

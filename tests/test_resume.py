@@ -93,6 +93,7 @@ def _resumed_at(output: str, expected: int | None) -> None:
 def _numbers(folder: Path) -> tuple[pd.DataFrame, dict]:
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics.pop("train_seconds", None)
+    metrics.pop("phases", None)  # wall times
     metrics.get("probe", {}).pop("fit_seconds", None)
     if "cv" in metrics:
         metrics.pop("train_seconds", None)

@@ -169,6 +169,7 @@ def test_a_tiny_image_run_with_a_cosine_stage_logs_a_falling_rate(image_folder: 
     code, stdout, stderr = run_cli([
         "finetune", "--backbone", "tiny_cnn", "--weights", "none", "--data", str(image_folder),
         "--out", str(tmp_path / "runs"), "--name", "cos", "--epochs", "3",
+        "--schedule", "feature-extraction",
         "--set", "input_size=32", "--set", "batch_size=4", "--set", "stages.0.schedule=cosine",
         "--set", "stages.0.lr=0.01"])
     assert code == 0, stdout + stderr

@@ -80,10 +80,14 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def one_line(code: int, stdout: str, stderr: str) -> str:
+    """The one ``Error:`` line, last on stderr; what precedes it may only be progress lines
+    of the phase that was running (``name: ...``), never a traceback."""
     assert code == 2, stdout + stderr
     lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
-    return lines[0]
+    assert lines[-1].startswith("Error: "), stderr
+    assert all(not line.startswith(("Error", "Traceback", " ")) and ": " in line
+               for line in lines[:-1]), stderr
+    return lines[-1]
 
 
 @pytest.fixture
@@ -221,14 +225,14 @@ def test_ctrl_c_during_the_renames_waits_until_the_report_is_whole(
 
 def test_stdout_carries_only_the_predictions(image_run: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(PREDICT, "PROGRESS_FROM", 1)  # Keras's progress bar on
+    monkeypatch.setattr(PREDICT, "PROGRESS_FROM", 1)  # the predict phase's lines on
     images = make_image_folder(tmp_path / "new", per_class=2, classes=("red", "blue"))
     code, stdout, stderr = run_cli(["predict", str(image_run), str(images)])
     assert code == 0, stderr
     assert stdout.startswith("input,label_1,prob_1,error\n"), stdout[:200]
     table = pd.read_csv(io.StringIO(stdout), keep_default_na=False)
     assert len(table) == 4 and table["label_1"].isin(["red", "green", "blue"]).all()
-    assert "4/4" in stderr  # the progress went to stderr
+    assert "predict: done" in stderr and "4 images" in stderr  # the progress went to stderr
 
 
 def test_text_prediction_progress_goes_to_stderr(capsys: pytest.CaptureFixture[str],
@@ -243,7 +247,7 @@ def test_text_prediction_progress_goes_to_stderr(capsys: pytest.CaptureFixture[s
     run = Run(Path("runs/sst2"), "textcnn", None, ["neg", "pos"], {}, model=hashed)
     probabilities, _ = PREDICT.probabilities(run, ["a fine film", "a dull one"])
     out, err = capsys.readouterr()
-    assert probabilities.shape == (2, 2) and out == "" and "2/2" in err  # sentences
+    assert probabilities.shape == (2, 2) and out == "" and "2 sentences" in err
 
 
 def _odd_files(folder: Path) -> dict[str, Path]:
