@@ -15,6 +15,7 @@ difference between each export's probabilities and the calibrated model.keras's.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +32,10 @@ from tlkit.tasks import task_of
 from tlkit.train.image import finetune
 from tlkit.train.text import train_textcnn
 
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling benchmarks, reused as modules
+from kim2014_accuracy import RECIPE, overrides_for  # noqa: E402
+
 KIM_SETS = ("sst2", "trec", "subj", "cr", "mpqa")
-RECIPE = Path(__file__).parent.parent / "recipes" / "kim2014-cnn-rand.yaml"
 FORMATS = ("savedmodel", "tflite", "onnx")
 
 
@@ -40,14 +43,9 @@ def text_overrides(name: str, root: Path, work: Path) -> list[str]:
     """Kim's files for SST-2 and TREC; one seeded stratified 90/10 split of all.csv else."""
     from sklearn.model_selection import train_test_split
 
-    folder = root / name
-    if name == "sst2":
-        return [f"data={folder / 'train.csv'}", f"dev={folder / 'dev.csv'}",
-                f"test={folder / 'test.csv'}"]
-    if name == "trec":
-        return [f"data={folder / 'train.csv'}", f"test={folder / 'test.csv'}",
-                "tokenizer=kim-cased"]
-    table = pd.read_csv(folder / "all.csv")
+    if name in ("sst2", "trec"):  # their own files, as the paper's table runs them
+        return overrides_for(name, root)
+    table = pd.read_csv(root / name / "all.csv")
     train, test = train_test_split(table, test_size=0.1, random_state=42,
                                    stratify=table["label"])
     train.to_csv(work / f"{name}-train.csv", index=False)
@@ -55,10 +53,11 @@ def text_overrides(name: str, root: Path, work: Path) -> list[str]:
     return [f"data={work / f'{name}-train.csv'}", f"test={work / f'{name}-test.csv'}"]
 
 
-def mapie_rows(calibration: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
-               ) -> dict[tuple[str, float], tuple[float, float]]:
-    """MAPIE's coverage and mean set size on ``test`` (probabilities, labels) per score and
-    coverage, calibrated on ``calibration``: an estimator whose predict_proba is its input."""
+def mapie_on(probs: np.ndarray, labels: np.ndarray, score: str,
+             coverage: float | list[float]) -> Any:
+    """MAPIE's split-conformal classifier calibrated on ``probs`` (an estimator whose
+    predict_proba is its input), at one coverage or several; tests/test_calibration.py
+    checks tlkit's sets against it."""
     from mapie.classification import SplitConformalClassifier
     from sklearn.base import BaseEstimator, ClassifierMixin
 
@@ -73,13 +72,20 @@ def mapie_rows(calibration: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarra
         def predict(self, x: np.ndarray) -> np.ndarray:
             return x.argmax(axis=1)
 
-    probs, labels = calibration
+    return SplitConformalClassifier(Given().fit(probs, labels), confidence_level=coverage,
+                                    conformity_score=score, prefit=True,
+                                    random_state=0).conformalize(probs, labels)
+
+
+def mapie_rows(calibration: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+               ) -> dict[tuple[str, float], tuple[float, float]]:
+    """MAPIE's coverage and mean set size on ``test`` (probabilities, labels) per score and
+    coverage, calibrated on ``calibration``."""
     found = {}
     for score in ("aps", "lac"):
-        mapie = SplitConformalClassifier(Given().fit(probs, labels), list(REPORTED_COVERAGES),
-                                         conformity_score=score, prefit=True, random_state=0)
         try:
-            sets = mapie.conformalize(probs, labels).predict_set(test[0])[1]
+            sets = mapie_on(*calibration, score, list(REPORTED_COVERAGES)).predict_set(
+                test[0])[1]
         except ValueError:  # MAPIE refuses aps for two classes ("the only valid score is lac")
             found.update({(score, asked): (np.nan, np.nan) for asked in REPORTED_COVERAGES})
             continue

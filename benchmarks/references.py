@@ -61,6 +61,7 @@ import pandas as pd
 
 from tlkit.backbones import get_backbone
 from tlkit.data.images import check_images, read_recipe_table
+from tlkit.files import write_text
 from tlkit.recipes import ImageRecipe
 
 BATCH = 32  # tlkit's default batch; fastai's default is 64, the guide's 64
@@ -269,7 +270,7 @@ def write_summary(table: str, note: str, path: Path) -> None:
     parts = re.split(r"(?m)^(?=## )", path.read_text())
     kept = [part for part in parts if not part.startswith(SECTION)]
     section = f"{SECTION}\n\n{note}\n\n{table}\n\n"
-    path.write_text("".join(kept).rstrip("\n") + "\n\n" + section)
+    write_text(path, "".join(kept).rstrip("\n") + "\n\n" + section)
 
 
 def main() -> None:

@@ -218,25 +218,14 @@ def test_multi_label_sets_cover_each_label() -> None:
 
 
 def mapie_on(probs: np.ndarray, labels: np.ndarray, score: str, coverage: float) -> object:
-    """MAPIE's split-conformal classifier calibrated on ``probs`` (an estimator whose
-    predict_proba is its input)."""
-    from mapie.classification import SplitConformalClassifier
-    from sklearn.base import BaseEstimator, ClassifierMixin
+    """MAPIE's split-conformal classifier calibrated on ``probs``, as the benchmark builds it
+    (``benchmarks/calibration.py: mapie_on``)."""
+    benchmarks = str(Path(__file__).parent.parent / "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)
+    from calibration import mapie_on as benchmark_mapie_on
 
-    class Given(ClassifierMixin, BaseEstimator):
-        def fit(self, x: np.ndarray, y: np.ndarray) -> Given:
-            self.classes_ = np.arange(x.shape[1])
-            return self
-
-        def predict_proba(self, x: np.ndarray) -> np.ndarray:
-            return x
-
-        def predict(self, x: np.ndarray) -> np.ndarray:
-            return x.argmax(axis=1)
-
-    estimator = Given().fit(probs, labels)
-    return SplitConformalClassifier(estimator, confidence_level=coverage, conformity_score=score,
-                                    prefit=True, random_state=0).conformalize(probs, labels)
+    return benchmark_mapie_on(probs, labels, score, coverage)
 
 
 @pytest.mark.parametrize("coverage", [0.8, 0.9, 0.95])
