@@ -16,6 +16,7 @@ default.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -76,6 +77,10 @@ CANDIDATES: dict[str, Callable[[], dict[str, Any]]] = {
                               "monitor": "val_loss"},
     "lpft-all-1e-4-randinit": lambda: {"stages": lp_ft(), "early_stopping": 10,
                                        "monitor": "val_loss", "head_init": "random"},
+    # The default before fine-tuning was kept at its last epoch: at its best one instead.
+    "lpft-keep-best": lambda: {"stages": [*lp_ft()[:1], Stage(**{
+        **dataclasses.asdict(lp_ft()[1]), "keep": "best"})], "early_stopping": 10,
+        "monitor": "val_loss", "head_init": "random"},
     "head-lpinit": lambda: {"stages": feature_extraction(), "early_stopping": 10,
                             "monitor": "val_loss", "head_init": "probe"},
     "head-randinit": lambda: {"stages": feature_extraction(), "early_stopping": 10,
@@ -99,18 +104,16 @@ def candidate_recipe(name: str, data: str, overrides: list[str] | None = None,
     return apply_overrides(recipe, overrides) if overrides else recipe
 
 
-def kept_epoch(history: pd.DataFrame, monitor: str) -> pd.Series:
-    """The history row the run kept: the first best epoch by ``monitor`` over all stages.
+def stage_offers(stages: list[dict[str, Any]]) -> str:
+    """``metrics.json: stages`` in one cell: each stage's offer (value @ epoch), * if kept.
 
     Example:
-        >>> h = pd.DataFrame({"epoch": [0, 1, 2], "stage": ["head"] * 3,
-        ...                   "val_loss": [0.5, 0.3, 0.3]})
-        >>> int(kept_epoch(h, "val_loss")["epoch"])
-        1
+        >>> stage_offers([{"stage": "head", "epoch": 41, "value": 0.0948, "kept": True},
+        ...               {"stage": "fine-tune", "epoch": 62, "value": 0.111, "kept": False}])
+        'head 0.0948@42*; fine-tune 0.1110@63'
     """
-    values = history[monitor]
-    best = values.idxmin() if monitor.endswith("loss") else values.idxmax()
-    return history.loc[best]
+    return "; ".join(f"{s['stage']} {s['value']:.4f}@{s['epoch'] + 1}{'*' * s['kept']}"
+                     for s in stages)
 
 
 def split_without_test(recipe: ImageRecipe) -> pd.DataFrame:
@@ -124,15 +127,16 @@ def check_candidate(name: str, recipe: ImageRecipe, out: Path, tune: bool) -> di
     data = split_without_test(recipe) if tune else None
     start = time.perf_counter()
     run = finetune(recipe, out=out, data=data)
-    kept = kept_epoch(run.history, recipe.monitor)
+    kept = next(stage for stage in run.metrics["stages"] if stage["kept"])
     probe = run.metrics["probe"]
     row = {"data": Path(recipe.data).name, "candidate": name,
            "stages": " + ".join(_describe_stage(s) for s in recipe.stages),
            "monitor": recipe.monitor, "patience": recipe.early_stopping,
            "n_train": _count(run, "train"), "n_val": _count(run, "val"),
-           "run_val": run.metrics["val"]["accuracy"], "run_val_loss": kept[recipe.monitor],
+           "run_val": run.metrics["val"]["accuracy"], "run_val_loss": kept["value"],
            "probe_val": probe["val"], "head_init": run.metrics.get("head_init"),
-           "probe_C": probe["C"], "kept_stage": kept["stage"], "kept_epoch": int(kept["epoch"]),
+           "probe_C": probe["C"], "kept_stage": kept["stage"], "kept_epoch": kept["epoch"],
+           "stage_offers": stage_offers(run.metrics["stages"]),
            "epochs_run": len(run.history),
            "epochs_by_stage": " ".join(str(n) for n in
                                        run.history.groupby("stage", sort=False).size()),

@@ -81,3 +81,61 @@ def test_a_head_stage_writes_the_head_per_epoch_and_keeps_the_classifiers_best(
         history["val_loss"].min(), rel=1e-4)
     assert set(saved) == {"head"}  # per epoch: the head alone, never the classifier
     assert not (tmp_path / "checkpoints" / "stage-best.weights.h5").exists()
+
+
+def _noisy_problem(seed: int) -> tuple[object, dict[str, object]]:
+    """A small net on noisy labels at a high rate: its val loss wanders epoch to epoch."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (x[:, 0] + 0.8 * rng.normal(size=64) > 0).astype("int32")
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(2, activation="softmax")])
+    return model, {"train": tf.data.Dataset.from_tensor_slices((x[:40], y[:40])).batch(8),
+                   "val": tf.data.Dataset.from_tensor_slices((x[40:], y[40:])).batch(8)}
+
+
+@pytest.mark.parametrize("head_lr", [1e-5, 0.05])  # the last stage is kept / is not
+def test_a_stage_kept_at_its_last_epoch_offers_that_epoch_alone(head_lr: float,
+                                                                tmp_path: Path) -> None:
+    import keras
+
+    from tlkit.train.fit import stage_outcomes
+
+    model, datasets = _noisy_problem(0)
+
+    def prepare(stage: Stage) -> None:
+        model.compile(keras.optimizers.Adam(stage.lr), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+
+    stages = [Stage(name="head", epochs=3, lr=head_lr),
+              Stage(name="fine-tune", epochs=6, lr=0.05, keep="last")]
+    history = fit_stages(model, stages, datasets, tmp_path, prepare=prepare,
+                         monitor="val_loss", early_stopping=1, verbose=0)
+    tuned = history[history["stage"] == "fine-tune"]["val_loss"]
+    assert len(tuned) == 6  # no early stopping in a stage kept at its last epoch
+    assert tuned.iloc[-1] > tuned.min()  # its best epoch is not its last: the rule shows
+    head, tune = stage_outcomes(history, stages)
+    assert tune["epoch"] == history["epoch"].max() and tune["value"] == tuned.iloc[-1]
+    assert tune["kept"] == (tuned.iloc[-1] < head["value"]) and head["kept"] != tune["kept"]
+    assert tune["kept"] == (head_lr == 1e-5)
+    assert tune["gain"] == pytest.approx(head["value"] - tuned.iloc[-1], abs=1e-6)
+    kept = head if head["kept"] else tune
+    assert model.evaluate(datasets["val"], verbose=0)[0] == pytest.approx(kept["value"],
+                                                                          rel=1e-4)
+
+
+def test_stages_of_one_name_get_labels_of_their_own(tmp_path: Path) -> None:
+    import keras
+
+    model, datasets = _noisy_problem(2)
+
+    def prepare(stage: Stage) -> None:
+        model.compile(keras.optimizers.Adam(stage.lr), "sparse_categorical_crossentropy")
+
+    history = fit_stages(model, [Stage(epochs=2), Stage(epochs=2)], datasets, tmp_path,
+                         prepare=prepare, verbose=0)
+    assert history["stage"].tolist() == ["head", "head", "head-2", "head-2"]

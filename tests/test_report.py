@@ -209,3 +209,20 @@ def test_bad_run_folders_are_user_errors(tmp_path: Path) -> None:
     assert_user_error(lambda: build_run_report(run), "classes.json")
     run = make_run(tmp_path / "other")
     assert_user_error(lambda: build_run_report(run, split="train"), "no rows of split 'train'")
+
+
+def test_the_report_says_what_each_stage_gained_on_val(tmp_path: Path) -> None:
+    from tlkit.recipes import Stage
+    from tlkit.train.fit import stage_outcomes
+
+    run = make_run(tmp_path)
+    history = pd.read_csv(run / "history.csv")
+    history.loc[5, "val_loss"] = 1.5  # the last fine-tuning epoch: worse than the head's best
+    history.to_csv(run / "history.csv", index=False)
+    stages = [Stage(), Stage(name="block4", keep="last")]
+    metrics = json.loads((run / "metrics.json").read_text())
+    write_json(run / "metrics.json", {**metrics, "stages": stage_outcomes(history, stages)})
+    markdown = (build_run_report(run).parent / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith(("| head", "| block4"))]
+    assert rows == ["| head | 3 | best (epoch 3) | 1.02 | 0.56 |  | kept |",
+                    "| block4 | 3 | last (epoch 6) | 1.5 | 0.8 | -0.4800 |  |"]

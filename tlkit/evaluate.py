@@ -98,7 +98,7 @@ def evaluate(run: Run | str | Path, data: str | Path | list[str], name: str | No
         predictions.to_csv(partial / PREDICTIONS_FILE, index=False)
         write_report(partial, metrics, run.class_names, kind=task.name, predictions=predictions,
                      history=run.history, unknown=unknown, title=f"{run.path.name} on {data}",
-                     extra=shown)
+                     extra=shown, stages=run.metrics.get("stages"))
     metrics["report"] = str(folder / "report.html")
     return metrics
 

@@ -131,6 +131,7 @@ class Given:
     probe_accuracy: float | None = None
     unknown: dict[str, int] = field(default_factory=dict)
     root: str | Path | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _single_label(given: Given, missing: list[str]) -> list[Section]:
@@ -141,7 +142,7 @@ def _single_label(given: Given, missing: list[str]) -> list[Section]:
             _most_confused(metrics, names, missing),
             _curves(metrics, given.predictions, names, missing),
             _reliability(metrics, given.predictions, names, missing),
-            _training(given.history, missing),
+            _training(given.history, given.stages, missing),
             _top_losses(given.predictions, names, given.kind, given.root, missing)]
 
 
@@ -152,7 +153,7 @@ def _multi_label(given: Given, missing: list[str]) -> list[Section]:
             _label_confusion(metrics, missing),
             _multi_curves(metrics, given.predictions, names, missing),
             _multi_reliability(metrics, given.predictions, names, missing),
-            _training(given.history, missing),
+            _training(given.history, given.stages, missing),
             _top_losses(given.predictions, names, given.kind, given.root, missing)]
 
 
@@ -165,12 +166,14 @@ def write_report(folder: str | Path, metrics: dict[str, Any], class_names: list[
                  history: pd.DataFrame | None = None, extra: dict[str, Any] | None = None,
                  probe_accuracy: float | None = None, unknown: dict[str, int] | None = None,
                  title: str = "Evaluation report", missing: list[str] | None = None,
-                 root: str | Path | None = None) -> Path:
+                 root: str | Path | None = None, stages: list[dict[str, Any]] | None = None
+                 ) -> Path:
     """Write report.html, report.md (+ PNG figures) and report.json into ``folder``.
 
     ``metrics`` comes from ``classification_metrics``; ``predictions`` (a predictions table
     of the same examples) gives the ROC/PR curves and top losses; ``history`` (Keras
-    ``history.csv``) the training curves; ``extra`` numbers join the summary, and
+    ``history.csv``) the training curves, and ``stages`` (``metrics.json: stages``) what
+    each training stage gained on val; ``extra`` numbers join the summary, and
     ``probe_accuracy`` is set beside the accuracy with one line when the run is below it.
     ``unknown`` counts labels the model never saw (left out of ``metrics``). Image paths
     in ``predictions`` are tried as given, then under ``root``. Whatever cannot be drawn
@@ -187,7 +190,7 @@ def write_report(folder: str | Path, metrics: dict[str, Any], class_names: list[
     folder.mkdir(parents=True, exist_ok=True)
     missing = list(missing or [])
     given = Given(metrics, class_names, kind, predictions, history, extra or {}, probe_accuracy,
-                  unknown or {}, root)
+                  unknown or {}, root, stages or [])
     from tlkit.tasks import get_task
 
     sections = REPORTS[get_task(kind).report](given, missing)
@@ -441,17 +444,43 @@ def _multi_reliability(metrics: dict[str, Any], predictions: pd.DataFrame | None
         *_conformal_blocks(metrics)])
 
 
-def _training(history: pd.DataFrame | None, missing: list[str]) -> Section:
+def _training(history: pd.DataFrame | None, stages: list[dict[str, Any]], missing: list[str]
+              ) -> Section:
     from tlkit.evaluation.plots import training_curves_figure
 
+    blocks: list[str | pd.DataFrame | Png] = _stage_table(stages) if len(stages) > 1 else []
     if history is None:
         return _not_drawn("training", "training curves: no training history (history.csv)",
-                          missing)
+                          missing) if not blocks else Section("training", blocks)
     try:
-        figure = training_curves_figure(history)
+        blocks.append(_png("training_curves", training_curves_figure(history)))
     except UserError as error:
         return _not_drawn("training", f"training curves: {error}", missing)
-    return Section("training", [_png("training_curves", figure)])
+    return Section("training", blocks)
+
+
+def _stage_table(stages: list[dict[str, Any]]) -> list[str | pd.DataFrame | Png]:
+    """What each stage offered on val, what that gained on the stages before, which was kept.
+
+    Example:
+        >>> _stage_table([{"stage": "head", "keep": "best", "epochs": 3, "epoch": 1,
+        ...                "monitor": "val_loss", "value": 0.3, "gain": None, "kept": True}]
+        ...              )[1].iloc[0].astype(str).tolist()
+        ['head', '3', 'best (epoch 2)', '0.3', '', 'kept']
+    """
+    monitor = stages[0]["monitor"]
+    table = pd.DataFrame({
+        "stage": [s["stage"] for s in stages],
+        "epochs run": [s["epochs"] for s in stages],
+        "offers": [f"{s['keep']} (epoch {s['epoch'] + 1})" for s in stages],
+        monitor: [s["value"] for s in stages],
+        **({"val_accuracy": [s["val_accuracy"] for s in stages]}
+           if all("val_accuracy" in s for s in stages) else {}),
+        f"gain in {monitor}": ["" if s["gain"] is None else f"{s['gain']:+.4f}" for s in stages],
+        "kept": ["kept" if s["kept"] else "" for s in stages]})
+    return ["Each stage offers its best epoch or its last one (the stage's keep field); "
+            "the run keeps the offer that beats every earlier stage's. A gain is the "
+            f"improvement in {monitor} over the best offer before it.", table]
 
 
 def _top_losses(predictions: pd.DataFrame | None, class_names: list[str], kind: str,
@@ -672,7 +701,8 @@ def build_run_report(run_folder: str | Path, out: str | Path | None = None, *,
         Path(out) if out else run.path, metrics, run.class_names, kind=task.name,
         predictions=rows, history=run.history, extra=_extra_numbers(run.metrics, split),
         probe_accuracy=_probe_accuracy(run.metrics, split), unknown=unknown,
-        title=f"{run.path.resolve().name}: {split or 'no split'}", root=run.path)
+        title=f"{run.path.resolve().name}: {split or 'no split'}", root=run.path,
+        stages=run.metrics.get("stages"))
 
 
 def _calibration_numbers(run: Any, task: Any, rows: pd.DataFrame, split: str

@@ -182,11 +182,12 @@ def restore(model: Any, backup: Path) -> None:
 
 
 def epoch_callbacks(best_file: Path, folder: Path, stage: str, stage_index: int, monitor: str,
-                    mode: str, best: float | None) -> list[Any]:
+                    mode: str, best: float | None, only_epoch: int | None = None) -> list[Any]:
     """The per-epoch writers, in the order the module docstring gives.
 
-    The fitted model's weights go to ``best_file`` when the monitor beats ``best``. The
-    backup holds the fitted model with its optimizer.
+    The fitted model's weights go to ``best_file`` when the monitor beats ``best`` (with
+    ``only_epoch``, only that epoch is weighed: a stage kept at its last epoch). The backup
+    holds the fitted model with its optimizer.
 
     Example:
         >>> import tempfile
@@ -212,6 +213,8 @@ def epoch_callbacks(best_file: Path, folder: Path, stage: str, stage_index: int,
             self.best = best
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if only_epoch is not None and epoch != only_epoch:
+                return
             value = float((logs or {})[monitor])
             if self.best is None or (value < self.best if mode == "min" else value > self.best):
                 self.best = value

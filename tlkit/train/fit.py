@@ -61,10 +61,14 @@ class StageFit:
     val: Any = None
 
 
-def _callbacks(best_file: Path, folder: Path, stage: Stage, index: int, monitor: str, mode: str,
+def _callbacks(best_file: Path, folder: Path, stage: Stage, index: int, watch: Watch,
                log: pd.DataFrame, first_epoch: int, early_stopping: int | None,
                clock: EpochClock | None) -> list[Any]:
-    """The stage's callbacks: seeds first, the kill-safe per-epoch writers last."""
+    """The stage's callbacks: seeds first, the kill-safe per-epoch writers last.
+
+    ``watch.before`` is the best the earlier stages offered; a stage kept at its best epoch
+    also weighs its own epochs logged before a resume, one kept at its last runs them all.
+    """
     import keras
 
     callbacks: list[Any] = [epoch_seeds(clock)] if clock is not None else []
@@ -72,15 +76,20 @@ def _callbacks(best_file: Path, folder: Path, stage: Stage, index: int, monitor:
         callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     callbacks.append(_rate_log())  # before the writers, so history.csv gets its ``lr``
     callbacks.append(keras.callbacks.TensorBoard(folder / LOGS_FOLDER))
-    if early_stopping:
-        earlier = log.loc[log["epoch"] >= first_epoch, monitor].tolist() if len(log) else []
-        callbacks.append(_early_stopping(monitor, mode, early_stopping, earlier))
-    best = _best(log, monitor, mode)
-    return callbacks + epoch_callbacks(best_file, folder, stage.name, index, monitor, mode, best)
+    own = log.loc[log["epoch"] >= first_epoch, watch.monitor].tolist() if len(log) else []
+    best, last = watch.before, None
+    if stage.keep == "last":
+        last = first_epoch + stage.epochs - 1
+    else:
+        best = watch.better(best, *own)
+        if early_stopping:
+            callbacks.append(_early_stopping(watch.monitor, watch.mode, early_stopping, own))
+    return callbacks + epoch_callbacks(best_file, folder, watch.label, index, watch.monitor,
+                                       watch.mode, best, last)
 
 
 @contextmanager
-def _stage_phase(stage: Stage, train: Any, epochs: int) -> Iterator[Any]:
+def _stage_phase(label: str, train: Any, epochs: int) -> Iterator[Any]:
     """The stage as a progress phase, and a callback counting its batches into it.
 
     Keras writes its epoch lines (a bar on a terminal) to stdout: they go to stderr, beside
@@ -90,7 +99,7 @@ def _stage_phase(stage: Stage, train: Any, epochs: int) -> Iterator[Any]:
     import keras
 
     steps = int(train.cardinality())
-    with (phase(f"stage {stage.name}", steps * epochs if steps > 0 else None, unit="batch",
+    with (phase(f"stage {label}", steps * epochs if steps > 0 else None, unit="batch",
                 detail=f"{epochs} epoch{'s' * (epochs != 1)} to run", draw=False) as step,
           redirect_stdout(sys.stderr)):
 
@@ -150,10 +159,80 @@ def _early_stopping(monitor: str, mode: str, patience: int, earlier: list[float]
     return ResumedEarlyStopping(monitor=monitor, mode=mode, patience=patience)
 
 
-def _best(log: pd.DataFrame, monitor: str, mode: str) -> float | None:
-    if log.empty or monitor not in log:
-        return None
-    return float(log[monitor].min() if mode == "min" else log[monitor].max())
+@dataclass
+class Watch:
+    """What decides the kept epoch in one stage: the monitor, its mode, the stage's label in
+    ``history.csv`` and the best value the earlier stages offered.
+
+    Example:
+        >>> Watch("val_loss", "min").better(None, 0.4, 0.3, 0.5)
+        0.3
+    """
+
+    monitor: str
+    mode: str
+    label: str = ""
+    before: float | None = None
+
+    def better(self, *values: float | None) -> float | None:
+        """The best of ``values`` by the mode (None and NaN are not values)."""
+        known = [v for v in values if v is not None and v == v]
+        return (min(known) if self.mode == "min" else max(known)) if known else None
+
+
+def stage_labels(stages: list[Stage]) -> list[str]:
+    """Each stage's label in ``history.csv``: its name, numbered from its second use on.
+
+    Example:
+        >>> stage_labels([Stage(), Stage(train_from="all"), Stage(name="fine-tune")])
+        ['head', 'head-2', 'fine-tune']
+    """
+    labels: list[str] = []
+    for stage in stages:
+        uses = sum(1 for earlier in stages[:len(labels)] if earlier.name == stage.name)
+        labels.append(f"{stage.name}-{uses + 1}" if uses else stage.name)
+    return labels
+
+
+def stage_outcomes(history: pd.DataFrame, stages: list[Stage], monitor: str = "val_loss"
+                   ) -> list[dict[str, Any]]:
+    """What each stage offered the run (its best or its last epoch, by ``Stage.keep``), what
+    that gained on the best before it, and which offer the run kept: the last one that beat
+    every earlier stage's. ``metrics.json: stages`` and the report's stage table.
+
+    Example:
+        >>> h = pd.DataFrame({"epoch": [0, 1, 2, 3], "stage": ["head", "head", "ft", "ft"],
+        ...                   "val_loss": [0.5, 0.3, 0.1, 0.4]})  # ft's 0.1: not its offer
+        >>> [(o["stage"], o["epoch"], o["gain"], o["kept"]) for o in stage_outcomes(
+        ...     h, [Stage(), Stage(name="ft", keep="last")])]
+        [('head', 1, None, True), ('ft', 3, -0.1, False)]
+    """
+    if monitor not in history:
+        return []
+    watch = Watch(monitor, "min" if monitor.endswith("loss") else "max")
+    outcomes: list[dict[str, Any]] = []
+    kept = None
+    for stage, label in zip(stages, stage_labels(stages), strict=True):
+        part = history[history["stage"] == label]
+        values = part[monitor].dropna()
+        if values.empty:
+            continue
+        at = values.index[-1] if stage.keep == "last" else (
+            values.idxmin() if watch.mode == "min" else values.idxmax())
+        value = float(values[at])
+        gain = None if watch.before is None else round(
+            (watch.before - value) * (1 if watch.mode == "min" else -1), 6)
+        outcome = {"stage": label, "keep": stage.keep, "epochs": len(part),
+                   "epoch": int(history.loc[at, "epoch"]), "monitor": monitor, "value": value,
+                   "gain": gain}
+        if monitor != "val_accuracy" and "val_accuracy" in history:
+            outcome["val_accuracy"] = float(history.loc[at, "val_accuracy"])
+        if watch.better(watch.before, value) == value and value != watch.before:
+            watch.before, kept = value, len(outcomes)
+        outcomes.append(outcome)
+    for i, outcome in enumerate(outcomes):
+        outcome["kept"] = i == kept
+    return outcomes
 
 
 def _stage_start(model: Any, folder: Path, index: int) -> None:
@@ -180,13 +259,14 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
                early_stopping: int | None = None, class_weight: dict[int, float] | None = None,
                clock: EpochClock | None = None, jit_compile: bool = False,
                verbose: int | None = None) -> pd.DataFrame:
-    """Train ``model`` stage by stage; keep the best weights by ``monitor`` over all stages.
+    """Train ``model`` stage by stage; keep the weights each stage offers (its best or its
+    last epoch by ``monitor``, ``Stage.keep``) when they beat every earlier stage's offer.
 
     ``prepare(stage)`` sets what trains and compiles: once per stage, because Keras reads
     ``trainable`` at compile time. It returns what the stage fits, or None for ``model`` on
     ``datasets["train"]`` and ``datasets["val"]``. Each stage starts from the best weights
     so far. Writes ``checkpoints/best.weights.h5`` (the best epoch's weights),
-    ``history.csv`` (one row per epoch, with its ``stage`` and the rate ``lr`` at its end)
+    ``history.csv`` (one row per epoch, with its stage's label and the rate ``lr`` at its end)
     and TensorBoard ``logs/`` into ``folder``. A folder left by a killed run continues where
     it stopped (``tlkit.train.checkpoints``): finished stages are skipped, and the current one
     restarts from its last epoch's weights and optimizer state.
@@ -201,6 +281,7 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         (['epoch', 'stage', 'loss', 'lr'], [0, 1])
     """
     monitor, mode = monitored(monitor, "val" in datasets)
+    labels = stage_labels(stages)
     (folder / CHECKPOINTS_FOLDER).mkdir(exist_ok=True)
     point = ResumePoint.read(folder)
     log, first, epoch = point.log(folder), point.stage_first_epoch, point.epoch
@@ -214,9 +295,13 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
             restore(fitting.model, point.backup)
         stage_best = folder / CHECKPOINTS_FOLDER / (BEST_FILE if fitting.model is model
                                                else STAGE_BEST)
-        callbacks = _callbacks(stage_best, folder, stage, index, monitor, mode, log, first,
+        offers = stage_outcomes(log, stages[:index], monitor) if len(log) else []
+        before = Watch(monitor, mode).better(*(offer["value"] for offer in offers))
+        callbacks = _callbacks(stage_best, folder, stage, index,
+                               Watch(monitor, mode, labels[index], before), log, first,
                                early_stopping, clock)
-        with _stage_phase(stage, fitting.train, first + stage.epochs - epoch) as counter:
+        with _stage_phase(labels[index], fitting.train,
+                          first + stage.epochs - epoch) as counter:
             fitting.model.fit(
                 fitting.train, validation_data=fitting.val, initial_epoch=epoch,
                 epochs=first + stage.epochs, class_weight=class_weight,

@@ -28,7 +28,7 @@ import pandas as pd
 from tlkit.data.labels import CALIBRATION_SPLIT
 from tlkit.devices import TrainingSetup, training_setup
 from tlkit.progress import phase, recording, say
-from tlkit.recipes import KIND_COMMANDS
+from tlkit.recipes import KIND_COMMANDS, Stage
 from tlkit.runs import (
     METRICS_FILE,
     Run,
@@ -38,6 +38,7 @@ from tlkit.runs import (
     releasing,
     write_json,
 )
+from tlkit.train.fit import monitored, stage_outcomes
 from tlkit.train.workers import discard_worker_run, peer_failures, worker_destination, worker_out
 
 
@@ -70,6 +71,10 @@ class Job(ABC):
     @abstractmethod
     def fit(self, folder: Path, setup: TrainingSetup) -> pd.DataFrame:
         """Fit the stages into ``folder`` (checkpoints, history, logs); return the history."""
+
+    def stages(self) -> list[Stage]:
+        """The stages ``fit`` trains, in order (the recipe's, by default)."""
+        return list(self.recipe.stages)
 
     @abstractmethod
     def held_out(self, split: str) -> tuple[Any, list[str], np.ndarray] | None:
@@ -214,7 +219,10 @@ def fit_and_score(job: Job, folder: Path, setup: TrainingSetup) -> Outcome:
     seconds = round(time.perf_counter() - start, 1)
     metrics, predictions = score(job)
     metrics.update(job.extras())
-    metrics.update(train_seconds=seconds, devices=setup.record())
+    watched = job.recipe.monitor if job.recipe.monitor in history else monitored(
+        job.recipe.monitor, has_val=False)[0]
+    metrics.update(train_seconds=seconds, devices=setup.record(),
+                   stages=stage_outcomes(history, job.stages(), watched))
     return Outcome(history, metrics, predictions, seconds)
 
 

@@ -200,11 +200,15 @@ class TextJob(Job):
     def write_inputs(self, writer: RunWriter) -> None:
         writer.write_vocabulary(self.data.vocabulary)
 
+    def stages(self) -> list[Stage]:
+        """One stage: the whole network, Kim's optimizer at the recipe's rate."""
+        recipe = self.recipe
+        return [Stage(name="train", epochs=recipe.epochs, lr=recipe.lr, optimizer=OPTIMIZER)]
+
     def fit(self, folder: Path, setup: TrainingSetup) -> pd.DataFrame:
         recipe = self.recipe
-        stage = Stage(name="train", epochs=recipe.epochs, lr=recipe.lr, optimizer=OPTIMIZER)
         return fit_stages(
-            self.model, [stage], self.datasets, folder,
+            self.model, self.stages(), self.datasets, folder,
             prepare=lambda stage: _training_fit(self.model, self.datasets, stage, self.task),
             monitor=recipe.monitor, early_stopping=recipe.early_stopping, clock=self.clock,
             jit_compile=recipe.jit_compile)
