@@ -77,6 +77,10 @@ CANDIDATES: dict[str, Callable[[], dict[str, Any]]] = {
                               "monitor": "val_loss"},
     "lpft-all-1e-4-randinit": lambda: {"stages": lp_ft(), "early_stopping": 10,
                                        "monitor": "val_loss", "head_init": "random"},
+    # The default with an exponential moving average of the fine-tuning stage's weights.
+    "lpft-ema": lambda: {"stages": [*lp_ft()[:1], Stage(**{
+        **dataclasses.asdict(lp_ft()[1]), "ema": True})], "early_stopping": 10,
+        "monitor": "val_loss", "head_init": "random"},
     # The default before fine-tuning was kept at its last epoch: at its best one instead.
     "lpft-keep-best": lambda: {"stages": [*lp_ft()[:1], Stage(**{
         **dataclasses.asdict(lp_ft()[1]), "keep": "best"})], "early_stopping": 10,

@@ -199,3 +199,15 @@ def test_a_dotted_override_into_a_plain_value_is_one_line() -> None:
     # An empty section takes fields: augmentation off, then one of its settings.
     recipe = build_recipe(ImageRecipe, {"augment": None}, ["augment.zoom=0.2"])
     assert recipe.augment is not None and recipe.augment.zoom == 0.2
+
+
+@pytest.mark.parametrize("command", ["finetune", "lr-find"])
+def test_help_names_the_schedule_the_default_recipe_trains(command: str) -> None:
+    from click.testing import CliRunner
+
+    from tlkit.cli import cli
+    from tlkit.recipes import SCHEDULES, ImageRecipe, default_schedule
+
+    assert SCHEDULES[default_schedule()]() == ImageRecipe().stages
+    shown = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
+    assert f"[default: (recipe: {default_schedule()})]" in shown

@@ -347,6 +347,17 @@ SCHEDULES: dict[str, Any] = {
 }
 
 
+def default_schedule() -> str:
+    """The row of ``SCHEDULES`` whose stages are the default image recipe's (``--help``).
+
+    Example:
+        >>> default_schedule()
+        'lp-ft'
+    """
+    stages = ImageRecipe().stages
+    return next((name for name, make in SCHEDULES.items() if make() == stages), "custom")
+
+
 def check_calibration_fraction(fraction: float) -> None:
     """The share of training examples held out for conformal sets: in [0, 0.5].
 

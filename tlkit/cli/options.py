@@ -108,7 +108,7 @@ def image_data_options(function: F) -> F:
     """What an image job trains on and with: ``--data``, ``--backbone``, ``--weights``,
     ``--schedule``, ``--input-size``, the CSV's columns and labels, ``--encoding`` and
     ``--strict``; one set for ``finetune`` and ``lr-find``."""
-    from tlkit.recipes import SCHEDULES
+    from tlkit.recipes import SCHEDULES, default_schedule
 
     decorators = [
         click.option("--data", help="Folder of class subfolders (or train/val/test), or a CSV."),
@@ -117,7 +117,7 @@ def image_data_options(function: F) -> F:
                       help="imagenet, none, or a path to a no-top weights file."),
         click.option("--schedule", type=click.Choice(list(SCHEDULES)),
                      help="A named stage schedule instead of the recipe's stages.",
-                     show_default="recipe: feature-extraction"),
+                     show_default=f"recipe: {default_schedule()}"),
         recipe_option("image", "input_size", type=int,
                       help="Square input side in pixels (none: the backbone's default)."),
         recipe_option("image", "path_column", help="CSV column with image paths."),
