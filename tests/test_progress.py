@@ -226,14 +226,13 @@ def test_a_stage_counts_every_batch_with_steps_per_execution(monkeypatch, capsys
     import numpy as np
     import tensorflow as tf
 
-    from tlkit.recipes import Stage
     from tlkit.train.fit import _stage_phase
 
     monkeypatch.delenv(progress.QUIET_ENV, raising=False)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse", steps_per_execution=2)
     train = tf.data.Dataset.from_tensor_slices((np.ones((8, 2)), np.ones(8))).batch(2)
-    with _stage_phase(Stage(name="train", epochs=2), train, 2) as counter:
+    with _stage_phase("train", train, 2) as counter:
         model.fit(train, epochs=2, callbacks=[counter], verbose=0)
     last = capsys.readouterr().err.splitlines()[-1]
     assert re.match(r"stage train: done in [\d.]+s, 8 batches, ", last), last
