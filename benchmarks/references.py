@@ -267,6 +267,42 @@ def summary_table(check: pd.DataFrame, references: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(check: pd.DataFrame, references: pd.DataFrame, arm: str) -> str:
+    """Test accuracy over seeds (each seed its own split, shared by every arm): one markdown
+    row per set with the mean, the standard deviation and each seed's value, for tlkit's
+    default, the reference ``arm`` and the probe; only seeds every one of them ran.
+
+    Example:
+        >>> check = pd.DataFrame({"data": ["d", "d"], "candidate": ["default", "default seed=1"],
+        ...                       "run_test": [0.9, 0.8], "probe_test": [0.7, 0.7]})
+        >>> refs = pd.DataFrame({"data": ["d", "d"], "arm": ["g", "g"], "seed": [None, 1],
+        ...                      "test_accuracy": [0.85, 0.85]})
+        >>> seeds_table(check, refs, "g").splitlines()[-1].split(" | ")[1:3]
+        ['42, 1', '0.850 ± 0.071 (0.900, 0.800)']
+    """
+    seed = ImageRecipe().seed
+    ours = check[check["candidate"].str.startswith("default")].assign(
+        seed=lambda t: t["candidate"].str.extract(r"seed=(\d+)", expand=False)
+        .fillna(seed).astype(int))
+    theirs = references[references["arm"] == arm].assign(
+        seed=lambda t: (t["seed"] if "seed" in t else pd.Series(seed, index=t.index))
+        .fillna(seed).astype(int))
+    lines = [f"| set | seeds | tlkit default | {arm} | linear probe |", "|---" * 5 + "|"]
+    for data, mine in ours.groupby("data", sort=False):
+        both = mine.merge(theirs[theirs["data"] == data], on="seed", suffixes=("", "_ref"))
+        if both.empty:
+            continue
+        cells = [_spread(both[column]) for column in ("run_test", "test_accuracy", "probe_test")]
+        lines.append(f"| {data} | {', '.join(map(str, both['seed']))} | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines)
+
+
+def _spread(values: pd.Series) -> str:
+    each = ", ".join(f"{value:.3f}" for value in values)
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} ({each})"
+
+
 def write_summary(table: str, note: str, path: Path) -> None:
     """Put ``table`` under this script's section of ``path``, replacing an earlier one."""
     parts = re.split(r"(?m)^(?=## )", path.read_text())
@@ -280,6 +316,9 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", default=[], help="image folders, read in place")
     parser.add_argument("--summary", help="a defaults_check.py CSV: write the RESULTS.md rows")
     parser.add_argument("--note", default="", help="the paragraph above the summary table")
+    parser.add_argument("--seeds", nargs=2, metavar=("CHECK_CSV", "REFERENCES_CSV"),
+                        help="with --summary: other seeds' rows; adds a table over seeds")
+    parser.add_argument("--seeds-note", default="", help="the paragraph above that table")
     parser.add_argument("--arm", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=42)
@@ -287,7 +326,12 @@ def main() -> None:
     args = parser.parse_args()
     results = Path(args.results)
     if args.summary:
-        table = summary_table(pd.read_csv(args.summary), pd.read_csv(results))
+        check, references = pd.read_csv(args.summary), pd.read_csv(results)
+        table = summary_table(check, references)
+        if args.seeds:
+            table += f"\n\n{args.seeds_note}\n\n" + seeds_table(
+                pd.concat([check, pd.read_csv(args.seeds[0])]),
+                pd.concat([references, pd.read_csv(args.seeds[1])]), "keras-guide-bn-frozen")
         write_summary(table, args.note, Path(__file__).parent / "RESULTS.md")
         print(table)
         return
