@@ -97,6 +97,14 @@ def test_cli_finetune_runs_and_reports(image_folder: Path, tmp_path: Path,
     assert code == 0
     assert "run folder:" in out and "test accuracy" in out
     assert load_recipe(tmp_path / "runs" / "cli" / "recipe.yaml").stages[0].lr == 0.01
+    # the default's two stages: what each offered on val, and which the run kept
+    stages = json.loads((tmp_path / "runs" / "cli" / "metrics.json").read_text())["stages"]
+    assert [(s["stage"], s["keep"], s["epoch"]) for s in stages] == [
+        ("head", "best", 0), ("fine-tune", "last", 1)]
+    assert sum(s["kept"] for s in stages) == 1
+    assert "stages (val_loss): head " in out and "fine-tune " in out
+    assert "| fine-tune | 1 | last (epoch 2) |" in (
+        tmp_path / "runs" / "cli" / "report.md").read_text()
 
 
 def test_cli_recipe_file_with_flag_override(image_folder: Path, tmp_path: Path,

@@ -229,4 +229,21 @@ def summary_line(run: Any) -> str:
         if value < probe[split]:
             lines.append(f"note: this run ends below its linear probe on {split} "
                          f"({value:.3f} < {probe[split]:.3f})")
+    if len(stages := metrics.get("stages") or []) > 1:
+        lines.append(stages_line(stages))
     return "\n".join(lines)
+
+
+def stages_line(stages: list[dict[str, Any]]) -> str:
+    """What each stage offered (``metrics.json: stages``) and which offer the run kept.
+
+    Example:
+        >>> stages_line([{"stage": "head", "keep": "best", "epoch": 42, "monitor": "val_loss",
+        ...               "value": 0.0948, "kept": True},
+        ...              {"stage": "fine-tune", "keep": "last", "epoch": 62,
+        ...               "monitor": "val_loss", "value": 0.1109, "kept": False}])
+        'stages (val_loss): head 0.0948 (best, epoch 43, kept); fine-tune 0.1109 (last, epoch 63)'
+    """
+    offers = [f"{s['stage']} {s['value']:.4f} ({s['keep']}, epoch {s['epoch'] + 1}"
+              f"{', kept' if s['kept'] else ''})" for s in stages]
+    return f"stages ({stages[0]['monitor']}): " + "; ".join(offers)
