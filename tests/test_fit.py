@@ -139,3 +139,46 @@ def test_stages_of_one_name_get_labels_of_their_own(tmp_path: Path) -> None:
     history = fit_stages(model, [Stage(epochs=2), Stage(epochs=2)], datasets, tmp_path,
                          prepare=prepare, verbose=0)
     assert history["stage"].tolist() == ["head", "head", "head-2", "head-2"]
+
+
+def test_a_kill_inside_a_stage_kept_at_its_last_epoch_resumes_to_the_same_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    import tlkit.train.fit as fit_module
+    from tlkit.train.fit import stage_outcomes
+
+    stages = [Stage(name="head", epochs=3, lr=1e-5),
+              Stage(name="fine-tune", epochs=6, lr=0.05, keep="last")]
+
+    def run(folder: Path) -> tuple[pd.DataFrame, float]:
+        folder.mkdir(exist_ok=True)
+        model, datasets = _noisy_problem(0)
+
+        def prepare(stage: Stage) -> None:
+            model.compile(keras.optimizers.Adam(stage.lr), "sparse_categorical_crossentropy")
+
+        history = fit_stages(model, stages, datasets, folder, prepare=prepare, verbose=0)
+        return history, model.evaluate(datasets["val"], verbose=0)
+
+    real = fit_module.epoch_callbacks
+
+    def killed_at_epoch_5(*args: object) -> list[object]:
+        class Kill(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+                if epoch == 5:  # the third of the fine-tuning stage's six, after its backup
+                    raise KeyboardInterrupt
+
+        return [*real(*args), Kill()]
+
+    monkeypatch.setattr(fit_module, "epoch_callbacks", killed_at_epoch_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed")
+    monkeypatch.setattr(fit_module, "epoch_callbacks", real)
+    resumed, resumed_loss = run(tmp_path / "killed")
+    whole, whole_loss = run(tmp_path / "whole")
+    assert resumed["epoch"].tolist() == list(range(9))
+    assert resumed["val_loss"].tolist() == pytest.approx(whole["val_loss"].tolist(), rel=1e-5)
+    assert stage_outcomes(resumed, stages)[1]["kept"]  # the last epoch, after the resume
+    assert resumed_loss == pytest.approx(whole_loss, rel=1e-5)
+    assert resumed_loss == pytest.approx(whole["val_loss"].iloc[-1], rel=1e-4)
