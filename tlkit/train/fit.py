@@ -2,8 +2,8 @@
 
 A stage may fit another model than the one the run saves, sharing its weights: a head
 trained on cached features, or the text CNN's training path. ``checkpoints/best.weights.h5``
-always holds the run model's weights; such a stage keeps the fitted model's best epoch and
-writes the run model's when it ends.
+always holds the run model's weights; such a stage keeps the fitted model's weights of the
+epoch it offers (``Stage.keep``) and writes the run model's when it ends.
 
 Example:
     >>> history = fit_stages(model, stages, datasets, folder,
@@ -209,7 +209,7 @@ def stage_outcomes(history: pd.DataFrame, stages: list[Stage], monitor: str = "v
     """
     if monitor not in history:
         return []
-    watch = Watch(monitor, "min" if monitor.endswith("loss") else "max")
+    watch = Watch(monitor, monitored(monitor, True)[1])
     outcomes: list[dict[str, Any]] = []
     kept = None
     for stage, label in zip(stages, stage_labels(stages), strict=True):
@@ -235,6 +235,14 @@ def stage_outcomes(history: pd.DataFrame, stages: list[Stage], monitor: str = "v
     return outcomes
 
 
+def _watch(log: pd.DataFrame, stages: list[Stage], index: int, monitor: str) -> Watch:
+    """Stage ``index``'s watch: its label, and the best offer of the stages before it."""
+    watch = Watch(monitor, monitored(monitor, True)[1], stage_labels(stages)[index])
+    offers = stage_outcomes(log, stages[:index], monitor) if len(log) else []
+    watch.before = watch.better(*(offer["value"] for offer in offers))
+    return watch
+
+
 def _stage_start(model: Any, folder: Path, index: int) -> None:
     """Each stage starts from the best weights so far, kept so a resumed stage starts alike."""
     start = folder / CHECKPOINTS_FOLDER / f"stage-{index}-start.weights.h5"
@@ -248,7 +256,8 @@ def _stage_start(model: Any, folder: Path, index: int) -> None:
 
 
 def _keep_stage_best(model: Any, fitted: Any, stage_best: Path, folder: Path) -> None:
-    """After a stage that fitted another model: the run model's weights at its best epoch."""
+    """After a stage that fitted another model: the run model's weights at the epoch it
+    offered, when that beat the earlier stages' offers."""
     if fitted is not model and stage_best.is_file():
         fitted.load_weights(stage_best)  # its weights are the run model's
         save_weights(model, folder / CHECKPOINTS_FOLDER / BEST_FILE)
@@ -280,8 +289,7 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
         >>> list(log.columns), log["epoch"].tolist()  # no val split: loss is watched
         (['epoch', 'stage', 'loss', 'lr'], [0, 1])
     """
-    monitor, mode = monitored(monitor, "val" in datasets)
-    labels = stage_labels(stages)
+    monitor, _ = monitored(monitor, "val" in datasets)
     (folder / CHECKPOINTS_FOLDER).mkdir(exist_ok=True)
     point = ResumePoint.read(folder)
     log, first, epoch = point.log(folder), point.stage_first_epoch, point.epoch
@@ -295,13 +303,10 @@ def fit_stages(model: Any, stages: list[Stage], datasets: dict[str, Any], folder
             restore(fitting.model, point.backup)
         stage_best = folder / CHECKPOINTS_FOLDER / (BEST_FILE if fitting.model is model
                                                else STAGE_BEST)
-        offers = stage_outcomes(log, stages[:index], monitor) if len(log) else []
-        before = Watch(monitor, mode).better(*(offer["value"] for offer in offers))
-        callbacks = _callbacks(stage_best, folder, stage, index,
-                               Watch(monitor, mode, labels[index], before), log, first,
+        watch = _watch(log, stages, index, monitor)
+        callbacks = _callbacks(stage_best, folder, stage, index, watch, log, first,
                                early_stopping, clock)
-        with _stage_phase(labels[index], fitting.train,
-                          first + stage.epochs - epoch) as counter:
+        with _stage_phase(watch.label, fitting.train, first + stage.epochs - epoch) as counter:
             fitting.model.fit(
                 fitting.train, validation_data=fitting.val, initial_epoch=epoch,
                 epochs=first + stage.epochs, class_weight=class_weight,
