@@ -209,6 +209,8 @@ CLI_CASES = [
     ("finetune --set stages.0.label_smoothing=1",
      "finetune --data {images} --set stages.0.label_smoothing=1",
      ["stage 'head'", "label_smoothing must be in [0, 1)"]),
+    ("finetune --set stages.1.keep=first", "finetune --data {images} --set stages.1.keep=first",
+     ["stage 'fine-tune'", "keep must be one of best, last", "'first'"]),
     ("finetune --set head_init=zeros", "finetune --data {images} --set head_init=zeros",
      ["head_init 'zeros'", "probe, random"]),
     ("finetune --set class_weight=equal", "finetune --data {images} --set class_weight=equal",
