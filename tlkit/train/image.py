@@ -418,5 +418,8 @@ def _announce(stage: Stage, plan: Any, row: Backbone, cached: bool) -> None:
               else ", ".join(row.block_names[k] for k in plan.trainable_blocks))
     decay = f", lr_decay {stage.lr_decay} per block" if stage.lr_decay < 1 else ""
     how = "; the head trains on cached features" if cached else ""
-    say(f"stage '{stage.name}': up to {stage.epochs} epochs at lr {stage.lr:g}{decay}; "
+    # early stopping may end a stage that offers its best epoch; one kept at its last runs all
+    bound = "" if stage.keep == "last" else "up to "
+    epochs = f"{bound}{stage.epochs} epoch{'s' * (stage.epochs != 1)}"
+    say(f"stage '{stage.name}': {epochs} at lr {stage.lr:g}{decay}; "
         f"training backbone blocks: {blocks}{how}")
