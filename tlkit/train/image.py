@@ -123,9 +123,10 @@ def finetune(recipe: ImageRecipe, out: str | Path = "runs", name: str | None = N
              data: Any = None, resume: bool = False) -> Run:
     """Fine-tune ``recipe.backbone`` on ``recipe.data`` (or ``data``) and write a run folder.
 
-    Stages run in order, each compiled once after freezing what it does not train. The
-    epoch that is best by ``recipe.monitor`` over all stages is kept, evaluated on val and
-    test, and saved with preprocessing inside ``model.keras``. With ``resume``, the unfinished
+    Stages run in order, each compiled once after freezing what it does not train. Each
+    stage offers its best epoch by ``recipe.monitor`` or its last (``Stage.keep``); the
+    offer that beats every earlier stage's is kept, evaluated on val and test, and saved with
+    preprocessing inside ``model.keras``. With ``resume``, the unfinished
     run ``out/name`` (killed or interrupted) continues from its last completed epoch.
 
     Example:
