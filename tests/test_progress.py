@@ -131,7 +131,10 @@ def test_a_run_logged_to_files_shows_each_phase_on_stderr(tmp_path):
         assert process.wait(timeout=300) == 0, err_file.read_text()[-3000:]
     assert first < cache  # the log speaks before the long phases start
     stdout, stderr = out_file.read_text(), err_file.read_text()
-    assert stdout.startswith("run folder: ") and "stage" not in stdout and "Epoch" not in stdout
+    assert stdout.startswith("run folder: ") and "Epoch" not in stdout
+    # progress lines ("stage head: 3 epochs to run") stay on stderr; the summary's
+    # "stages (val_loss): ..." line is the run's result
+    assert not re.search(r"^stage \S+: ", stdout, re.M) and "stage head: " in stderr
     assert re.match(r"scan: done in [\d.]+s, 20 images, ", stderr)  # before TensorFlow loads
     assert not CONTROL.search(stdout) and not CONTROL.search(stderr), repr(stderr[-2000:])
     assert re.search(r"^cache train: 4/\d+ images \(\d+%\), [\d.]+ images/s, ETA [\d.]+s$", stderr,
