@@ -53,6 +53,18 @@ def make_image_folder(root: Path, per_class: int = 8, classes: tuple[str, ...] =
 
 
 @pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a terminal, even where the tests were started
+    with SIGINT ignored (a background job of a non-interactive shell: Python then installs
+    no handler, and an in-process Ctrl-C would do nothing)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """Two colour classes, eight PNGs each."""
     return make_image_folder(tmp_path / "images")

@@ -101,7 +101,7 @@ def test_the_cli_turns_a_full_disk_anywhere_into_one_line(monkeypatch: pytest.Mo
 
 
 def test_ctrl_c_between_the_renames_of_a_folder_swap_waits_for_both(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c: None) -> None:
     import os
     import signal
 

@@ -204,7 +204,7 @@ def test_an_interrupted_report_rebuild_keeps_the_previous_report(
 
 
 def test_ctrl_c_during_the_renames_waits_until_the_report_is_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c: None) -> None:
     from tlkit.evaluation.report import publish
 
     for name in REPORT_FILES:
