@@ -14,8 +14,20 @@ from tlkit.backbones import (
 )
 from tlkit.errors import UserError
 
-# Rows over 30M parameters take seconds each to build; they run with -m slow.
-HEAVY = {name for name, row in BACKBONES.items() if row.params > 30_000_000}
+
+def _family(constructor: str) -> str:
+    """Rows built by one constructor module (EfficientNetB0-B7, DenseNet121-201) share its
+    code; only their depth arguments differ."""
+    return constructor.split(":")[0] + ":" + constructor.split(":")[1].rstrip("0123456789")
+
+
+# Rows over 30M parameters take seconds each to build, and so do the deeper rows of a family
+# whose smallest row builds in the default run: they run with -m slow.
+SMALLEST = {min((row for row in BACKBONES.values() if _family(row.constructor) == family),
+                key=lambda row: row.params).name
+            for family in {_family(row.constructor) for row in BACKBONES.values()}}
+HEAVY = {name for name, row in BACKBONES.items()
+         if row.params > 30_000_000 or name not in SMALLEST}
 
 
 def _rows() -> list:
