@@ -337,13 +337,13 @@ def main() -> None:
         return
     for data in args.data:
         for arm in args.arm:
-            row = run_arm(arm, data, args.input_size, seed := args.seed)
+            row = run_arm(arm, data, args.input_size, args.seed)
             print(row, flush=True)
             old = pd.read_csv(results) if results.is_file() else pd.DataFrame()
             if len(old):
                 seeds = old["seed"].fillna(42) if "seed" in old else 42  # older rows: 42
                 old = old[~((old["data"] == row["data"]) & (old["arm"] == row["arm"])
-                            & (old["input_size"] == row["input_size"]) & (seeds == seed))]
+                            & (old["input_size"] == row["input_size"]) & (seeds == args.seed))]
             results.parent.mkdir(parents=True, exist_ok=True)
             pd.concat([old, pd.DataFrame([row])], ignore_index=True).to_csv(results, index=False)
 

@@ -446,17 +446,17 @@ def _multi_reliability(metrics: dict[str, Any], predictions: pd.DataFrame | None
 
 def _training(history: pd.DataFrame | None, stages: list[dict[str, Any]], missing: list[str]
               ) -> Section:
+    """The stage table (two stages or more) and the training curves, each drawn if it can be."""
     from tlkit.evaluation.plots import training_curves_figure
 
-    blocks: list[str | pd.DataFrame | Png] = _stage_table(stages) if len(stages) > 1 else []
-    if history is None:
-        return _not_drawn("training", "training curves: no training history (history.csv)",
-                          missing) if not blocks else Section("training", blocks)
+    table = _stage_table(stages) if len(stages) > 1 else []
     try:
-        blocks.append(_png("training_curves", training_curves_figure(history)))
+        if history is None:
+            raise UserError("no training history (history.csv)")
+        curves = [_png("training_curves", training_curves_figure(history))]
     except UserError as error:
-        return _not_drawn("training", f"training curves: {error}", missing)
-    return Section("training", blocks)
+        curves = _not_drawn("training", f"training curves: {error}", missing).blocks
+    return Section("training", [*table, *curves])
 
 
 def _stage_table(stages: list[dict[str, Any]]) -> list[str | pd.DataFrame | Png]:

@@ -174,6 +174,11 @@ class Watch:
     label: str = ""
     before: float | None = None
 
+    def beats(self, value: float) -> bool:
+        """Whether ``value`` is strictly better than ``before`` (anything beats nothing)."""
+        return self.before is None or (value < self.before if self.mode == "min"
+                                       else value > self.before)
+
     def better(self, *values: float | None) -> float | None:
         """The best of ``values`` by the mode (None and NaN are not values)."""
         known = [v for v in values if v is not None and v == v]
@@ -227,7 +232,7 @@ def stage_outcomes(history: pd.DataFrame, stages: list[Stage], monitor: str = "v
                    "gain": gain}
         if monitor != "val_accuracy" and "val_accuracy" in history:
             outcome["val_accuracy"] = float(history.loc[at, "val_accuracy"])
-        if watch.better(watch.before, value) == value and value != watch.before:
+        if watch.beats(value):
             watch.before, kept = value, len(outcomes)
         outcomes.append(outcome)
     for i, outcome in enumerate(outcomes):
